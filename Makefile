@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torchsort builds a CUDA extension whenever `nvcc` is on PATH; with a CPU torch that fails,
+# so it is built with a PATH that has no nvcc on it.
+NO_NVCC_PATH := $(shell for d in $$(echo "$$PATH" | tr ':' ' '); do [ -x "$$d/nvcc" ] || printf '%s:' "$$d"; done)
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import torchsort" 2>/dev/null || \
+		PATH="$(NO_NVCC_PATH)" $(PY) -m pip install --quiet --no-build-isolation torchsort
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cipm inspect resnet20
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cipm plugins tests benchmarks examples
+	$(VENV)/bin/ruff format --check cipm plugins tests benchmarks examples
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/trace.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

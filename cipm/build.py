@@ -1,0 +1,137 @@
+"""From solved atoms to a `SymmetryGraph`: layouts, groups, names, kinds, sites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from math import prod
+
+import torch
+
+from cipm._nodes import module_path
+from cipm.axes import Atom, AxisSolver
+from cipm.graph import (
+    GroupKind,
+    Layout,
+    Leaf,
+    Member,
+    PermGroup,
+    Product,
+    Site,
+    Sum,
+    SymmetryGraph,
+    TensorAxis,
+)
+from cipm.rules import Axes
+
+__all__ = ["build_graph"]
+
+
+def build_graph(
+    model_name: str,
+    solver: AxisSolver,
+    params: dict[str, Axes],
+    activations: list[tuple[torch.fx.Node, list[Axes | None]]],
+) -> SymmetryGraph:
+    """Assemble the symmetry graph of a solved trace.
+
+    A group is a solved class that is a leaf (not cut further), not fixed, has more than one
+    unit, lives in at least one parameter or buffer, and is seen in at least one activation.
+    """
+    fixed, tags = solver.solve()
+
+    def layout(atom: Atom) -> Layout:
+        root = solver.find(atom)
+        d = solver.decomposition(root)
+        if d is None:
+            free = root not in fixed and solver.size(root) > 1
+            return Leaf(solver.size(root), str(root) if free else None)
+        children = tuple(layout(p) for p in d.parts)
+        return Product(children) if d.kind == "product" else Sum(children)
+
+    param_axes = [
+        TensorAxis(key, dim, layout(a)) for key, axes in params.items() for dim, a in enumerate(axes)
+    ]
+    sites: dict[str, list[Site]] = {}
+    for node, outputs in activations:
+        for axes in outputs:
+            for dim, a in enumerate(axes or ()):
+                for root in _leaf_groups(layout(a)):
+                    sites.setdefault(root, []).append(
+                        Site(node.name, module_path(node), str(node.target), dim)
+                    )
+
+    members: dict[str, list[Member]] = {}
+    within: dict[str, str] = {}
+    for axis in param_axes:
+        for root, unit, outer in _placements(axis.layout):
+            if root in sites:
+                members.setdefault(root, []).append(Member(axis.key, axis.dim, unit))
+                if outer in sites:
+                    within.setdefault(root, outer)
+
+    names = _names(members, {r: GroupKind.from_tags(tags.get(int(r), frozenset())) for r in members})
+    groups = tuple(
+        PermGroup(
+            name=names[root],
+            size=solver.size(int(root)),
+            kind=GroupKind.from_tags(tags.get(int(root), frozenset())),
+            members=tuple(dict.fromkeys(ms)),
+            sites=tuple(sites[root]),
+            within=names.get(within.get(root, "")),
+        )
+        for root, ms in members.items()
+    )
+    axes = tuple(
+        TensorAxis(a.key, a.dim, _rename(a.layout, names))
+        for a in param_axes
+        if any(g in names for g in _leaf_groups(a.layout))
+    )
+    return SymmetryGraph(model=model_name, groups=groups, axes=axes)
+
+
+def _leaf_groups(layout: Layout) -> Iterable[str]:
+    if isinstance(layout, Leaf):
+        if layout.group is not None:
+            yield layout.group
+        return
+    for child in layout.factors if isinstance(layout, Product) else layout.parts:
+        yield from _leaf_groups(child)
+
+
+def _placements(layout: Layout, unit: int = 1, outer: str | None = None):  # type: ignore[no-untyped-def]
+    """(group, unit span, nearest outer group) for every group leaf in a layout."""
+    if isinstance(layout, Leaf):
+        if layout.group is not None:
+            yield layout.group, unit, outer
+    elif isinstance(layout, Sum):
+        for part in layout.parts:
+            yield from _placements(part, unit, outer)
+    else:
+        factors = layout.factors
+        for i, factor in enumerate(factors):
+            inner = prod(f.size for f in factors[i + 1 :])
+            outers = [f.group for f in factors[:i] if isinstance(f, Leaf) and f.group]
+            yield from _placements(factor, unit * inner, outers[-1] if outers else outer)
+
+
+def _names(members: dict[str, list[Member]], kinds: dict[str, GroupKind]) -> dict[str, str]:
+    """Readable names: the module of a group's first member, and its kind."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for root, ms in members.items():
+        module = ms[0].key.rsplit(".", 1)[0] if "." in ms[0].key else ms[0].key
+        base = f"{module}:{kinds[root].value}"
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}#{n}", n + 1
+        taken.add(name)
+        names[root] = name
+    return names
+
+
+def _rename(layout: Layout, names: dict[str, str]) -> Layout:
+    if isinstance(layout, Leaf):
+        return Leaf(layout.size, names.get(layout.group or ""))
+    if isinstance(layout, Product):
+        return Product(tuple(_rename(f, names) for f in layout.factors))
+    return Sum(tuple(_rename(p, names) for p in layout.parts))

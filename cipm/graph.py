@@ -1,0 +1,264 @@
+"""The symmetry graph: a model's permutation groups and where each one lives.
+
+All data here is frozen. A `Layout` describes one tensor dimension as a tree: a `Leaf` of one
+group (or of no group: a fixed or trivial axis), a `Product` of factors (outer to inner, e.g.
+heads x head_dim) or a `Sum` of segments (e.g. q|k|v). Permuting a group permutes every leaf of
+it in every layout, which is what makes the permutation co-inverse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from math import prod
+from typing import TYPE_CHECKING, Any, Union
+
+from cipm.errors import CipmError
+
+if TYPE_CHECKING:
+    from cipm.permutation import Permutation
+
+__all__ = [
+    "GroupKind",
+    "Leaf",
+    "Member",
+    "PermGroup",
+    "Product",
+    "Site",
+    "Sum",
+    "SymmetryGraph",
+    "TensorAxis",
+]
+
+
+class GroupKind(str, Enum):
+    """What the units of a group are, in the order rules' tags take precedence."""
+
+    HEADS = "heads"
+    WITHIN_HEAD = "within_head"
+    RESIDUAL = "residual"
+    CHANNELS = "channels"
+    HIDDEN = "hidden"
+    OTHER = "other"
+
+    @classmethod
+    def from_tags(cls, tags: frozenset[str]) -> GroupKind:
+        return next((k for k in cls if k.value in tags), cls.OTHER)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """Units of one group (`group` is None for an axis no permutation touches)."""
+
+    size: int
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Product:
+    """A dimension that is the product of its factors, outer to inner (row-major)."""
+
+    factors: tuple[Layout, ...]
+
+    @property
+    def size(self) -> int:
+        return prod(f.size for f in self.factors)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A dimension that is its segments laid end to end."""
+
+    parts: tuple[Layout, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
+
+
+Layout = Union[Leaf, Product, Sum]  # noqa: UP007 (a runtime alias)
+
+
+@dataclass(frozen=True)
+class TensorAxis:
+    """One dimension of a parameter or buffer, and how groups lay out inside it."""
+
+    key: str
+    dim: int
+    layout: Layout
+
+    def groups(self) -> list[str]:
+        return _groups_in(self.layout)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A place a group's units appear in the model state: tensor `key`, dimension `dim`.
+
+    `unit` is the span of one unit inside that dimension (head_dim for heads, 1 otherwise).
+    """
+
+    key: str
+    dim: int
+    unit: int = 1
+
+
+@dataclass(frozen=True)
+class Site:
+    """An activation where a group's units are observable: graph node, module path, dim."""
+
+    node: str
+    module: str
+    op: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class PermGroup:
+    """One permutation group: units that must be permuted together, everywhere at once."""
+
+    name: str
+    size: int
+    kind: GroupKind
+    members: tuple[Member, ...]
+    sites: tuple[Site, ...] = ()
+    within: str | None = None  # the group this one is nested in (within-head: its heads)
+
+    def __post_init__(self) -> None:
+        if self.size < 2:
+            raise CipmError(f"group '{self.name}' has size {self.size}; a group needs >= 2 units")
+        if not self.members:
+            raise CipmError(f"group '{self.name}' has no member axes")
+
+    @property
+    def unit(self) -> int:
+        """Span of one unit (head_dim for attention heads, 1 for plain units)."""
+        return max(m.unit for m in self.members)
+
+
+@dataclass(frozen=True)
+class SymmetryGraph:
+    """The permutation groups of a model, found by `cipm.trace`."""
+
+    model: str
+    groups: tuple[PermGroup, ...]
+    axes: tuple[TensorAxis, ...]
+    _by_name: dict[str, PermGroup] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise CipmError(f"duplicate group names in symmetry graph: {names}")
+        object.__setattr__(self, "_by_name", {g.name: g for g in self.groups})
+        for axis in self.axes:
+            unknown = [g for g in axis.groups() if g not in self._by_name]
+            if unknown:
+                raise CipmError(f"axis {axis.key}:{axis.dim} names unknown groups {unknown}")
+
+    def __getitem__(self, name: str) -> PermGroup:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no group '{name}'; groups are {list(self._by_name)}") from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __str__(self) -> str:
+        from cipm.display import graph_table
+
+        return graph_table(self)
+
+    def by_kind(self, kind: GroupKind | str) -> list[PermGroup]:
+        return [g for g in self.groups if g.kind == GroupKind(kind)]
+
+    def random_permutation(self, seed: int | None = None) -> Permutation:
+        from cipm.permutation import Permutation
+
+        return Permutation.random(self, seed=seed)
+
+    def identity(self) -> Permutation:
+        from cipm.permutation import Permutation
+
+        return Permutation.identity(self)
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "groups": [_group_to_dict(g) for g in self.groups],
+            "axes": [
+                {"key": a.key, "dim": a.dim, "layout": _layout_to_dict(a.layout)}
+                for a in self.axes
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SymmetryGraph:
+        try:
+            return cls(
+                model=data["model"],
+                groups=tuple(_group_from_dict(g) for g in data["groups"]),
+                axes=tuple(
+                    TensorAxis(a["key"], a["dim"], _layout_from_dict(a["layout"]))
+                    for a in data["axes"]
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CipmError(f"not a cipm symmetry graph: {e!r}") from e
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> SymmetryGraph:
+        return cls.from_dict(json.loads(text))
+
+
+def _groups_in(layout: Layout) -> list[str]:
+    if isinstance(layout, Leaf):
+        return [layout.group] if layout.group else []
+    children = layout.factors if isinstance(layout, Product) else layout.parts
+    return [g for c in children for g in _groups_in(c)]
+
+
+def _layout_to_dict(layout: Layout) -> dict[str, Any]:
+    if isinstance(layout, Leaf):
+        return {"leaf": layout.size, "group": layout.group}
+    if isinstance(layout, Product):
+        return {"product": [_layout_to_dict(f) for f in layout.factors]}
+    return {"sum": [_layout_to_dict(p) for p in layout.parts]}
+
+
+def _layout_from_dict(d: dict[str, Any]) -> Layout:
+    if "leaf" in d:
+        return Leaf(int(d["leaf"]), d["group"])
+    if "product" in d:
+        return Product(tuple(_layout_from_dict(f) for f in d["product"]))
+    return Sum(tuple(_layout_from_dict(p) for p in d["sum"]))
+
+
+def _group_to_dict(g: PermGroup) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "size": g.size,
+        "kind": g.kind.value,
+        "within": g.within,
+        "members": [[m.key, m.dim, m.unit] for m in g.members],
+        "sites": [[s.node, s.module, s.op, s.dim] for s in g.sites],
+    }
+
+
+def _group_from_dict(d: dict[str, Any]) -> PermGroup:
+    return PermGroup(
+        name=d["name"],
+        size=int(d["size"]),
+        kind=GroupKind(d["kind"]),
+        members=tuple(Member(k, int(dim), int(u)) for k, dim, u in d["members"]),
+        sites=tuple(Site(n, m, o, int(dim)) for n, m, o, dim in d["sites"]),
+        within=d.get("within"),
+    )

@@ -1,0 +1,216 @@
+"""`cipm.trace`: export a model with torch.export and solve its symbolic axes.
+
+The pass is a loop over the exported graph's nodes, as torch.fx passes are: placeholders get
+fresh atoms (parameters and buffers free, user inputs fixed), each call runs its op's rule,
+outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.build`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from cipm._nodes import module_path, source_line
+from cipm.axes import AxisSolver
+from cipm.build import build_graph
+from cipm.errors import CipmError, CipmWarning, RuleError, TraceError, UnsupportedOpError
+from cipm.graph import SymmetryGraph
+from cipm.plugins import get_plugin_manager, op_rules
+from cipm.rules import Axes, OpCall, Rule, freeze
+
+__all__ = ["trace"]
+
+Unknown = Literal["error", "freeze"]
+
+# Ops that only check metadata at run time: no tensor flows through them.
+_CHECKS = ("aten._assert", "aten.sym_constrain_range")
+
+
+def trace(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    unknown: Unknown = "error",
+    blocked_plugins: tuple[str, ...] = (),
+) -> SymmetryGraph:
+    """Find the permutation symmetries of `model` automatically.
+
+    Args:
+        model: any ``torch.nn.Module``; it is traced in eval semantics and left as it came.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        unknown: ``"error"`` raises `UnsupportedOpError` on an op with no rule;
+            ``"freeze"`` fixes every axis such an op touches (fewer symmetries, still exact).
+        blocked_plugins: names of rule plugins not to use.
+
+    Returns:
+        The model's `SymmetryGraph`.
+
+    Raises:
+        TraceError: torch.export failed (the cause is chained).
+        UnsupportedOpError: an op has no rule and ``unknown="error"``.
+
+    Example:
+        >>> import torch, cipm
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> [(g.name, g.size) for g in cipm.trace(mlp, torch.randn(3, 4))]
+        [('0:hidden', 8)]
+    """
+    if unknown not in ("error", "freeze"):
+        raise CipmError(f"unknown must be 'error' or 'freeze', not {unknown!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise CipmError(f"cipm.trace needs a torch.nn.Module, got {type(model).__name__}")
+    args, kwargs = _as_args(example_inputs)
+    with _eval_semantics(model):
+        try:
+            program = torch.export.export(model, args, kwargs, strict=False)
+        except Exception as e:
+            raise TraceError(
+                f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from e
+    rules = op_rules(get_plugin_manager(blocked_plugins)) if blocked_plugins else op_rules()
+    state = _propagate(program, rules, unknown)
+    return build_graph(type(model).__name__, state.solver, state.params, state.activations)
+
+
+def _as_args(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, tuple | list):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+@contextlib.contextmanager
+def _eval_semantics(model: torch.nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    if any(modes.values()):
+        warnings.warn(
+            f"{type(model).__name__} is in training mode; tracing it in eval semantics "
+            "(dropout off, BatchNorm using running statistics). The model's mode is unchanged.",
+            CipmWarning,
+            stacklevel=4,
+        )
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+@dataclass
+class _State:
+    solver: AxisSolver = field(default_factory=AxisSolver)
+    values: dict[torch.fx.Node, Any] = field(default_factory=dict)  # node -> Axes | list
+    params: dict[str, Axes] = field(default_factory=dict)  # state key -> atoms
+    activations: list[tuple[torch.fx.Node, list[Axes | None]]] = field(default_factory=list)
+
+    def axes_of(self, v: Any) -> Axes | None:
+        got = self.values.get(v) if isinstance(v, torch.fx.Node) else None
+        return got if isinstance(got, tuple) else None
+
+
+def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown) -> _State:
+    state = _State()
+    specs = {s.arg.name: s for s in program.graph_signature.input_specs if hasattr(s.arg, "name")}
+    for node in program.graph.nodes:
+        if node.op == "placeholder":
+            _placeholder(state, node, specs.get(node.name))
+        elif node.op == "call_function":
+            _call(state, node, rules, unknown)
+        elif node.op == "output":
+            _output(state, node, program)
+        else:
+            raise UnsupportedOpError(f"{node.op} {node.target}", module_path(node), source_line(node))
+    return state
+
+
+def _placeholder(state: _State, node: torch.fx.Node, spec: Any) -> None:
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return
+    axes = tuple(state.solver.new(n) for n in val.shape)
+    state.values[node] = axes
+    if spec is not None and spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+        state.params[spec.target] = axes
+    else:  # user inputs and constants of unknown structure
+        state.solver.fix(*axes)
+
+
+def _output(state: _State, node: torch.fx.Node, program: ExportedProgram) -> None:
+    results = node.args[0] if isinstance(node.args[0], tuple | list) else (node.args[0],)
+    for spec, value in zip(program.graph_signature.output_specs, results, strict=False):
+        axes = state.axes_of(value)
+        if axes is None:
+            continue
+        if spec.kind == OutputKind.BUFFER_MUTATION and spec.target in state.params:
+            for a, b in zip(axes, state.params[spec.target], strict=True):
+                state.solver.unify(a, b)
+        else:
+            state.solver.fix(*axes)
+
+
+def _call(state: _State, node: torch.fx.Node, rules: dict[str, Rule], unknown: Unknown) -> None:
+    if node.target is operator.getitem:
+        source, index = node.args
+        state.values[node] = state.values.get(source, [None] * (index + 1))[index]  # type: ignore
+        return
+    op = _op_name(node.target)
+    outputs = _output_shapes(node.meta.get("val"))
+    if op.startswith(_CHECKS) or (all(s is None for s in outputs) and not node.users):
+        return
+    schema = getattr(node.target, "_schema", None)
+    positional = [a.name for a in schema.arguments] if schema else []
+    args = _bind(node, schema)
+    call = OpCall(op, args, positional, outputs, state.solver, state.axes_of)
+    rule = rules.get(op) or rules.get(op.rsplit(".", 1)[0])
+    if rule is None:
+        if unknown == "error":
+            raise UnsupportedOpError(op, module_path(node), source_line(node))
+        rule = freeze
+    try:
+        rule(call)
+        results = call.outputs()
+    except RuleError as e:
+        raise RuleError(f"{e} (node '{node.name}' in module '{module_path(node)}')") from e
+    state.values[node] = results[0] if _single(node.meta.get("val")) else results
+    state.activations.append((node, results))
+
+
+def _bind(node: torch.fx.Node, schema: Any) -> dict[str, Any]:
+    if schema is None:
+        return {str(i): a for i, a in enumerate(node.args)} | dict(node.kwargs)
+    bound: dict[str, Any] = {}
+    for i, arg in enumerate(schema.arguments):
+        if i < len(node.args) and not arg.kwarg_only:
+            bound[arg.name] = node.args[i]
+        elif arg.name in node.kwargs:
+            bound[arg.name] = node.kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    return bound
+
+
+def _single(val: Any) -> bool:
+    return not isinstance(val, tuple | list)
+
+
+def _output_shapes(val: Any) -> list[tuple[int, ...] | None]:
+    vals = val if isinstance(val, tuple | list) else [val]
+    return [tuple(int(n) for n in v.shape) if isinstance(v, torch.Tensor) else None for v in vals]
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "name", None)
+    if callable(name):  # OpOverload.name() -> 'aten::linear' ; str(target) -> 'aten.linear.default'
+        return str(target)
+    return getattr(target, "__qualname__", None) or str(target)

@@ -1,0 +1,58 @@
+"""Rules for attention: scaled_dot_product_attention, the op nn.MultiheadAttention and most
+transformer implementations lower to.
+
+q[..., L, E] @ k[..., S, E] contracts E, so q and k share their within-head axis; the weights
+@ v[..., S, Ev] give out[..., L, Ev], so v and the output share theirs. The leading dims
+(batch, heads) are the same axis across q, k, v and the output: heads move as whole units.
+Query/key positions stay with their tokens; with a causal mask their order matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cipm import hookimpl
+from cipm.rules import OpCall, Rule, TensorRef, broadcast_axes
+
+
+def sdpa(call: OpCall) -> None:
+    q, k, v = call.tensor("query"), call.tensor("key"), call.tensor("value")
+    mask = call.maybe_tensor("attn_mask")
+    out = call.out_shape
+    if call.value("enable_gqa", False) and q.ndim >= 3 and q.shape[-3] != k.shape[-3]:
+        kv_heads = k.shape[-3]
+        q_heads = call.split(q.axes[-3], "product", [kv_heads, q.shape[-3] // kv_heads])
+        call.unify(q_heads[0], k.axes[-3])
+        k = TensorRef((*k.shape[:-3], q.shape[-3], *k.shape[-2:]), (*k.axes[:-3], q.axes[-3], *k.axes[-2:]))
+    lead = broadcast_axes(call, [_lead(q), _lead(k), _lead(v)], out[:-2])
+    call.unify(q.axes[-1], k.axes[-1])
+    call.unify(k.axes[-2], v.axes[-2])
+    length, source = q.axes[-2], k.axes[-2]
+    if mask is not None:  # broadcast against the attention weights [..., L, S]
+        weights = (*out[:-2], q.shape[-2], k.shape[-2])
+        broadcast_axes(call, [mask, TensorRef(weights, (*lead, length, source))], weights)
+    if call.value("is_causal", False):
+        call.fix(length, source)
+    if len(lead) >= 1:
+        call.tag(lead[-1], "heads")
+    call.tag(q.axes[-1], "within_head")
+    call.tag(v.axes[-1], "within_head")
+    call.set_output([*lead, length, v.axes[-1]], 0)
+    for i in range(1, len(call.output_shapes)):  # logsumexp etc. of the fused variants
+        shape = call.output_shapes[i]
+        if shape is not None and shape[: len(lead)] == tuple(out[: len(lead)]):
+            rest = [call.new(n) for n in shape[len(lead) :]]
+            call.fix(*rest)
+            call.set_output([*lead, *rest], i)
+
+
+def _lead(ref: TensorRef) -> TensorRef:
+    return TensorRef(ref.shape[:-2], ref.axes[:-2])
+
+
+@hookimpl
+def cipm_rules() -> Mapping[str, Rule]:
+    return {
+        "aten.scaled_dot_product_attention": sdpa,
+        "aten._scaled_dot_product_flash_attention_for_cpu": sdpa,
+    }

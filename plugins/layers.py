@@ -1,0 +1,209 @@
+"""Rules for layers with weights: linear and matmul family, convolution, norms, embedding.
+
+Each rule says which weight axis consumes the input's units (the co-inverse side), and which
+makes new units shared by the weight's output axis, the bias and the output (the permuted side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cipm import hookimpl
+from cipm.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
+
+
+def linear(call: OpCall) -> None:
+    """y[..., out] = x[..., in] @ w[out, in].T + b[out]."""
+    x, w, b = call.tensor(0), call.tensor(1), call.maybe_tensor(2)
+    out_axis = w.axes[0] if w.ndim == 2 else None
+    call.unify(x.axes[-1], w.axes[-1])
+    if b is not None and out_axis is not None:
+        call.unify(b.axes[-1], out_axis)
+    if out_axis is None:  # 1-D weight: a dot product
+        call.set_output(x.axes[:-1])
+        return
+    call.tag(out_axis, "hidden")
+    call.set_output([*x.axes[:-1], out_axis])
+
+
+def matmul(call: OpCall) -> None:
+    """mm / bmm / matmul: contracted axes unify, batch dims broadcast."""
+    a, b = call.tensor(0), call.tensor(1)
+    call.unify(a.axes[-1], b.axes[-2] if b.ndim >= 2 else b.axes[-1])
+    rows = [a.axes[-2]] if a.ndim >= 2 else []
+    cols = [b.axes[-1]] if b.ndim >= 2 else []
+    batch_a = TensorRef(a.shape[:-2], a.axes[:-2]) if a.ndim > 2 else None
+    batch_b = TensorRef(b.shape[:-2], b.axes[:-2]) if b.ndim > 2 else None
+    out = call.out_shape
+    n_batch = len(out) - len(rows) - len(cols)
+    batch = broadcast_axes(call, [batch_a, batch_b], out[:n_batch])
+    call.set_output([*batch, *rows, *cols])
+
+
+def addmm(call: OpCall) -> None:
+    """addmm(bias, a, b) / baddbmm: a matmul plus a broadcast bias."""
+    bias, a, b = call.tensor(0), call.tensor(1), call.tensor(2)
+    call.unify(a.axes[-1], b.axes[-2])
+    batch = list(a.axes[:-2])
+    if len(batch) and b.ndim > 2:
+        call.unify_all(batch, b.axes[:-2])
+    product = TensorRef(call.out_shape, (*batch, a.axes[-2], b.axes[-1]))
+    broadcast(call, [product, bias])
+
+
+def einsum(call: OpCall) -> None:
+    """einsum: the same letter is the same axis; a letter absent from the output is summed."""
+    spec = str(call.value(0)).replace(" ", "")
+    ins, _, out = spec.partition("->")
+    refs = call.tensors(1)
+    if "..." in spec or not out and "->" not in spec:
+        for r in refs:
+            call.fix(*r.axes)
+        return
+    seen: dict[str, int] = {}
+    for letters, ref in zip(ins.split(","), refs, strict=True):
+        for letter, atom, n in zip(letters, ref.axes, ref.shape, strict=True):
+            if n == 1:
+                continue
+            if letter in seen:
+                call.unify(seen[letter], atom)
+            else:
+                seen[letter] = atom
+    call.set_output([seen.get(c) or call.new(1) for c in out])
+
+
+def convolution(call: OpCall) -> None:
+    """convNd / convolution: channels like linear; grouped convs are products (groups x per-group).
+
+    Spatial axes are fixed (a kernel reads neighbours). With g groups, the input channels are
+    g x (C_in/g) and the output channels g x (C_out/g): permuting whole groups, or channels
+    within every group alike, preserves the function. Depthwise convs tie in to out.
+    """
+    x, w, b = call.tensor(0), call.tensor(1), call.maybe_tensor(2)
+    transposed = bool(call.value("transposed", False)) or "conv_transpose" in call.op
+    groups = int(call.value("groups", 1) or 1)
+    c = 1 if x.ndim == w.ndim else 0  # unbatched input has no batch dim
+    call.fix(*x.axes[c + 1 :], *w.axes[2:])
+    group, per_group_in = call.split(x.axes[c], "product", [groups, x.shape[c] // groups])
+    if transposed:  # weight [C_in, C_out / g, *k]
+        call.unify(w.axes[0], x.axes[c])
+        out_axis = call.join("product", [group, w.axes[1]])
+    else:  # weight [C_out, C_in / g, *k]
+        call.unify(w.axes[1], per_group_in)
+        out_axis = w.axes[0]
+        out_group, _ = call.split(out_axis, "product", [groups, w.shape[0] // groups])
+        call.unify(out_group, group)
+    if b is not None:
+        call.unify(b.axes[0], out_axis)
+    call.tag(out_axis, "channels")
+    spatial = [call.new(n) for n in call.out_shape[c + 1 :]]
+    call.fix(*spatial)
+    call.set_output([*x.axes[:c], out_axis, *spatial])
+
+
+def batch_norm(call: OpCall) -> None:
+    """batch_norm and its eval/no-stats forms: per-channel (dim 1) affine and statistics."""
+    x = call.tensor(0)
+    channel = x.axes[1] if x.ndim > 1 else x.axes[0]
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        ref = call.maybe_tensor(name)
+        if ref is not None:
+            call.unify(ref.axes[0], channel)
+    call.set_output(x.axes, 0)
+    for i in range(1, len(call.output_shapes)):  # saved mean/invstd of native variants
+        shape = call.output_shapes[i]
+        if shape is not None:
+            call.set_output([channel] if shape == (x.shape[1],) else [call.new(n) for n in shape], i)
+
+
+def layer_norm(call: OpCall) -> None:
+    """layer_norm / rms_norm: equivariant over the normalized (trailing) dims."""
+    x = call.tensor(0)
+    k = len(call.value("normalized_shape"))
+    for name in ("weight", "bias"):
+        ref = call.maybe_tensor(name)
+        if ref is not None:
+            call.unify_all(ref.axes, x.axes[x.ndim - k :])
+    call.set_output(x.axes, 0)
+    for i in range(1, len(call.output_shapes)):  # native_layer_norm's mean and rstd
+        call.set_output([*x.axes[: x.ndim - k], *(call.new(1) for _ in range(k))], i)
+
+
+def group_norm(call: OpCall) -> None:
+    """group_norm: channels are groups x per-group; whole groups or within-group alike move."""
+    x = call.tensor(0)
+    groups = int(call.value("num_groups", call.value("group", 1)))
+    channel = x.axes[1]
+    call.split(channel, "product", [groups, x.shape[1] // groups])
+    for name in ("weight", "bias"):
+        ref = call.maybe_tensor(name)
+        if ref is not None:
+            call.unify(ref.axes[0], channel)
+    call.set_output(x.axes, 0)
+    for i in range(1, len(call.output_shapes)):
+        shape = call.output_shapes[i]
+        if shape is not None:
+            call.set_output([call.new(n) for n in shape], i)
+
+
+def embedding(call: OpCall) -> None:
+    """embedding(weight[V, D], indices): rows are looked up by value, so V is fixed."""
+    w, idx = call.tensor(0), call.tensor(1)
+    call.fix(w.axes[0])
+    call.tag(w.axes[1], "hidden")
+    call.set_output([*idx.axes, w.axes[1]])
+
+
+def pool(call: OpCall) -> None:
+    """Pooling over spatial dims: batch and channel axes pass through, spatial ones are fixed."""
+    x = call.tensor(0)
+    spatial_in = len(call.value("kernel_size", call.value("output_size", ())) or ()) or 2
+    keep = x.ndim - spatial_in
+    call.fix(*x.axes[keep:])
+    for i, shape in enumerate(call.output_shapes):
+        if shape is not None:
+            spatial = [call.new(n) for n in shape[keep:]]
+            call.fix(*spatial)
+            call.set_output([*x.axes[:keep], *spatial], i)
+
+
+POOLS = """
+max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool2d_with_indices
+max_pool3d_with_indices adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
+_adaptive_avg_pool2d adaptive_max_pool1d adaptive_max_pool2d lp_pool2d
+""".split()
+
+
+@hookimpl
+def cipm_rules() -> Mapping[str, Rule]:
+    rules: dict[str, Rule] = {f"aten.{op}": pool for op in POOLS}
+    rules.update(
+        {
+            "aten.linear": linear,
+            "aten.mm": matmul,
+            "aten.bmm": matmul,
+            "aten.matmul": matmul,
+            "aten.addmm": addmm,
+            "aten.baddbmm": addmm,
+            "aten.einsum": einsum,
+            "aten.conv1d": convolution,
+            "aten.conv2d": convolution,
+            "aten.conv3d": convolution,
+            "aten.conv_transpose1d": convolution,
+            "aten.conv_transpose2d": convolution,
+            "aten.convolution": convolution,
+            "aten._convolution": convolution,
+            "aten.batch_norm": batch_norm,
+            "aten._native_batch_norm_legit_no_training": batch_norm,
+            "aten._native_batch_norm_legit": batch_norm,
+            "aten.native_batch_norm": batch_norm,
+            "aten.layer_norm": layer_norm,
+            "aten.native_layer_norm": layer_norm,
+            "aten.rms_norm": layer_norm,
+            "aten._fused_rms_norm": layer_norm,
+            "aten.group_norm": group_norm,
+            "aten.native_group_norm": group_norm,
+            "aten.embedding": embedding,
+        }
+    )
+    return rules
