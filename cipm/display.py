@@ -14,7 +14,7 @@ def graph_table(graph: SymmetryGraph, max_members: int = 3) -> str:
     """One row per group: name, kind, size (x unit span), nesting, member axes."""
     rows = [("group", "kind", "size", "within", "members")]
     for g in graph.groups:
-        size = f"{g.size}" + (f" x {g.unit}" if g.unit > 1 else "")
+        size = f"{g.size}" + (f" x {g.unit}" if g.kind.value == "heads" else "")
         shown = ", ".join(f"{m.key}:{m.dim}" for m in g.members[:max_members])
         more = len(g.members) - max_members
         rows.append((g.name, g.kind.value, size, g.within or "", shown + (f" +{more}" if more > 0 else "")))

@@ -78,7 +78,22 @@ def trace(
             ) from e
     rules = op_rules(get_plugin_manager(blocked_plugins)) if blocked_plugins else op_rules()
     state = _propagate(program, rules, unknown)
+    _tie_shared(state, model)
     return build_graph(type(model).__name__, state.solver, state.params, state.activations)
+
+
+def _tie_shared(state: _State, model: torch.nn.Module) -> None:
+    """Names that hold one tensor (tied weights) are one set of axes."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    first: dict[int, Axes] = {}
+    for key, axes in state.params.items():
+        t = tensors.get(key)
+        if t is None:
+            continue
+        seen = first.setdefault(id(t), axes)
+        for a, b in zip(seen, axes, strict=True):
+            state.solver.unify(a, b)
 
 
 def _as_args(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -121,10 +136,13 @@ class _State:
 
 def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown) -> _State:
     state = _State()
-    specs = {s.arg.name: s for s in program.graph_signature.input_specs if hasattr(s.arg, "name")}
+    specs: dict[str, list[Any]] = {}  # placeholder -> its specs (tied weights have several)
+    for spec in program.graph_signature.input_specs:
+        if hasattr(spec.arg, "name"):
+            specs.setdefault(spec.arg.name, []).append(spec)
     for node in program.graph.nodes:
         if node.op == "placeholder":
-            _placeholder(state, node, specs.get(node.name))
+            _placeholder(state, node, specs.get(node.name, []))
         elif node.op == "call_function":
             _call(state, node, rules, unknown)
         elif node.op == "output":
@@ -134,15 +152,16 @@ def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknow
     return state
 
 
-def _placeholder(state: _State, node: torch.fx.Node, spec: Any) -> None:
+def _placeholder(state: _State, node: torch.fx.Node, specs: list[Any]) -> None:
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return
     axes = tuple(state.solver.new(n) for n in val.shape)
     state.values[node] = axes
-    if spec is not None and spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+    state_specs = [s for s in specs if s.kind in (InputKind.PARAMETER, InputKind.BUFFER)]
+    for spec in state_specs:
         state.params[spec.target] = axes
-    else:  # user inputs and constants of unknown structure
+    if not state_specs:  # user inputs and constants of unknown structure
         state.solver.fix(*axes)
 
 

@@ -1,0 +1,48 @@
+"""Shared test helpers: float64 function comparison and traced-zoo caching."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+from hypothesis import settings
+
+import cipm
+from cipm import zoo
+
+settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True)
+settings.register_profile("dev", max_examples=8, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@functools.lru_cache(maxsize=None)
+def traced(name: str) -> cipm.SymmetryGraph:
+    """Symmetry graph of a zoo model (the architecture, so one trace serves every seed)."""
+    model, x = zoo.build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cipm.trace(model, x)
+
+
+def as_double(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    return model.double(), (x.double() if x.is_floating_point() else x)
+
+
+def assert_same_function(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> None:
+    """Outputs agree in float64 up to summation-order rounding."""
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=1e-9, atol=1e-10)
+
+
+def assert_state_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
