@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 Spans = list[list[int]]
 
@@ -29,9 +29,9 @@ def refine_product(left: list[int], right: list[int]) -> tuple[list[int], Spans,
         | set(accumulate(reversed(right), lambda a, b: a * b))
     )
     chain = [1, *strides]
-    if any(b % a for a, b in zip(chain, chain[1:], strict=False)):
+    if any(b % a for a, b in pairwise(chain)):
         return None
-    fine = [b // a for a, b in zip(chain, chain[1:], strict=False)][::-1]
+    fine = [b // a for a, b in pairwise(chain)][::-1]
     return fine, _spans(fine, left, sum_of=False), _spans(fine, right, sum_of=False)
 
 
@@ -39,7 +39,8 @@ def _spans(fine: list[int], parts: list[int], *, sum_of: bool) -> Spans:
     spans: Spans = []
     i = 0
     for part in parts:
-        span, acc = [], 0 if sum_of else 1
+        span: list[int] = []
+        acc = 0 if sum_of else 1
         while (acc < part) if sum_of else (acc < part or not span):
             span.append(i)
             acc = acc + fine[i] if sum_of else acc * fine[i]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from math import prod
 
 import torch
@@ -49,7 +49,9 @@ def build_graph(
         return Product(children) if d.kind == "product" else Sum(children)
 
     param_axes = [
-        TensorAxis(key, dim, layout(a)) for key, axes in params.items() for dim, a in enumerate(axes)
+        TensorAxis(key, dim, layout(a))
+        for key, axes in params.items()
+        for dim, a in enumerate(axes)
     ]
     sites: dict[str, list[Site]] = {}
     for node, outputs in activations:
@@ -69,7 +71,9 @@ def build_graph(
                 if outer in sites:
                     within.setdefault(root, outer)
 
-    names = _names(members, {r: GroupKind.from_tags(tags.get(int(r), frozenset())) for r in members})
+    names = _names(
+        members, {r: GroupKind.from_tags(tags.get(int(r), frozenset())) for r in members}
+    )
     groups = tuple(
         PermGroup(
             name=names[root],
@@ -81,12 +85,12 @@ def build_graph(
         )
         for root, ms in members.items()
     )
-    axes = tuple(
+    tensor_axes = tuple(
         TensorAxis(a.key, a.dim, _rename(a.layout, names))
         for a in param_axes
         if any(g in names for g in _leaf_groups(a.layout))
     )
-    return SymmetryGraph(model=model_name, groups=groups, axes=axes)
+    return SymmetryGraph(model=model_name, groups=groups, axes=tensor_axes)
 
 
 def _leaf_groups(layout: Layout) -> Iterable[str]:
@@ -98,7 +102,9 @@ def _leaf_groups(layout: Layout) -> Iterable[str]:
         yield from _leaf_groups(child)
 
 
-def _placements(layout: Layout, unit: int = 1, outer: str | None = None):  # type: ignore[no-untyped-def]
+def _placements(
+    layout: Layout, unit: int = 1, outer: str | None = None
+) -> Iterator[tuple[str, int, str | None]]:
     """(group, unit span, nearest outer group) for every group leaf in a layout."""
     if isinstance(layout, Leaf):
         if layout.group is not None:

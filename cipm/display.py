@@ -17,10 +17,13 @@ def graph_table(graph: SymmetryGraph, max_members: int = 3) -> str:
         size = f"{g.size}" + (f" x {g.unit}" if g.kind.value == "heads" else "")
         shown = ", ".join(f"{m.key}:{m.dim}" for m in g.members[:max_members])
         more = len(g.members) - max_members
-        rows.append((g.name, g.kind.value, size, g.within or "", shown + (f" +{more}" if more > 0 else "")))
+        rows.append(
+            (g.name, g.kind.value, size, g.within or "", shown + (f" +{more}" if more > 0 else ""))
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows
+        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
     ]
     lines.insert(1, "-" * max(len(ln) for ln in lines))
     kinds: dict[str, int] = {}

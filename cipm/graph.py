@@ -9,6 +9,7 @@ it in every layout, which is what makes the permutation co-inverse.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from math import prod
@@ -162,7 +163,7 @@ class SymmetryGraph:
         except KeyError:
             raise KeyError(f"no group '{name}'; groups are {list(self._by_name)}") from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[PermGroup]:
         return iter(self.groups)
 
     def __len__(self) -> int:
@@ -192,8 +193,7 @@ class SymmetryGraph:
             "model": self.model,
             "groups": [_group_to_dict(g) for g in self.groups],
             "axes": [
-                {"key": a.key, "dim": a.dim, "layout": _layout_to_dict(a.layout)}
-                for a in self.axes
+                {"key": a.key, "dim": a.dim, "layout": _layout_to_dict(a.layout)} for a in self.axes
             ],
         }
 

@@ -69,8 +69,12 @@ def _state_tensors(model: torch.nn.Module, graph: SymmetryGraph) -> dict[str, to
             raise PermutationError(_mismatch(graph, axis, "has no tensor of that name")) from None
         if t.dim() <= axis.dim or t.shape[axis.dim] != axis.layout.size:
             raise PermutationError(
-                _mismatch(graph, axis, f"has shape {tuple(t.shape)}, expected dim {axis.dim} "
-                          f"of size {axis.layout.size}")
+                _mismatch(
+                    graph,
+                    axis,
+                    f"has shape {tuple(t.shape)}, expected dim {axis.dim} "
+                    f"of size {axis.layout.size}",
+                )
             )
         tensors[axis.key] = t.detach()
     return tensors

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -22,7 +22,7 @@ class Permutation:
 
     Example:
         >>> p = graph.random_permutation(seed=0)            # doctest: +SKIP
-        >>> cipm.permute(cipm.permute(model, p), p.inverse())  # the original state  # doctest: +SKIP
+        >>> restored = cipm.permute(cipm.permute(model, p), p.inverse())  # doctest: +SKIP
     """
 
     __slots__ = ("_indices", "graph")
@@ -82,10 +82,10 @@ class Permutation:
         except KeyError:
             raise KeyError(f"no group '{group}' in this permutation") from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._indices)
 
-    def items(self):  # type: ignore[no-untyped-def]
+    def items(self) -> ItemsView[str, torch.Tensor]:
         return self._indices.items()
 
     def __eq__(self, other: object) -> bool:

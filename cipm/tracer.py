@@ -84,7 +84,7 @@ def trace(
 
 def _tie_shared(state: _State, model: torch.nn.Module) -> None:
     """Names that hold one tensor (tied weights) are one set of axes."""
-    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(model.named_buffers(remove_duplicate=False))
     first: dict[int, Axes] = {}
     for key, axes in state.params.items():
@@ -148,7 +148,9 @@ def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknow
         elif node.op == "output":
             _output(state, node, program)
         else:
-            raise UnsupportedOpError(f"{node.op} {node.target}", module_path(node), source_line(node))
+            raise UnsupportedOpError(
+                f"{node.op} {node.target}", module_path(node), source_line(node)
+            )
     return state
 
 

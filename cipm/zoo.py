@@ -7,6 +7,7 @@ PyTorch; nothing in cipm's core knows about them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +24,19 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def mlp(depth: int = 3, width: int = 32, bias: bool = True, activation: str = "relu",
-        d_in: int = 8, d_out: int = 4, batch: int = 4) -> tuple[nn.Module, torch.Tensor]:
+def mlp(
+    depth: int = 3,
+    width: int = 32,
+    bias: bool = True,
+    activation: str = "relu",
+    d_in: int = 8,
+    d_out: int = 4,
+    batch: int = 4,
+) -> tuple[nn.Module, torch.Tensor]:
     """`depth` hidden layers of `width` units."""
     layers: list[nn.Module] = []
     sizes = [d_in] + [width] * depth
-    for a, b in zip(sizes, sizes[1:], strict=False):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b, bias=bias), ACTIVATIONS[activation]()]
     layers.append(nn.Linear(sizes[-1], d_out, bias=bias))
     return nn.Sequential(*layers).eval(), torch.randn(batch, d_in)
@@ -42,8 +50,13 @@ def _conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1
 
 def cnn_bn(width: int = 8) -> tuple[nn.Module, torch.Tensor]:
     model = nn.Sequential(
-        _conv_bn(3, width), nn.ReLU(), _conv_bn(width, 2 * width, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10),
+        _conv_bn(3, width),
+        nn.ReLU(),
+        _conv_bn(width, 2 * width, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, 10),
     )
     return _randomize_bn(model).eval(), torch.randn(2, 3, 16, 16)
 
@@ -54,7 +67,8 @@ class BasicBlock(nn.Module):
         self.conv1 = _conv_bn(c_in, c_out, stride=stride)
         self.conv2 = _conv_bn(c_out, c_out)
         self.shortcut = (
-            _conv_bn(c_in, c_out, k=1, stride=stride) if stride != 1 or c_in != c_out
+            _conv_bn(c_in, c_out, k=1, stride=stride)
+            if stride != 1 or c_in != c_out
             else nn.Identity()
         )
 
@@ -70,8 +84,10 @@ class ResNet(nn.Module):
         self.stem = _conv_bn(3, width)
         stages, c = [], width
         for i, w in enumerate([width, 2 * width, 4 * width]):
-            layers = [BasicBlock(c if j == 0 else w, w, 2 if (j == 0 and i > 0) else 1)
-                      for j in range(blocks)]
+            layers = [
+                BasicBlock(c if j == 0 else w, w, 2 if (j == 0 and i > 0) else 1)
+                for j in range(blocks)
+            ]
             stages.append(nn.Sequential(*layers))
             c = w
         self.layer1, self.layer2, self.layer3 = stages
@@ -95,7 +111,8 @@ class Bottleneck(nn.Module):
         self.conv2 = _conv_bn(mid, mid, stride=stride)
         self.conv3 = _conv_bn(mid, c_out, k=1)
         self.shortcut = (
-            _conv_bn(c_in, c_out, k=1, stride=stride) if stride != 1 or c_in != c_out
+            _conv_bn(c_in, c_out, k=1, stride=stride)
+            if stride != 1 or c_in != c_out
             else nn.Identity()
         )
 
@@ -147,9 +164,7 @@ class DenseNet(nn.Module):
     def __init__(self, growth: int = 6, layers: int = 3, stem: int = 8) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, stem, 3, padding=1)
-        self.convs = nn.ModuleList(
-            _conv_bn(stem + i * growth, growth) for i in range(layers)
-        )
+        self.convs = nn.ModuleList(_conv_bn(stem + i * growth, growth) for i in range(layers))
         self.fc = nn.Linear(stem + layers * growth, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,23 +180,38 @@ def densenet() -> tuple[nn.Module, torch.Tensor]:
 
 def mobilenet(width: int = 8) -> tuple[nn.Module, torch.Tensor]:
     """Depthwise-separable blocks: depthwise 3x3 then pointwise 1x1, each with BatchNorm."""
+
     def separable(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-        return [_conv_bn(c_in, c_in, stride=stride, groups=c_in), nn.ReLU6(),
-                _conv_bn(c_in, c_out, k=1), nn.ReLU6()]
+        return [
+            _conv_bn(c_in, c_in, stride=stride, groups=c_in),
+            nn.ReLU6(),
+            _conv_bn(c_in, c_out, k=1),
+            nn.ReLU6(),
+        ]
 
     model = nn.Sequential(
-        _conv_bn(3, width, stride=2), nn.ReLU6(),
-        *separable(width, 2 * width, 1), *separable(2 * width, 4 * width, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 10),
+        _conv_bn(3, width, stride=2),
+        nn.ReLU6(),
+        *separable(width, 2 * width, 1),
+        *separable(2 * width, 4 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, 10),
     )
     return _randomize_bn(model).eval(), torch.randn(2, 3, 16, 16)
 
 
 def cnn_groupnorm(width: int = 16, groups: int = 4) -> tuple[nn.Module, torch.Tensor]:
     model = nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(groups, width), nn.SiLU(),
-        nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(groups, width), nn.SiLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10),
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.GroupNorm(groups, width),
+        nn.SiLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.GroupNorm(groups, width),
+        nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 10),
     )
     for m in model.modules():
         if isinstance(m, nn.GroupNorm):
@@ -193,12 +223,20 @@ def cnn_groupnorm(width: int = 16, groups: int = 4) -> tuple[nn.Module, torch.Te
 class SequenceClassifier(nn.Module):
     """nn.TransformerEncoder between an input projection and a classification head."""
 
-    def __init__(self, norm_first: bool, d_in: int = 6, d: int = 16, heads: int = 4,
-                 layers: int = 2, classes: int = 3) -> None:
+    def __init__(
+        self,
+        norm_first: bool,
+        d_in: int = 6,
+        d: int = 16,
+        heads: int = 4,
+        layers: int = 2,
+        classes: int = 3,
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(d_in, d)
-        layer = nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.1, batch_first=True,
-                                           norm_first=norm_first)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, 2 * d, dropout=0.1, batch_first=True, norm_first=norm_first
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(d, classes)
 
@@ -221,8 +259,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
-                   for p in (self.query, self.key, self.value))
+        q, k, v = (
+            p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+            for p in (self.query, self.key, self.value)
+        )
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -246,8 +286,9 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only LM: causal SDPA, GELU MLP, pre-LayerNorm, output head tied to embedding."""
 
-    def __init__(self, vocab: int = 50, d: int = 32, heads: int = 4, layers: int = 2,
-                 context: int = 16) -> None:
+    def __init__(
+        self, vocab: int = 50, d: int = 32, heads: int = 4, layers: int = 2, context: int = 16
+    ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(context, d)
@@ -270,8 +311,15 @@ def gpt() -> tuple[nn.Module, torch.Tensor]:
 class Encoder(nn.Module):
     """BERT-style classifier: embeddings, LayerNorm, post-norm blocks, pooler on token 0."""
 
-    def __init__(self, vocab: int = 100, d: int = 32, heads: int = 4, layers: int = 2,
-                 ff: int = 64, context: int = 16) -> None:
+    def __init__(
+        self,
+        vocab: int = 100,
+        d: int = 32,
+        heads: int = 4,
+        layers: int = 2,
+        ff: int = 64,
+        context: int = 16,
+    ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Embedding(context, d)
@@ -301,7 +349,8 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
     """Non-trivial BatchNorm statistics and affine parameters, so tests can see mistakes."""
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+            assert m.running_var is not None
             n = m.num_features
             m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
             m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)

@@ -23,7 +23,9 @@ def sdpa(call: OpCall) -> None:
         kv_heads = k.shape[-3]
         q_heads = call.split(q.axes[-3], "product", [kv_heads, q.shape[-3] // kv_heads])
         call.unify(q_heads[0], k.axes[-3])
-        k = TensorRef((*k.shape[:-3], q.shape[-3], *k.shape[-2:]), (*k.axes[:-3], q.axes[-3], *k.axes[-2:]))
+        k = TensorRef(
+            (*k.shape[:-3], q.shape[-3], *k.shape[-2:]), (*k.axes[:-3], q.axes[-3], *k.axes[-2:])
+        )
     lead = broadcast_axes(call, [_lead(q), _lead(k), _lead(v)], out[:-2])
     call.unify(q.axes[-1], k.axes[-1])
     call.unify(k.axes[-2], v.axes[-2])

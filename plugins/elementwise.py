@@ -29,19 +29,21 @@ hypot copysign xlogy
 TERNARY = "where masked_fill lerp addcmul addcdiv clamp.Tensor".split()
 
 # Results whose values depend on position: every axis fixed (a rule that sets no output).
-POSITIONAL = "arange linspace eye rand randn randint randperm rand_like randn_like bernoulli".split()
+POSITIONAL = (
+    "arange linspace eye rand randn randint randperm rand_like randn_like bernoulli".split()
+)
 
 # Constant-filled results: the same value at every index, so every axis is free.
-FILLED = "zeros_like ones_like empty_like full_like new_zeros new_ones new_empty new_full".split()
+FILLED = "zeros_like ones_like empty_like full_like new_zeros new_ones new_empty new_full"
 
 
 def binary(call: OpCall) -> None:
     a, b = call.maybe_tensor(0), call.maybe_tensor(1)
     axes = broadcast(call, [a, b])
-    if a is not None and b is not None and a.shape == b.shape == call.out_shape:
-        if call.op.startswith(("aten.add", "aten.sub")):
-            for atom in axes:
-                call.tag(atom, "residual")
+    both = a is not None and b is not None and a.shape == b.shape == call.out_shape
+    if both and call.op.startswith(("aten.add", "aten.sub")):
+        for atom in axes:
+            call.tag(atom, "residual")
 
 
 def ternary(call: OpCall) -> None:
@@ -67,7 +69,7 @@ def cipm_rules() -> Mapping[str, Rule]:
     rules: dict[str, Rule] = {f"aten.{op}": same_as_input for op in UNARY}
     rules.update({f"aten.{op}": binary for op in BINARY})
     rules.update({f"aten.{op}": ternary for op in TERNARY})
-    rules.update({f"aten.{op}": filled for op in FILLED})
+    rules.update({f"aten.{op}": filled for op in FILLED.split()})
     rules.update({f"aten.{op}": filled for op in ("zeros", "ones", "full", "scalar_tensor")})
     rules.update({f"aten.{op}": positional for op in POSITIONAL})
     rules["aten.native_dropout"] = native_dropout

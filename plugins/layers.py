@@ -56,7 +56,7 @@ def einsum(call: OpCall) -> None:
     spec = str(call.value(0)).replace(" ", "")
     ins, _, out = spec.partition("->")
     refs = call.tensors(1)
-    if "..." in spec or not out and "->" not in spec:
+    if "..." in spec or (not out and "->" not in spec):
         for r in refs:
             call.fix(*r.axes)
         return
@@ -113,7 +113,9 @@ def batch_norm(call: OpCall) -> None:
     for i in range(1, len(call.output_shapes)):  # saved mean/invstd of native variants
         shape = call.output_shapes[i]
         if shape is not None:
-            call.set_output([channel] if shape == (x.shape[1],) else [call.new(n) for n in shape], i)
+            call.set_output(
+                [channel] if shape == (x.shape[1],) else [call.new(n) for n in shape], i
+            )
 
 
 def layer_norm(call: OpCall) -> None:

@@ -52,7 +52,10 @@ def positional(call: OpCall) -> None:
         if shape is None:
             continue
         if len(shape) == x.ndim:
-            axes = [call.new(n) if d in dims else a for d, (a, n) in enumerate(zip(x.axes, shape))]
+            axes = [
+                call.new(n) if d in dims else a
+                for d, (a, n) in enumerate(zip(x.axes, shape, strict=True))
+            ]
             call.fix(*(axes[d] for d in dims))
         else:
             axes = [a for d, a in enumerate(x.axes) if d not in dims]

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from cipm import hookimpl
 from cipm.rules import OpCall, Rule, reshape_axes, same_as_input
 
-RESHAPES = "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()
+RESHAPES = (
+    "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()
+)
 
 
 def reshape(call: OpCall) -> None:
@@ -31,7 +33,11 @@ def transpose(call: OpCall) -> None:
     x = call.tensor(0)
     axes = list(x.axes)
     if x.ndim >= 2:
-        i, j = (0, 1) if call.op.startswith("aten.t.") else (x.dim(call.value(1)), x.dim(call.value(2)))
+        i, j = (
+            (0, 1)
+            if call.op.startswith("aten.t.")
+            else (x.dim(call.value(1)), x.dim(call.value(2)))
+        )
         axes[i], axes[j] = axes[j], axes[i]
     call.set_output(axes)
 
@@ -84,7 +90,9 @@ def slice_(call: OpCall) -> None:
         axes[d] = call.new(call.out_shape[d])
         call.fix(axes[d])
     elif call.out_shape[d] != n:
-        axes[d] = call.split(x.axes[d], "sum", [start, call.out_shape[d], n - start - call.out_shape[d]])[1]
+        axes[d] = call.split(
+            x.axes[d], "sum", [start, call.out_shape[d], n - start - call.out_shape[d]]
+        )[1]
     call.set_output(axes)
 
 

@@ -17,7 +17,7 @@ settings.register_profile("dev", max_examples=8, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def traced(name: str) -> cipm.SymmetryGraph:
     """Symmetry graph of a zoo model (the architecture, so one trace serves every seed)."""
     model, x = zoo.build(name)

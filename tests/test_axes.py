@@ -14,8 +14,10 @@ def test_refine_product_nests_mixed_radix() -> None:
     assert refine_product([6, 4], [4, 6]) is None
 
 
-@given(st.lists(st.integers(1, 6), min_size=1, max_size=4),
-       st.lists(st.integers(1, 6), min_size=1, max_size=4))
+@given(
+    st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    st.lists(st.integers(1, 6), min_size=1, max_size=4),
+)
 def test_refine_sum_covers_both(left: list[int], right: list[int]) -> None:
     if sum(left) != sum(right):
         right = [*right, sum(left) - sum(right)] if sum(left) > sum(right) else right

@@ -64,7 +64,7 @@ def test_bad_unknown_argument() -> None:
 
 
 def test_not_a_module() -> None:
-    with pytest.raises(cipm.CipmError, match="torch.nn.Module"):
+    with pytest.raises(cipm.CipmError, match=r"torch.nn.Module"):
         cipm.trace(lambda x: x, torch.randn(2))  # type: ignore[arg-type]
 
 
@@ -102,7 +102,7 @@ def test_permutation_of_wrong_size_names_the_group() -> None:
     graph = traced("mlp")
     indices = {g.name: torch.arange(g.size) for g in graph}
     indices["2:hidden"] = torch.arange(5)
-    with pytest.raises(cipm.PermutationError, match="'2:hidden'.*32 units"):
+    with pytest.raises(cipm.PermutationError, match=r"'2:hidden'.*32 units"):
         cipm.Permutation(graph, indices)
 
 

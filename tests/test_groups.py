@@ -80,8 +80,9 @@ def test_transformer_encoder_groups(name: str) -> None:
     assert [g.size for g in graph.by_kind(K.HEADS)] == [4] * layers
     assert all(g.unit == 4 for g in graph.by_kind(K.HEADS))
     within = graph.by_kind(K.WITHIN_HEAD)
-    assert len(within) >= layers and all(g.within in {h.name for h in graph.by_kind(K.HEADS)}
-                                         for g in within)
+    assert len(within) >= layers and all(
+        g.within in {h.name for h in graph.by_kind(K.HEADS)} for g in within
+    )
 
 
 @pytest.mark.parametrize("name", ["gpt", "encoder"])

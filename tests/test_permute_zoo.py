@@ -26,8 +26,8 @@ def test_random_permutation_preserves_function(name: str, seed: int, model_seed:
     permuted = cipm.permute(model, perm)
     assert_same_function(model, permuted, x)
     assert any(  # the permutation really moved weights (so the equality above means something)
-        not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                              permuted.state_dict().values(), strict=True)
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), permuted.state_dict().values(), strict=True)
     )
     restored = cipm.permute(permuted, perm.inverse())
     assert_state_equal(model, restored)

@@ -11,12 +11,17 @@ import cipm
 from cipm.plugins import get_plugin_manager, op_rules
 from cipm.rules import OpCall
 
-BUILT_INS = {"torch_attention", "torch_elementwise", "torch_layers", "torch_reductions",
-             "torch_shapes"}
+BUILT_INS = {
+    "torch_attention",
+    "torch_elementwise",
+    "torch_layers",
+    "torch_reductions",
+    "torch_shapes",
+}
 
 
 def test_built_ins_are_entry_point_plugins() -> None:
-    assert BUILT_INS <= set(cipm.list_plugins())
+    assert set(cipm.list_plugins()) >= BUILT_INS
     pm = get_plugin_manager()
     dists = {name for name, _ in pm.list_plugin_distinfo()}
     assert all(pm.get_plugin(n) is not None for n in BUILT_INS) and dists
@@ -25,7 +30,7 @@ def test_built_ins_are_entry_point_plugins() -> None:
 def test_blocking_a_plugin_removes_its_rules() -> None:
     assert "torch_layers" not in cipm.list_plugins(blocked=["torch_layers"])
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
-    with pytest.raises(cipm.UnsupportedOpError, match="aten.linear"):
+    with pytest.raises(cipm.UnsupportedOpError, match=r"aten.linear"):
         cipm.trace(model, torch.randn(2, 3), blocked_plugins=("torch_layers",))
 
 

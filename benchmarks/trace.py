@@ -1,0 +1,91 @@
+"""Trace time and group counts for large models: ResNet-50 and a BERT-base-sized encoder.
+
+Prints one table: export time (torch.export), solve time (cipm's rules, unification and graph
+building), total, parameters and groups by kind. Each model is traced `--repeat` times after one
+warm-up trace (the first torch.export in a process pays one-off start-up costs, shown apart).
+
+    python benchmarks/trace.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections import Counter
+from unittest import mock
+
+import torch
+
+import cipm
+import cipm.tracer
+from cipm import zoo
+
+TARGET_S = 3.0
+
+
+def timed_trace(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float, cipm.SymmetryGraph]:
+    """(total seconds, export seconds, graph) for one cipm.trace call."""
+    export = torch.export.export
+    spent: list[float] = []
+
+    def timed_export(*args, **kwargs):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return export(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t)
+
+    with mock.patch.object(cipm.tracer.torch.export, "export", timed_export):
+        start = time.perf_counter()
+        graph = cipm.trace(model, x)
+        total = time.perf_counter() - start
+    return total, spent[0], graph
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+
+    cold_model, cold_x = zoo.build("resnet20")
+    cold, _, _ = timed_trace(cold_model, cold_x)
+
+    header = ("model", "params", "export s", "solve s", "total s", "target", "groups", "by kind")
+    rows = []
+    for name in ("resnet50", "bert_base"):
+        model, x = zoo.build(name)
+        timed_trace(model, x)  # warm-up for this architecture's kernels
+        runs = [timed_trace(model, x) for _ in range(args.repeat)]
+        total = statistics.median(r[0] for r in runs)
+        export = statistics.median(r[1] for r in runs)
+        graph = runs[0][2]
+        kinds = Counter(g.kind.value for g in graph)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        rows.append(
+            (
+                name,
+                f"{params:.1f} M",
+                f"{export:.2f}",
+                f"{total - export:.2f}",
+                f"{total:.2f}",
+                "ok" if total <= TARGET_S else f"MISS (> {TARGET_S:.0f} s)",
+                str(len(graph)),
+                ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())),
+            )
+        )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(
+        f"\nmedian of {args.repeat} warm traces each; first trace in a fresh process "
+        f"(resnet20, includes torch.export start-up): {cold:.2f} s; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Example scripts run and say what they claim."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_permute_your_model(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(EXAMPLES / "permute_your_model.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "2 groups (1 residual, 1 hidden)" in out
+    assert float(out.split("after permuting: ")[1].split()[0]) < 1e-9
+    assert "restores every tensor exactly: True" in out
