@@ -69,7 +69,7 @@ def einsum(call: OpCall) -> None:
                 call.unify(seen[letter], atom)
             else:
                 seen[letter] = atom
-    call.set_output([seen.get(c) or call.new(1) for c in out])
+    call.set_output([seen[c] if c in seen else call.new(1) for c in out])
 
 
 def convolution(call: OpCall) -> None:
