@@ -59,7 +59,8 @@ def trace(
 
     Example:
         >>> import torch, cipm
-        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> layers = torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+        >>> mlp = torch.nn.Sequential(*layers).eval()
         >>> [(g.name, g.size) for g in cipm.trace(mlp, torch.randn(3, 4))]
         [('0:hidden', 8)]
     """

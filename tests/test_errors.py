@@ -24,8 +24,10 @@ class PixelShuffleNet(nn.Module):
 
 def test_unknown_op_names_op_module_and_line() -> None:
     model = PixelShuffleNet().eval()
+    before = snapshot(model)
     with pytest.raises(cipm.UnsupportedOpError) as info:
         cipm.trace(model, torch.randn(1, 3, 4, 4))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     err = info.value
     assert err.op == "aten.pixel_shuffle.default"
     assert "test_errors.py" in err.source and "pixel_shuffle" in err.source

@@ -76,9 +76,11 @@ def test_wrong_permutation_changes_function() -> None:
 def test_training_mode_model_is_traced_in_eval_and_left_in_training() -> None:
     model, x = zoo.build("resnet20")
     model.train()
+    before = snapshot(model)
     with pytest.warns(cipm.CipmWarning, match="training mode"):
         graph = cipm.trace(model, x)
     assert all(m.training for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert len(graph) == len(traced("resnet20"))
