@@ -53,22 +53,22 @@ def build_graph(
         for key, axes in params.items()
         for dim, a in enumerate(axes)
     ]
-    sites: dict[str, list[Site]] = {}
+    seen: dict[str, list[tuple[torch.fx.Node, int, Layout]]] = {}
     for node, outputs in activations:
-        for axes in outputs:
-            for dim, a in enumerate(axes or ()):
-                for root in _leaf_groups(layout(a)):
-                    sites.setdefault(root, []).append(
-                        Site(node.name, module_path(node), str(node.target), dim)
-                    )
+        if len(outputs) != 1:  # tuple outputs are observed through their getitem nodes
+            continue
+        for dim, a in enumerate(outputs[0] or ()):
+            tree = layout(a)
+            for root in dict.fromkeys(_leaf_groups(tree)):
+                seen.setdefault(root, []).append((node, dim, tree))
 
     members: dict[str, list[Member]] = {}
     within: dict[str, str] = {}
     for axis in param_axes:
         for root, unit, outer in _placements(axis.layout):
-            if root in sites:
+            if root in seen:
                 members.setdefault(root, []).append(Member(axis.key, axis.dim, unit))
-                if outer in sites:
+                if outer in seen:
                     within.setdefault(root, outer)
 
     names = _names(
@@ -80,7 +80,16 @@ def build_graph(
             size=solver.size(int(root)),
             kind=GroupKind.from_tags(tags.get(int(root), frozenset())),
             members=tuple(dict.fromkeys(ms)),
-            sites=tuple(sites[root]),
+            sites=tuple(
+                Site(
+                    node.name,
+                    module_path(node),
+                    str(node.target),
+                    dim,
+                    None if isinstance(tree, Leaf) else _rename(tree, names),
+                )
+                for node, dim, tree in seen[root]
+            ),
             within=names.get(within.get(root, "")),
         )
         for root, ms in members.items()

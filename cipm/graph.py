@@ -107,12 +107,17 @@ class Member:
 
 @dataclass(frozen=True)
 class Site:
-    """An activation where a group's units are observable: graph node, module path, dim."""
+    """An activation where a group's units are observable: graph node, module path, dim.
+
+    `layout` is None when the dim holds exactly the group's units; otherwise it is the dim's
+    layout tree (the group is a factor or segment of it, e.g. heads inside heads x head_dim).
+    """
 
     node: str
     module: str
     op: str
     dim: int
+    layout: Layout | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,10 @@ def _group_to_dict(g: PermGroup) -> dict[str, Any]:
         "kind": g.kind.value,
         "within": g.within,
         "members": [[m.key, m.dim, m.unit] for m in g.members],
-        "sites": [[s.node, s.module, s.op, s.dim] for s in g.sites],
+        "sites": [
+            [s.node, s.module, s.op, s.dim, _layout_to_dict(s.layout) if s.layout else None]
+            for s in g.sites
+        ],
     }
 
 
@@ -259,6 +267,9 @@ def _group_from_dict(d: dict[str, Any]) -> PermGroup:
         size=int(d["size"]),
         kind=GroupKind(d["kind"]),
         members=tuple(Member(k, int(dim), int(u)) for k, dim, u in d["members"]),
-        sites=tuple(Site(n, m, o, int(dim)) for n, m, o, dim in d["sites"]),
+        sites=tuple(
+            Site(n, m, o, int(dim), _layout_from_dict(lay) if lay else None)
+            for n, m, o, dim, lay in d["sites"]
+        ),
         within=d.get("within"),
     )

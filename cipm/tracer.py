@@ -7,10 +7,7 @@ outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.build`.
 
 from __future__ import annotations
 
-import contextlib
 import operator
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,10 +15,11 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+from cipm._export import export
 from cipm._nodes import module_path, source_line
 from cipm.axes import AxisSolver
 from cipm.build import build_graph
-from cipm.errors import CipmError, CipmWarning, RuleError, TraceError, UnsupportedOpError
+from cipm.errors import CipmError, RuleError, UnsupportedOpError
 from cipm.graph import SymmetryGraph
 from cipm.plugins import get_plugin_manager, op_rules
 from cipm.rules import Axes, OpCall, Rule, freeze
@@ -68,15 +66,7 @@ def trace(
         raise CipmError(f"unknown must be 'error' or 'freeze', not {unknown!r}")
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"cipm.trace needs a torch.nn.Module, got {type(model).__name__}")
-    args, kwargs = _as_args(example_inputs)
-    with _eval_semantics(model):
-        try:
-            program = torch.export.export(model, args, kwargs, strict=False)
-        except Exception as e:
-            raise TraceError(
-                f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}"
-            ) from e
+    program = export(model, example_inputs)
     rules = op_rules(get_plugin_manager(blocked_plugins)) if blocked_plugins else op_rules()
     state = _propagate(program, rules, unknown)
     _tie_shared(state, model)
@@ -95,32 +85,6 @@ def _tie_shared(state: _State, model: torch.nn.Module) -> None:
         seen = first.setdefault(id(t), axes)
         for a, b in zip(seen, axes, strict=True):
             state.solver.unify(a, b)
-
-
-def _as_args(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if isinstance(example_inputs, dict):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, tuple | list):
-        return tuple(example_inputs), {}
-    return (example_inputs,), {}
-
-
-@contextlib.contextmanager
-def _eval_semantics(model: torch.nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    if any(modes.values()):
-        warnings.warn(
-            f"{type(model).__name__} is in training mode; tracing it in eval semantics "
-            "(dropout off, BatchNorm using running statistics). The model's mode is unchanged.",
-            CipmWarning,
-            stacklevel=4,
-        )
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 @dataclass

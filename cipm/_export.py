@@ -1,0 +1,60 @@
+"""Exporting a model with torch.export in eval semantics, leaving the model as it came."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+
+from cipm.errors import CipmWarning, TraceError
+
+__all__ = ["as_args", "eval_semantics", "export"]
+
+
+def export(model: torch.nn.Module, inputs: Any, *, warn_training: bool = True) -> ExportedProgram:
+    """`torch.export.export(strict=False)` of `model` on `inputs`, in eval semantics.
+
+    Raises:
+        TraceError: the export failed; its error is chained as the cause.
+    """
+    args, kwargs = as_args(inputs)
+    with eval_semantics(model, warn=warn_training):
+        try:
+            return torch.export.export(model, args, kwargs, strict=False)
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise TraceError(
+                f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {first}"
+            ) from e
+
+
+def as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A tensor, a tuple/list of positional inputs, or a dict of keyword inputs."""
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    if isinstance(inputs, tuple | list):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+@contextlib.contextmanager
+def eval_semantics(model: torch.nn.Module, *, warn: bool = True) -> Iterator[None]:
+    """Put every submodule in eval mode for the block, then restore each one's mode."""
+    modes = {m: m.training for m in model.modules()}
+    if warn and any(modes.values()):
+        warnings.warn(
+            f"{type(model).__name__} is in training mode; tracing it in eval semantics "
+            "(dropout off, BatchNorm using running statistics). The model's mode is unchanged.",
+            CipmWarning,
+            stacklevel=5,
+        )
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
