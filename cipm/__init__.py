@@ -1,5 +1,7 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
+from cipm.collect import collect, collect_cross
+from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
 from cipm.errors import (
     CipmError,
     CipmWarning,
@@ -14,6 +16,7 @@ from cipm.hookspecs import hookimpl
 from cipm.modify import permute
 from cipm.permutation import Permutation
 from cipm.plugins import get_plugin_manager, list_plugins
+from cipm.statistics import CrossStatistics, GroupStatistics, Statistics
 from cipm.tracer import trace
 
 __version__ = "0.1.0"
@@ -21,7 +24,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CipmError",
     "CipmWarning",
+    "CrossStatistics",
     "GroupKind",
+    "GroupStatistics",
     "Member",
     "PermGroup",
     "Permutation",
@@ -29,13 +34,19 @@ __all__ = [
     "PluginError",
     "RuleError",
     "Site",
+    "Statistics",
     "SymmetryGraph",
     "TensorAxis",
     "TraceError",
     "UnsupportedOpError",
+    "bipartite_graph",
+    "collect",
+    "collect_cross",
+    "correlation_graph",
     "get_plugin_manager",
     "hookimpl",
     "list_plugins",
+    "network_graph",
     "permute",
     "trace",
 ]

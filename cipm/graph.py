@@ -179,6 +179,13 @@ class SymmetryGraph:
 
         return graph_table(self)
 
+    def layout(self, key: str, dim: int) -> Layout:
+        """Layout of one parameter/buffer dimension that a group lives in."""
+        for axis in self.axes:
+            if axis.key == key and axis.dim == dim:
+                return axis.layout
+        raise KeyError(f"no group lives in {key}:{dim}")
+
     def by_kind(self, kind: GroupKind | str) -> list[PermGroup]:
         return [g for g in self.groups if g.kind == GroupKind(kind)]
 

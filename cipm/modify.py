@@ -10,7 +10,7 @@ from cipm.errors import PermutationError
 from cipm.graph import Layout, Leaf, Product, SymmetryGraph, TensorAxis
 from cipm.permutation import Permutation
 
-__all__ = ["index_map", "permute", "permute_state"]
+__all__ = ["fitted_tensors", "index_map", "permute", "permute_state"]
 
 
 def permute(model: torch.nn.Module, perm: Permutation) -> torch.nn.Module:
@@ -24,7 +24,7 @@ def permute(model: torch.nn.Module, perm: Permutation) -> torch.nn.Module:
         PermutationError: the model does not have the tensors or sizes the permutation's
             symmetry graph describes (naming the group).
     """
-    tensors = _state_tensors(model, perm.graph)
+    tensors = fitted_tensors(model, perm.graph)
     permuted = permute_state(tensors, perm)
     new = copy.deepcopy(model)
     with torch.no_grad():
@@ -60,7 +60,12 @@ def index_map(layout: Layout, perm: Permutation) -> torch.Tensor:
     return torch.cat(maps)
 
 
-def _state_tensors(model: torch.nn.Module, graph: SymmetryGraph) -> dict[str, torch.Tensor]:
+def fitted_tensors(model: torch.nn.Module, graph: SymmetryGraph) -> dict[str, torch.Tensor]:
+    """The model's tensors that `graph`'s groups live in, checked against the graph.
+
+    Raises:
+        PermutationError: a tensor is missing or has another size (naming the group).
+    """
     tensors: dict[str, torch.Tensor] = {}
     for axis in graph.axes:
         try:
@@ -84,7 +89,7 @@ def _mismatch(graph: SymmetryGraph, axis: TensorAxis, what: str) -> str:
     groups = ", ".join(f"'{g}'" for g in dict.fromkeys(axis.groups()))
     return (
         f"model does not fit the symmetry graph of {graph.model}: '{axis.key}' {what} "
-        f"(group {groups}). Trace this model and permute with its own graph."
+        f"(group {groups}). Trace this model and use its own graph."
     )
 
 

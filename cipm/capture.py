@@ -1,0 +1,101 @@
+"""Observing activations at group sites while a model runs through its exported graph.
+
+The model is exported once per distinct input signature (torch.export specializes shapes), a
+store call is inserted after each site node, and the graph runs as a GraphModule. Nothing but
+the current batch's site activations is held.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cipm._export import as_args, export
+from cipm.errors import CipmError, TraceError
+from cipm.graph import PermGroup, Site, SymmetryGraph
+from cipm.units import unit_matrix
+
+__all__ = ["SiteRecorder", "representative_site"]
+
+
+def representative_site(group: PermGroup) -> Site:
+    """The activation that stands for a group's units: the last one in the graph where the
+    group fills a whole dimension (after the nonlinearity for hidden units and channels, the
+    stream where it is last read for a residual stream, the per-head output for heads), or
+    the last site at all when the group only ever appears inside a larger dimension."""
+    whole = [s for s in group.sites if s.layout is None]
+    return (whole or list(group.sites))[-1]
+
+
+class SiteRecorder:
+    """Runs `model` on inputs and returns each group's units at its representative site."""
+
+    def __init__(self, model: torch.nn.Module, graph: SymmetryGraph) -> None:
+        self.model, self.graph = model, graph
+        self.sites = {g.name: representative_site(g) for g in graph}
+        self._programs: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
+        self._captured: dict[str, torch.Tensor] = {}
+
+    def run(self, inputs: Any, batch: int) -> dict[str, torch.Tensor]:
+        """(samples, units) matrix per group for one batch of model inputs."""
+        program = self._program(inputs, batch)
+        args, kwargs = as_args(inputs)
+        self._captured = {}
+        with torch.no_grad():
+            program(*args, **kwargs)
+        units = {
+            name: unit_matrix(self._captured[site.node], site.dim, site.layout, name)
+            for name, site in self.sites.items()
+        }
+        self._captured = {}
+        return units
+
+    def _instrument(self, module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        """Check every site exists with the right shape, and store it when computed."""
+        nodes = {n.name: n for n in module.graph.nodes}
+        for name, site in self.sites.items():
+            node = nodes.get(site.node)
+            val = node.meta.get("val") if node is not None else None
+            fits = isinstance(val, torch.Tensor) and val.dim() > site.dim
+            if fits and site.layout is None:
+                fits = val.shape[site.dim] == self.graph[name].size  # type: ignore[union-attr]
+            if not fits:
+                raise CipmError(
+                    f"group '{name}' of the symmetry graph ({self.graph.model}) is not "
+                    f"observable in {type(self.model).__name__}: no activation '{site.node}' "
+                    "of the right shape. Trace this model and use its own graph."
+                )
+        for node_name in {s.node for s in self.sites.values()}:
+            with module.graph.inserting_after(nodes[node_name]):
+                module.graph.call_function(self._store, (node_name, nodes[node_name]))
+        module.recompile()
+        return module
+
+    def _store(self, node: str, value: torch.Tensor) -> None:
+        self._captured[node] = value
+
+    def _program(self, inputs: Any, batch: int) -> torch.fx.GraphModule:
+        key = _signature(inputs)
+        if key not in self._programs:
+            try:
+                exported = export(self.model, inputs, warn_training=False)
+            except TraceError as e:
+                raise CipmError(
+                    f"batch {batch} does not fit {type(self.model).__name__} "
+                    f"(inputs {_describe(inputs)}): {e}"
+                ) from e
+            module = exported.module()
+            assert isinstance(module, torch.fx.GraphModule)
+            self._programs[key] = self._instrument(module)
+        return self._programs[key]
+
+
+def _signature(inputs: Any) -> tuple[Any, ...]:
+    leaves, spec = torch.utils._pytree.tree_flatten(inputs)
+    return (str(spec), *((tuple(x.shape), x.dtype) if torch.is_tensor(x) else x for x in leaves))
+
+
+def _describe(inputs: Any) -> str:
+    leaves, _ = torch.utils._pytree.tree_flatten(inputs)
+    return ", ".join(str(tuple(x.shape)) if torch.is_tensor(x) else repr(x) for x in leaves)

@@ -1,0 +1,129 @@
+"""`cipm.collect` and `cipm.collect_cross`: statistics of every group's units on data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cipm.capture import SiteRecorder
+from cipm.errors import CipmError, PermutationError
+from cipm.graph import SymmetryGraph
+from cipm.modify import fitted_tensors
+from cipm.moments import CrossMoments, Moments
+from cipm.statistics import CrossStatistics, GroupStatistics, Statistics, unit_features
+
+__all__ = ["collect", "collect_cross", "model_inputs"]
+
+Inputs = Callable[[Any], Any]
+
+
+def model_inputs(batch: Any) -> Any:
+    """The model inputs in a batch: a tensor, the first item of an (inputs, targets) pair,
+    or a dict of keyword inputs."""
+    if isinstance(batch, tuple | list):
+        if not batch:
+            raise CipmError("an empty batch has no model inputs")
+        return batch[0]
+    return batch
+
+
+def collect(
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    loader: Iterable[Any],
+    *,
+    inputs: Inputs = model_inputs,
+    progress: bool = True,
+) -> Statistics:
+    """Mean, std, covariance and correlation of every group's units over `loader`.
+
+    Streams float64 sufficient statistics (count, mean, co-moment) per batch; activations
+    are never stored. Batch, token and spatial dims are folded into samples.
+
+    Args:
+        model: the traced model (run in eval semantics; its mode is left as it came).
+        graph: its symmetry graph, from `cipm.trace`.
+        loader: an iterable of batches (a DataLoader, a list of tensors, ...).
+        inputs: maps a batch to model inputs (default: `model_inputs`).
+        progress: show a progress bar.
+
+    Raises:
+        CipmError: an empty loader, a batch that doesn't fit the model, a non-finite
+            activation (naming group and batch), or a graph of another model.
+    """
+    _check_fits(model, graph, "model")
+    recorder = SiteRecorder(model, graph)
+    totals: dict[str, Moments] = {}
+    for i, batch in enumerate(_progress(loader, progress, "collect")):
+        for name, x in recorder.run(inputs(batch), i).items():
+            _check_finite(x, name, i)
+            m = Moments.of(x)
+            totals[name] = totals[name].merge(m) if name in totals else m
+    if not totals and len(graph):
+        raise CipmError("the loader yielded no batches; statistics need at least one")
+    return Statistics(
+        graph,
+        {
+            g.name: GroupStatistics(
+                g, recorder.sites[g.name], totals[g.name], unit_features(model, graph, g)
+            )
+            for g in graph
+        },
+    )
+
+
+def collect_cross(
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    graph: SymmetryGraph,
+    loader: Iterable[Any],
+    *,
+    inputs: Inputs = model_inputs,
+    progress: bool = True,
+) -> CrossStatistics:
+    """Per group, the n x n cross-covariance of model A's and model B's units on the same
+    batches (and each model's own moments). Both models must fit `graph`.
+
+    Raises:
+        CipmError: as `collect`, or when a model does not fit the graph (naming the group).
+    """
+    _check_fits(model_a, graph, "model_a")
+    _check_fits(model_b, graph, "model_b")
+    rec_a, rec_b = SiteRecorder(model_a, graph), SiteRecorder(model_b, graph)
+    totals: dict[str, CrossMoments] = {}
+    for i, batch in enumerate(_progress(loader, progress, "collect_cross")):
+        x = inputs(batch)
+        units_a, units_b = rec_a.run(x, i), rec_b.run(x, i)
+        for name, xa in units_a.items():
+            xb = units_b[name]
+            _check_finite(xa, name, i, "model_a")
+            _check_finite(xb, name, i, "model_b")
+            m = CrossMoments.of(xa, xb)
+            totals[name] = totals[name].merge(m) if name in totals else m
+    if not totals and len(graph):
+        raise CipmError("the loader yielded no batches; statistics need at least one")
+    return CrossStatistics(graph, totals)
+
+
+def _check_fits(model: torch.nn.Module, graph: SymmetryGraph, which: str) -> None:
+    try:
+        fitted_tensors(model, graph)
+    except PermutationError as e:
+        raise CipmError(f"{which}: {e}") from None
+
+
+def _check_finite(x: torch.Tensor, group: str, batch: int, which: str = "model") -> None:
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise CipmError(
+            f"{which} produced {bad} non-finite (NaN or Inf) activations in group '{group}' "
+            f"on batch {batch}; check the inputs and weights of that batch"
+        )
+
+
+def _progress(loader: Iterable[Any], show: bool, what: str) -> Iterable[Any]:
+    total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    return tqdm(loader, total=total, desc=what, unit="batch", disable=not show, leave=False)

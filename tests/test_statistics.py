@@ -1,0 +1,239 @@
+"""Statistics: equal to a direct float64 computation, exact merging, cross-covariances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import snapshot, traced
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import cipm
+from cipm import zoo
+from cipm.moments import CrossMoments, Moments
+
+
+def batches(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:
+    out = []
+    for i in range(n):
+        _, x = zoo.build(name, seed=seed * 1000 + i)
+        out.append(x.double() if x.is_floating_point() else x)
+    return out
+
+
+def direct(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, covariance and correlation of stacked rows, straight from torch."""
+    x = torch.cat(rows).double()
+    cov = torch.cov(x.T)
+    return x.mean(0), cov, torch.corrcoef(x.T).nan_to_num(0.0)  # dead units: 0, as documented
+
+
+def hooked(model: nn.Module, module: nn.Module, loader: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Activations of `module`'s output, captured with a forward hook (independent of cipm)."""
+    rows: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+        rows.append(
+            out.movedim(1, -1).reshape(-1, out.shape[1])
+            if out.dim() == 4
+            else out.reshape(-1, out.shape[-1])
+        )
+
+    handle = module.register_forward_hook(hook)
+    with torch.no_grad():
+        for x in loader:
+            model(x)
+    handle.remove()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("name", "group", "module"),
+    [
+        ("mlp", "2:hidden", lambda m: m[3]),  # after the second ReLU
+        ("cnn_bn", "0.0:channels", lambda m: m[1]),  # conv -> BN -> ReLU, channels of a map
+        ("gpt", "tok:residual", lambda m: m.ln_f),  # the stream where the head reads it
+    ],
+)
+def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:  # type: ignore[no-untyped-def]
+    model = zoo.build(name)[0].double()
+    loader = batches(name, 4)
+    stats = cipm.collect(model, traced(name), loader, progress=False)
+    mean, cov, corr = direct(hooked(model, module(model), loader))
+    s = stats[group]
+    assert s.count == sum(r.shape[0] for r in hooked(model, module(model), loader))
+    torch.testing.assert_close(s.mean, mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s.cov, cov, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s.corr, corr, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(s.std, cov.diagonal().sqrt(), rtol=1e-10, atol=1e-12)
+
+
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=2, max_size=5),
+    shift=st.floats(-1e3, 1e3),
+    seed=st.integers(0, 1000),
+)
+def test_moments_merge_is_exact_and_associative(sizes: list[int], shift: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    parts = [torch.randn(n, 3, generator=gen, dtype=torch.float64) + shift for n in sizes]
+    whole = Moments.of(torch.cat(parts))
+    left = Moments.of(parts[0])
+    for p in parts[1:]:
+        left = left.merge(Moments.of(p))
+    right = Moments.of(parts[-1])
+    for p in reversed(parts[:-1]):
+        right = Moments.of(p).merge(right)
+    for m in (left, right):
+        assert m.count == whole.count
+        torch.testing.assert_close(m.mean, whole.mean, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(m.comoment, whole.comoment, rtol=1e-10, atol=1e-10)
+
+
+def test_merged_shards_equal_the_whole() -> None:
+    model = zoo.build("resnet20")[0].double()
+    graph = traced("resnet20")
+    loader = batches("resnet20", 6)
+    whole = cipm.collect(model, graph, loader, progress=False)
+    merged = cipm.collect(model, graph, loader[:2], progress=False).merge(
+        cipm.collect(model, graph, loader[2:], progress=False)
+    )
+    for name in whole:
+        assert merged[name].count == whole[name].count
+        torch.testing.assert_close(merged[name].cov, whole[name].cov, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(merged[name].mean, whole[name].mean, rtol=1e-10, atol=1e-10)
+
+
+def test_cross_moments_match_direct() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 4, generator=gen), torch.randn(50, 3, generator=gen)
+    b[:, 0] += a[:, 1]
+    m = CrossMoments.of(a[:20], b[:20]).merge(CrossMoments.of(a[20:], b[20:]))
+    full = torch.corrcoef(torch.cat([a, b], 1).T.double())
+    torch.testing.assert_close(m.corr, full[:4, 4:], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "gpt", "mlp"])
+def test_cross_covariance_with_permuted_copy_is_permuted_covariance(name: str) -> None:
+    model = zoo.build(name)[0].double()
+    graph = traced(name)
+    loader = batches(name, 3)
+    plain = {"heads", "within_head"}
+    perm = cipm.Permutation(  # heads' units fold within-head dims into samples: keep those fixed
+        graph,
+        {
+            g.name: (
+                torch.arange(g.size)
+                if g.kind.value in plain
+                else torch.randperm(g.size, generator=torch.Generator().manual_seed(7))
+            )
+            for g in graph
+        },
+    )
+    other = cipm.permute(model, perm)
+    cross = cipm.collect_cross(model, other, graph, loader, progress=False)
+    stats = cipm.collect(model, graph, loader, progress=False)
+    for g in graph:
+        expected = stats[g.name].cov[:, perm[g.name]]
+        torch.testing.assert_close(cross.cov(g.name), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_correlation_graph_has_top_k_edges() -> None:
+    model = zoo.build("mlp")[0].double()
+    stats = cipm.collect(model, traced("mlp"), batches("mlp", 5), progress=False)
+    data = cipm.correlation_graph(stats, "0:hidden", k=5)
+    n = 32
+    assert data.x.shape == (n, 5) and data.edge_index.shape == (2, n * 5)
+    assert data.edge_attr.shape == (n * 5, 1)
+    corr = stats["0:hidden"].corr
+    for unit in (0, 7, 31):
+        row = corr[unit].abs().clone()
+        row[unit] = -1
+        expected = set(row.argsort(descending=True)[:5].tolist())
+        got = data.edge_index[1, data.edge_index[0] == unit].tolist()
+        assert set(got) == expected
+        torch.testing.assert_close(
+            data.edge_attr[data.edge_index[0] == unit, 0], corr[unit, got].float()
+        )
+    torch.testing.assert_close(data.x[:, 0], stats["0:hidden"].mean.float())
+    torch.testing.assert_close(data.x[:, 2], model[0].weight.norm(dim=1).float())
+    torch.testing.assert_close(data.x[:, 3], model[2].weight.norm(dim=0).float())
+    torch.testing.assert_close(data.x[:, 4], model[0].bias.float())
+
+
+def test_bipartite_and_network_graphs() -> None:
+    torch.manual_seed(0)
+    model, x = zoo.mlp(activation="tanh")  # no dead units: every unit has one best partner
+    model = model.double()
+    graph = cipm.trace(model, x.double())
+    loader = batches("mlp", 3)
+    other = cipm.permute(model, graph.random_permutation(seed=1))
+    cross = cipm.collect_cross(model, other, graph, loader, progress=False)
+    data = cipm.bipartite_graph(cross, "0:hidden", k=1)
+    assert data.x.shape == (64, 2) and data.edge_index.shape == (2, 64)
+    # each unit's best partner across models is its own permuted copy (correlation 1)
+    perm = graph.random_permutation(seed=1)["0:hidden"]
+    a_to_b = data.edge_index[:, :32]
+    assert torch.equal(a_to_b[1] - 32, torch.argsort(perm))
+    torch.testing.assert_close(data.edge_attr[:32, 0], torch.ones(32))
+    stats = cipm.collect(model, graph, loader, progress=False)
+    net = cipm.network_graph(stats, model, k=4)
+    assert net.x.shape == (96, 5) and net.edge_index.shape == (2, 2 * 32 * 4)
+    assert net.node_group.tolist() == [0] * 32 + [1] * 32 + [2] * 32
+
+
+def test_constant_units_correlate_zero_not_nan() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
+    with torch.no_grad():
+        model[0].weight[1] = 0.0
+        model[0].bias[1] = 0.5  # unit 1 is constant 0.5
+    graph = cipm.trace(model, torch.randn(2, 3, dtype=torch.float64))
+    stats = cipm.collect(model, graph, [torch.randn(8, 3, dtype=torch.float64)], progress=False)
+    corr = stats["0:hidden"].corr
+    assert torch.isfinite(corr).all() and (corr[1] == 0).all() and (corr[:, 1] == 0).all()
+
+
+def test_empty_loader() -> None:
+    model, _ = zoo.build("mlp")
+    with pytest.raises(cipm.CipmError, match="no batches"):
+        cipm.collect(model, traced("mlp"), [], progress=False)
+
+
+def test_batch_that_does_not_fit_names_the_batch() -> None:
+    model, x = zoo.build("mlp")
+    with pytest.raises(cipm.CipmError, match=r"batch 1 does not fit"):
+        cipm.collect(model, traced("mlp"), [x, torch.randn(4, 5)], progress=False)
+
+
+def test_non_finite_activation_names_group_and_batch() -> None:
+    model, x = zoo.build("mlp")
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(cipm.CipmError, match=r"group '0:hidden' on batch 2"):
+        cipm.collect(model, traced("mlp"), [x, x, bad], progress=False)
+
+
+def test_collect_cross_rejects_a_model_of_another_graph() -> None:
+    model, x = zoo.build("mlp")
+    narrow, _ = zoo.mlp(width=16)
+    with pytest.raises(cipm.CipmError, match=r"model_b.*0:hidden"):
+        cipm.collect_cross(model, narrow, traced("mlp"), [x], progress=False)
+
+
+def test_model_mode_and_weights_are_left_as_they_came() -> None:
+    model, x = zoo.build("resnet20")
+    model.train()
+    before = snapshot(model)
+    cipm.collect(model, traced("resnet20"), [x], progress=False)
+    assert all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_merge_rejects_other_graphs() -> None:
+    a = cipm.collect(zoo.build("mlp")[0], traced("mlp"), [zoo.build("mlp")[1]], progress=False)
+    b = cipm.collect(
+        zoo.build("cnn_bn")[0], traced("cnn_bn"), [zoo.build("cnn_bn")[1]], progress=False
+    )
+    with pytest.raises(cipm.CipmError, match="different symmetry graphs"):
+        a.merge(b)
