@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/trace.py
+	$(PY) benchmarks/statistics.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

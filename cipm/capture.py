@@ -14,7 +14,7 @@ import torch
 from cipm._export import as_args, export
 from cipm.errors import CipmError, TraceError
 from cipm.graph import PermGroup, Site, SymmetryGraph
-from cipm.units import unit_matrix
+from cipm.units import unit_blocks
 
 __all__ = ["SiteRecorder", "representative_site"]
 
@@ -38,14 +38,14 @@ class SiteRecorder:
         self._captured: dict[str, torch.Tensor] = {}
 
     def run(self, inputs: Any, batch: int) -> dict[str, torch.Tensor]:
-        """(samples, units) matrix per group for one batch of model inputs."""
+        """(pre, units, post) blocks per group for one batch of model inputs (see unit_blocks)."""
         program = self._program(inputs, batch)
         args, kwargs = as_args(inputs)
         self._captured = {}
         with torch.no_grad():
             program(*args, **kwargs)
         units = {
-            name: unit_matrix(self._captured[site.node], site.dim, site.layout, name)
+            name: unit_blocks(self._captured[site.node], site.dim, site.layout, name)
             for name, site in self.sites.items()
         }
         self._captured = {}

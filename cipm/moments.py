@@ -1,8 +1,15 @@
-"""Streaming sufficient statistics in float64: count, mean and co-moment, merged exactly.
+"""Streaming sufficient statistics in float64: count, sum, sum of outer products.
 
-A batch contributes its count, mean and centered co-moment ``sum (x - mean)(y - mean)^T``; two
-summaries merge with Chan et al.'s pairwise update, which is exact in real arithmetic,
-associative, and stable (no large sums of squares cancelling). Activations are never stored.
+An accumulator adds batches into the count, the sum and the sum of outer products of the data
+minus a fixed shift (the first batch's mean): with the shift near the mean, the co-moment
+``S2 - S1 S1^T / N`` read at the end does not cancel catastrophically. Products run in the
+data's dtype and are added into float64 sums every `FLUSH_SAMPLES` samples (float32 models:
+float32 products over at most 65536 samples, float64 sums; float64 models: float64
+throughout).
+
+Read-out `Moments` (count, mean, co-moment) of separate shards, workers or clients merge with
+Chan et al.'s pairwise update: exact in real arithmetic, associative and stable. Activations
+are never stored.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import torch
 
 from cipm.errors import CipmError
 
-__all__ = ["CrossMoments", "Moments"]
+__all__ = ["CrossAccumulator", "CrossMoments", "MomentAccumulator", "Moments"]
 
 
 @dataclass(frozen=True)
@@ -26,11 +33,11 @@ class Moments:
 
     @classmethod
     def of(cls, x: torch.Tensor) -> Moments:
-        """Moments of the rows of a (samples, n) matrix."""
-        x = x.detach().to(torch.float64)
-        mean = x.mean(0)
-        centered = x - mean
-        return cls(x.shape[0], mean, centered.T @ centered)
+        """Moments of the rows of a (samples, n) matrix, or of a (pre, n, post) block whose
+        samples are every (pre, post) pair (a conv map as (batch, channels, positions))."""
+        acc = MomentAccumulator()
+        acc.add(x.unsqueeze(-1) if x.dim() == 2 else x)
+        return acc.moments()
 
     def merge(self, other: Moments) -> Moments:
         _check_sizes(self.mean.shape, other.mean.shape)
@@ -65,12 +72,16 @@ class CrossMoments:
 
     @classmethod
     def of(cls, xa: torch.Tensor, xb: torch.Tensor) -> CrossMoments:
-        if xa.shape[0] != xb.shape[0]:
-            raise CipmError(f"cross moments need the same samples: {xa.shape[0]} vs {xb.shape[0]}")
-        ma, mb = Moments.of(xa), Moments.of(xb)
-        ca = xa.detach().to(torch.float64) - ma.mean
-        cb = xb.detach().to(torch.float64) - mb.mean
-        return cls(ma, mb, ca.T @ cb)
+        """Cross moments of sample-aligned (samples, n) matrices or (pre, n, post) blocks."""
+        a = xa.unsqueeze(-1) if xa.dim() == 2 else xa
+        b = xb.unsqueeze(-1) if xb.dim() == 2 else xb
+        if (a.shape[0], a.shape[2]) != (b.shape[0], b.shape[2]):
+            raise CipmError(
+                f"cross moments need the same samples: {tuple(xa.shape)} vs {tuple(xb.shape)}"
+            )
+        acc = CrossAccumulator()
+        acc.add(a, b)
+        return acc.moments()
 
     def merge(self, other: CrossMoments) -> CrossMoments:
         _check_sizes(self.cross.shape, other.cross.shape)
@@ -101,3 +112,99 @@ def _normalize(cov: torch.Tensor, std_a: torch.Tensor, std_b: torch.Tensor) -> t
 def _check_sizes(a: torch.Size, b: torch.Size) -> None:
     if a != b:
         raise CipmError(f"cannot merge statistics of different sizes: {tuple(a)} and {tuple(b)}")
+
+
+class MomentAccumulator:
+    """Adds (pre, n, post) blocks of one group's units; `moments()` reads the result."""
+
+    # partial grams in the data's dtype move into the float64 sum after this many samples,
+    # which bounds float32 rounding while sparing a float64 n x n update per batch
+    FLUSH_SAMPLES = 1 << 16
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift: torch.Tensor | None = None
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+        self._part: torch.Tensor | None = None
+        self._part_samples = 0
+
+    def add(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Add one batch; returns its (float64) sum, so callers can check it is finite."""
+        blocks = blocks.detach()
+        pre, n, post = blocks.shape
+        if self.shift is None:
+            self.shift = blocks.double().mean((0, 2))
+            self.s1 = torch.zeros(n, dtype=torch.float64)
+            self.s2 = torch.zeros(n, n, dtype=torch.float64)
+            self._part = torch.zeros(n, n, dtype=blocks.dtype)
+        centered = blocks - self.shift.to(blocks.dtype)[:, None]
+        total = centered.sum((0, 2)).double()
+        self.s1 += total  # type: ignore[operator]
+        _add_gram(self._part, centered, centered)  # type: ignore[arg-type]
+        self.count += pre * post
+        self._part_samples += pre * post
+        if self._part_samples >= self.FLUSH_SAMPLES:
+            self._flush()
+        return total
+
+    def moments(self) -> Moments:
+        self._flush()
+        assert self.shift is not None and self.s1 is not None and self.s2 is not None
+        mean_shifted = self.s1 / self.count
+        comoment = self.s2 - torch.outer(self.s1, mean_shifted)
+        return Moments(self.count, self.shift + mean_shifted, comoment)
+
+    def _flush(self) -> None:
+        if self._part is not None and self._part_samples:
+            self.s2 += self._part  # type: ignore[operator]
+            self._part.zero_()
+            self._part_samples = 0
+
+
+class CrossAccumulator:
+    """Adds sample-aligned blocks of two models' units for one group."""
+
+    def __init__(self) -> None:
+        self.a, self.b = MomentAccumulator(), MomentAccumulator()
+        self.cross: torch.Tensor | None = None
+
+    def add(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total_a, total_b = self.a.add(xa), self.b.add(xb)
+        assert self.a.shift is not None and self.b.shift is not None
+        ca = xa.detach() - self.a.shift.to(xa.dtype)[:, None]
+        cb = xb.detach() - self.b.shift.to(xb.dtype)[:, None]
+        if self.cross is None:
+            self.cross = torch.zeros(xa.shape[1], xb.shape[1], dtype=torch.float64)
+        part = torch.zeros(xa.shape[1], xb.shape[1], dtype=ca.dtype)
+        _add_gram(part, ca, cb)
+        self.cross += part
+        return total_a, total_b
+
+    def moments(self) -> CrossMoments:
+        assert self.cross is not None and self.a.s1 is not None and self.b.s1 is not None
+        a, b = self.a.moments(), self.b.moments()
+        return CrossMoments(a, b, self.cross - torch.outer(self.a.s1 / self.a.count, self.b.s1))
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor | None:
+    """(pre, n, post) blocks as a (samples, n) matrix: a view when post is 1, a transposed
+    copy when a batched product would need more memory than that; else None."""
+    pre, n, post = x.shape
+    if post == 1:
+        return x.reshape(pre, n)
+    if pre > 1 and pre * n * n > 4 * x.numel():
+        return x.movedim(1, -1).reshape(-1, n)
+    return None
+
+
+def _add_gram(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out += sum over samples of a b^T, for sample-aligned (pre, n, post) blocks, in place
+    (a GEMM with beta = 1: no temporary n x n product for the common matrix case)."""
+    ma, mb = _rows(a), _rows(b)
+    if ma is not None and mb is not None:
+        out.addmm_(ma.T, mb)
+    elif a.shape[0] == 1:
+        out.addmm_(a[0], b[0].T)
+    else:
+        out += torch.bmm(a, b.transpose(1, 2)).sum(0)

@@ -6,7 +6,7 @@ import torch
 
 from cipm.graph import Layout, Leaf, Product, Sum
 
-__all__ = ["unit_matrix"]
+__all__ = ["unit_blocks", "unit_matrix"]
 
 
 def unit_matrix(t: torch.Tensor, dim: int, layout: Layout | None, group: str) -> torch.Tensor:
@@ -34,6 +34,18 @@ def unit_matrix(t: torch.Tensor, dim: int, layout: Layout | None, group: str) ->
             x = x[:, start : start + node.parts[i].size]
             node = node.parts[i]
     return x
+
+
+def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) -> torch.Tensor:
+    """`t` as (pre, units, post) blocks, samples being every (pre, post) pair.
+
+    A view (no copy) when the dim holds exactly the group, as a conv map's channels do;
+    otherwise `unit_matrix` as (samples, units, 1).
+    """
+    if layout is None:
+        n = t.shape[dim]
+        return t.reshape(t.shape[:dim].numel(), n, t.shape[dim + 1 :].numel())
+    return unit_matrix(t, dim, layout, group).unsqueeze(-1)
 
 
 def _child_with(children: tuple[Layout, ...], group: str) -> int:

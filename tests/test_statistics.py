@@ -106,10 +106,11 @@ def test_merged_shards_equal_the_whole() -> None:
 
 def test_cross_moments_match_direct() -> None:
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(50, 4, generator=gen), torch.randn(50, 3, generator=gen)
+    a = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(50, 3, generator=gen, dtype=torch.float64)
     b[:, 0] += a[:, 1]
     m = CrossMoments.of(a[:20], b[:20]).merge(CrossMoments.of(a[20:], b[20:]))
-    full = torch.corrcoef(torch.cat([a, b], 1).T.double())
+    full = torch.corrcoef(torch.cat([a, b], 1).T)
     torch.testing.assert_close(m.corr, full[:4, 4:], rtol=1e-9, atol=1e-10)
 
 

@@ -1,0 +1,190 @@
+"""Cost of collecting statistics: forward alone vs forward with cipm.collect, side by side.
+
+For a ResNet-20-style CNN and a BERT-small-sized encoder (4 layers, hidden 512, 8 heads,
+intermediate 2048), on the same batches in one process, repetitions interleaved, best of each:
+- forward:    the eval-mode model alone, under no_grad;
+- cipm:       cipm.collect, minus its one-time torch.export of the model (shown apart);
+- sample=.25: the same with a quarter of each batch's samples;
+- naive:      keep every activation and call torch.cov on all of them after each batch (how
+              one has statistics at every point without sufficient statistics);
+- stack-once: keep every activation, one torch.cov at the end.
+Speed-ups compare the statistics work alone (time minus forward). Peak memory is measured in
+fresh processes, for a lazy loader and one four times longer.
+
+    python benchmarks/statistics.py [--batches 16] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import cipm
+from cipm import zoo
+from cipm._export import export
+from cipm.capture import SiteRecorder
+
+Batches = list[torch.Tensor]
+
+
+def encoder_small() -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+    model = zoo.Encoder(vocab=30522, d=512, heads=8, layers=4, ff=2048, context=512).eval()
+
+    def make(i: int) -> torch.Tensor:
+        return torch.randint(0, 30522, (8, 128), generator=torch.Generator().manual_seed(i))
+
+    return model, make
+
+
+def resnet() -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+    model = zoo.ResNet(3, 16).eval()
+
+    def make(i: int) -> torch.Tensor:
+        return torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+
+    return model, make
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def naive(recorder: SiteRecorder, loader: Batches, per_batch: bool) -> None:
+    kept: dict[str, list[torch.Tensor]] = {}
+    for i, x in enumerate(loader):
+        for group, units in recorder.run(x, i).items():
+            rows = units.movedim(1, -1).reshape(-1, units.shape[1]).double()
+            kept.setdefault(group, []).append(rows)
+            if per_batch:
+                torch.cov(torch.cat(kept[group]).T)
+    if not per_batch:
+        for rows_list in kept.values():
+            torch.cov(torch.cat(rows_list).T)
+
+
+def measure(model: torch.nn.Module, loader: Batches, repeat: int) -> dict[str, float]:
+    graph = cipm.trace(model, loader[0])
+    recorder = SiteRecorder(model, graph)
+    recorder.run(loader[0], 0)
+
+    def forward() -> None:
+        with torch.no_grad():
+            for x in loader:
+                model(x)
+
+    runs: dict[str, list[float]] = {k: [] for k in ("forward", "cipm", "sampled", "export")}
+    cipm.collect(model, graph, loader[:1], progress=False)  # warm-up
+    for _ in range(repeat):
+        runs["forward"].append(timed(forward))
+        runs["export"].append(timed(lambda: export(model, loader[0], warn_training=False)))
+        runs["cipm"].append(timed(lambda: cipm.collect(model, graph, loader, progress=False)))
+        runs["sampled"].append(
+            timed(lambda: cipm.collect(model, graph, loader, sample=0.25, progress=False))
+        )
+    result = {k: min(v) for k, v in runs.items()}  # least disturbed run
+    result["cipm"] -= result["export"]
+    result["sampled"] -= result["export"]
+    result["naive"] = timed(lambda: naive(recorder, loader, True))
+    result["stack"] = timed(lambda: naive(recorder, loader, False))
+    result["groups"] = len(graph)
+    return result
+
+
+def probe_peak_rss(mode: str, batches: int) -> float:
+    """Peak resident set (MiB) of a fresh process collecting over a lazy loader."""
+    model, make = resnet()
+    graph = cipm.trace(model, make(0))
+    loader = (make(i) for i in range(batches))  # lazy: the loader itself holds one batch
+    if mode == "cipm":
+        cipm.collect(model, graph, loader, progress=False)
+    else:
+        naive(SiteRecorder(model, graph), list(loader), per_batch=False)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory(batches: int) -> list[str]:
+    """Peak memory of fresh processes, for a loader and one four times longer."""
+    lines = []
+    for n in (batches, 4 * batches):
+        peaks = {}
+        for mode in ("cipm", "keep"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--probe", mode, "--batches", str(n)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            peaks[mode] = float(out.split()[-1])
+        lines.append(
+            f"  {n:4d} batches: cipm.collect {peaks['cipm']:.0f} MiB   "
+            f"keeping activations {peaks['keep']:.0f} MiB"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--probe", choices=("cipm", "keep"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    if args.probe:
+        print(probe_peak_rss(args.probe, args.batches))
+        return
+    header = (
+        "model",
+        "groups",
+        "forward s",
+        "cipm s",
+        "overhead",
+        "sample=.25",
+        "naive s",
+        "speed-up vs naive",
+        "stack-once s",
+        "export s (once)",
+    )
+    table = [header]
+    for name, build in (("resnet20", resnet), ("bert_small", encoder_small)):
+        model, make = build()
+        r = measure(model, [make(i) for i in range(args.batches)], args.repeat)
+        f = r["forward"]
+        table.append(
+            (
+                name,
+                str(int(r["groups"])),
+                f"{f:.2f}",
+                f"{r['cipm']:.2f}",
+                f"{(r['cipm'] - f) / f:+.0%}",
+                f"{(r['sampled'] - f) / f:+.0%}",
+                f"{r['naive']:.2f}",
+                f"{(r['naive'] - f) / max(r['cipm'] - f, 1e-9):.1f}x",
+                f"{r['stack']:.2f}",
+                f"{r['export']:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(
+        f"\n{args.batches} batches (resnet20: 64 images 32x32; bert_small: 8 x 128 tokens), "
+        f"best of {args.repeat}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print("\npeak resident memory of a fresh process collecting on resnet20 (lazy loader):")
+    print("\n".join(memory(args.batches)))
+
+
+if __name__ == "__main__":
+    main()
