@@ -238,3 +238,49 @@ def test_merge_rejects_other_graphs() -> None:
     )
     with pytest.raises(cipm.CipmError, match="different symmetry graphs"):
         a.merge(b)
+
+
+def test_pairs_of_inputs_and_targets_and_sampling() -> None:
+    model = zoo.build("mlp")[0].double()
+    graph = traced("mlp")
+    loader = batches("mlp", 4)
+    pairs = [(x, torch.zeros(len(x))) for x in loader]
+    plain = cipm.collect(model, graph, loader, progress=False)
+    paired = cipm.collect(model, graph, pairs, progress=False)
+    torch.testing.assert_close(plain["0:hidden"].cov, paired["0:hidden"].cov, rtol=0, atol=0)
+    half = cipm.collect(model, graph, loader, sample=0.5, progress=False)
+    assert half["0:hidden"].count == plain["0:hidden"].count // 2
+    again = cipm.collect(model, graph, loader, sample=0.5, progress=False)
+    assert torch.equal(half["0:hidden"].cov, again["0:hidden"].cov)  # reproducible
+    with pytest.raises(cipm.CipmError, match="sample must be"):
+        cipm.collect(model, graph, loader, sample=0.0, progress=False)
+
+
+def test_sampled_cross_statistics_stay_aligned() -> None:
+    model = zoo.build("resnet20")[0].double()
+    graph = traced("resnet20")
+    loader = batches("resnet20", 2)
+    cross = cipm.collect_cross(model, model, graph, loader, sample=0.3, progress=False)
+    for name in graph.by_kind("channels")[:3]:
+        corr = cross.corr(name.name)  # a model against itself: the diagonal is 1 (live units)
+        live = cross[name.name].a.std > 0
+        torch.testing.assert_close(
+            corr.diagonal()[live], torch.ones(int(live.sum()), dtype=torch.float64)
+        )
+
+
+def test_float32_model_statistics_are_float32_accurate() -> None:
+    model, _ = zoo.build("cnn_bn")
+    loader = [x.float() for x in batches("cnn_bn", 3)]
+    stats = cipm.collect(model, traced("cnn_bn"), loader, progress=False)
+    model = model.double()
+    _, cov, _ = direct(hooked(model, model[1], [x.double() for x in loader]))
+    torch.testing.assert_close(stats["0.0:channels"].cov, cov, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_bar_is_quiet_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    model, x = zoo.build("mlp")
+    cipm.collect(model, traced("mlp"), [x, x], progress=False)
+    assert capsys.readouterr().err == ""
+    cipm.collect(model, traced("mlp"), [x, x], progress=True)
+    assert "collect" in capsys.readouterr().err
