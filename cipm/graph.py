@@ -34,7 +34,7 @@ __all__ = [
 
 
 class GroupKind(str, Enum):
-    """What the units of a group are, in the order rules' tags take precedence."""
+    """What the units of a group are."""
 
     HEADS = "heads"
     WITHIN_HEAD = "within_head"
@@ -45,7 +45,18 @@ class GroupKind(str, Enum):
 
     @classmethod
     def from_tags(cls, tags: frozenset[str]) -> GroupKind:
-        return next((k for k in cls if k.value in tags), cls.OTHER)
+        """Kind from the rules' tags: heads and within-head first; a residual stream is
+        units made by two or more layers ('made:' tags) and added together ('sum'); else
+        what the producing layer says (channels, hidden)."""
+        for kind in (cls.HEADS, cls.WITHIN_HEAD):
+            if kind.value in tags:
+                return kind
+        if "sum" in tags and sum(t.startswith("made:") for t in tags) >= 2:
+            return cls.RESIDUAL
+        for kind in (cls.CHANNELS, cls.HIDDEN):
+            if kind.value in tags:
+                return kind
+        return cls.OTHER
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class OpCall:
 
     def __init__(
         self,
+        node: str,
         op: str,
         args: dict[str, Any],
         positional: list[str],
@@ -68,6 +69,7 @@ class OpCall:
         solver: AxisSolver,
         axes_of: Callable[[Any], Axes | None],
     ) -> None:
+        self.node = node
         self.op = op
         self._args = args
         self._positional = positional
@@ -92,6 +94,10 @@ class OpCall:
     def maybe_tensor(self, arg: int | str) -> TensorRef | None:
         """A tensor argument, or None when it is absent or not a tensor (an optional bias)."""
         return self._ref(self.value(arg))
+
+    def maybe_tensor_value(self, value: Any) -> TensorRef | None:
+        """A tensor given as a value found inside an argument (an element of a list)."""
+        return self._ref(value)
 
     def tensors(self, arg: int | str) -> list[TensorRef]:
         """A list-of-tensors argument (cat, stack, index)."""
@@ -162,8 +168,11 @@ class OpCall:
         self._solver.fix(*atoms)
 
     def tag(self, atom: Atom, kind: str) -> None:
-        """Say what the axis holds: 'hidden', 'channels', 'residual', 'heads', 'within_head'."""
+        """Say what the axis holds: 'hidden' or 'channels' (this call makes new units there),
+        'sum' (two activations are added there), 'heads' or 'within_head'."""
         self._solver.tag(atom, kind)
+        if kind in ("hidden", "channels"):
+            self._solver.tag(atom, f"made:{self.node}")
 
     def split(self, atom: Atom, kind: Kind, sizes: Sequence[int]) -> list[Atom]:
         """The axis as consecutive parts: `kind` 'product' (factors) or 'sum' (segments)."""

@@ -157,7 +157,7 @@ def _call(state: _State, node: torch.fx.Node, rules: dict[str, Rule], unknown: U
     schema = getattr(node.target, "_schema", None)
     positional = [a.name for a in schema.arguments] if schema else []
     args = _bind(node, schema)
-    call = OpCall(op, args, positional, outputs, state.solver, state.axes_of)
+    call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
     rule = rules.get(op) or rules.get(op.rsplit(".", 1)[0])
     if rule is None:
         if unknown == "error":

@@ -1,8 +1,8 @@
 """Rules for elementwise ops: unary maps, broadcasting arithmetic, activations, constants.
 
 An elementwise op is equivariant under any permutation of any axis, so its output axes are its
-inputs' (broadcast-matched). A binary op between two activations of the same shape is where a
-residual stream is tied together; the rule tags it so the group is reported as one.
+inputs' (broadcast-matched). Adding two activations of the same shape is how residual streams
+are tied together: the rule tags those axes 'sum'.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ clone contiguous detach alias lift_fresh_copy _to_copy to type_as _conj positive
 BINARY = """
 add sub rsub mul div true_divide floor_divide remainder fmod pow maximum minimum fmax fmin
 atan2 eq ne lt le gt ge logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor
-hypot copysign xlogy
+hypot copysign xlogy __and__ __or__ __xor__ bitwise_left_shift bitwise_right_shift
 """.split()
 
 TERNARY = "where masked_fill lerp addcmul addcdiv clamp.Tensor".split()
@@ -43,7 +43,7 @@ def binary(call: OpCall) -> None:
     both = a is not None and b is not None and a.shape == b.shape == call.out_shape
     if both and call.op.startswith(("aten.add", "aten.sub")):
         for atom in axes:
-            call.tag(atom, "residual")
+            call.tag(atom, "sum")
 
 
 def ternary(call: OpCall) -> None:

@@ -48,6 +48,8 @@ def addmm(call: OpCall) -> None:
     if len(batch) and b.ndim > 2:
         call.unify_all(batch, b.axes[:-2])
     product = TensorRef(call.out_shape, (*batch, a.axes[-2], b.axes[-1]))
+    if bias.ndim >= 1 and bias.shape[-1] == b.shape[-1] > 1:  # a layer: GPT-2's Conv1D
+        call.tag(b.axes[-1], "hidden")
     broadcast(call, [product, bias])
 
 

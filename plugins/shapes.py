@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cipm import hookimpl
-from cipm.rules import OpCall, Rule, reshape_axes, same_as_input
+from cipm.rules import OpCall, Rule, broadcast_axes, reshape_axes, same_as_input
 
 RESHAPES = (
     "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()
@@ -114,6 +114,38 @@ def index_select(call: OpCall) -> None:
     call.set_output(axes)
 
 
+def gather(call: OpCall) -> None:
+    """gather(dim, index): out[..i..] = x[..index[..i..]..] along dim; other dims line up."""
+    x, index = call.tensor(0), call.tensor("index")
+    d = x.dim(call.value("dim", 0))
+    call.fix(x.axes[d])
+    for k in range(x.ndim):
+        if k != d and x.shape[k] == index.shape[k]:
+            call.unify(x.axes[k], index.axes[k])
+        elif k != d:
+            call.fix(x.axes[k], index.axes[k])
+    call.set_output(index.axes)
+
+
+def index(call: OpCall) -> None:
+    """x[i0, i1, ...] with index tensors: indexed dims are fixed (positions are chosen) and
+    replaced by the index tensors' broadcast dims; the other dims pass through."""
+    x = call.tensor(0)
+    raw = list(call.value("indices") or [])
+    refs = [call.maybe_tensor_value(v) for v in raw] + [None] * (x.ndim - len(raw))
+    indexed = [k for k, r in enumerate(refs) if r is not None]
+    call.fix(*(x.axes[k] for k in indexed))
+    out = call.out_shape
+    n_index_dims = len(out) - (x.ndim - len(indexed))
+    index_axes = broadcast_axes(call, [r for r in refs if r is not None], out[:n_index_dims])
+    kept = [x.axes[k] for k in range(x.ndim) if refs[k] is None]
+    adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
+    at = indexed[0] if adjacent else 0
+    before = [x.axes[k] for k in range(at) if refs[k] is None]
+    after = kept[len(before) :]
+    call.set_output([*before, *index_axes, *after])
+
+
 def unbind(call: OpCall) -> None:
     x = call.tensor(0)
     d = x.dim(call.value("dim", 0))
@@ -199,6 +231,8 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.narrow": slice_,
             "aten.select": select,
             "aten.index_select": index_select,
+            "aten.gather": gather,
+            "aten.index": index,
             "aten.unbind": unbind,
             "aten.stack": stack,
             "aten.constant_pad_nd": pad,
@@ -208,6 +242,7 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.triu": fix_last_two,
             "aten.flip": fix_dims,
             "aten.roll": fix_dims,
+            "aten.diff": fix_dims,
             "aten.lift_fresh_copy": same_as_input,
         }
     )
