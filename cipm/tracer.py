@@ -89,6 +89,9 @@ def _tie_shared(state: _State, model: torch.nn.Module) -> None:
 
 @dataclass
 class _State:
+    rules: dict[str, Rule]
+    unknown: Unknown
+    root: torch.nn.Module  # the exported graph module, which owns any subgraphs
     solver: AxisSolver = field(default_factory=AxisSolver)
     values: dict[torch.fx.Node, Any] = field(default_factory=dict)  # node -> Axes | list
     params: dict[str, Axes] = field(default_factory=dict)  # state key -> atoms
@@ -100,7 +103,7 @@ class _State:
 
 
 def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown) -> _State:
-    state = _State()
+    state = _State(rules, unknown, program.graph_module)
     specs: dict[str, list[Any]] = {}  # placeholder -> its specs (tied weights have several)
     for spec in program.graph_signature.input_specs:
         if hasattr(spec.arg, "name"):
@@ -109,14 +112,39 @@ def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknow
         if node.op == "placeholder":
             _placeholder(state, node, specs.get(node.name, []))
         elif node.op == "call_function":
-            _call(state, node, rules, unknown)
+            _call(state, node)
         elif node.op == "output":
             _output(state, node, program)
-        else:
+        elif node.op != "get_attr":  # get_attr: subgraphs, read where they are called
             raise UnsupportedOpError(
                 f"{node.op} {node.target}", module_path(node), source_line(node)
             )
     return state
+
+
+def _inline(state: _State, node: torch.fx.Node, graph: torch.fx.Graph, operands: list[Any]) -> None:
+    """A call of a subgraph (torch.export's wrap_with_set_grad_enabled / autocast regions):
+    its placeholders are the operands, its nodes are traced like any others (but are not
+    activation sites: they don't exist in the top-level graph), its outputs are the call's."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for inner, outer in zip(placeholders, operands, strict=True):
+        state.values[inner] = state.values.get(outer) if isinstance(outer, torch.fx.Node) else None
+    for inner in graph.nodes:
+        if inner.op == "call_function":
+            _call(state, inner, site=False)
+        elif inner.op == "output":
+            results = inner.args[0] if isinstance(inner.args[0], tuple | list) else (inner.args[0],)
+            state.values[node] = [state.axes_of(r) for r in results]
+
+
+def _subgraph(state: _State, node: torch.fx.Node) -> tuple[torch.fx.Graph, list[Any]] | None:
+    """The subgraph a higher-order op calls, and its operands (the arguments after it)."""
+    for i, arg in enumerate(node.args):
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            module = getattr(state.root, str(arg.target), None)
+            if isinstance(module, torch.fx.GraphModule):
+                return module.graph, list(node.args[i + 1 :])
+    return None
 
 
 def _placeholder(state: _State, node: torch.fx.Node, specs: list[Any]) -> None:
@@ -145,10 +173,14 @@ def _output(state: _State, node: torch.fx.Node, program: ExportedProgram) -> Non
             state.solver.fix(*axes)
 
 
-def _call(state: _State, node: torch.fx.Node, rules: dict[str, Rule], unknown: Unknown) -> None:
+def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     if node.target is operator.getitem:
         source, index = node.args
         state.values[node] = state.values.get(source, [None] * (index + 1))[index]  # type: ignore
+        return
+    subgraph = _subgraph(state, node)
+    if subgraph is not None:
+        _inline(state, node, *subgraph)
         return
     op = _op_name(node.target)
     outputs = _output_shapes(node.meta.get("val"))
@@ -158,9 +190,9 @@ def _call(state: _State, node: torch.fx.Node, rules: dict[str, Rule], unknown: U
     positional = [a.name for a in schema.arguments] if schema else []
     args = _bind(node, schema)
     call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
-    rule = rules.get(op) or rules.get(op.rsplit(".", 1)[0])
+    rule = state.rules.get(op) or state.rules.get(op.rsplit(".", 1)[0])
     if rule is None:
-        if unknown == "error":
+        if state.unknown == "error":
             raise UnsupportedOpError(op, module_path(node), source_line(node))
         rule = freeze
     try:
@@ -169,7 +201,8 @@ def _call(state: _State, node: torch.fx.Node, rules: dict[str, Rule], unknown: U
     except RuleError as e:
         raise RuleError(f"{e} (node '{node.name}' in module '{module_path(node)}')") from e
     state.values[node] = results[0] if _single(node.meta.get("val")) else results
-    state.activations.append((node, results))
+    if site:
+        state.activations.append((node, results))
 
 
 def _bind(node: torch.fx.Node, schema: Any) -> dict[str, Any]:

@@ -41,6 +41,12 @@ def _seq(x: torch.Tensor) -> torch.Tensor:  # (B, 12) -> (B, T=4, 12) with disti
     return torch.stack([x, x.sin(), x.cos(), x * 0.5], dim=1)
 
 
+def _no_grad_region(m: nn.ModuleDict, h: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():  # exported as a subgraph called by a higher-order op
+        scale = torch.sigmoid(h) * 2
+    return h * scale
+
+
 CASES: dict[str, Callable[[], nn.Module]] = {
     "split_cat": lambda: Wrap(lambda m, h: torch.cat([F.relu(p) for p in h.split([5, 7], -1)], -1)),
     "chunk_mul": lambda: Wrap(
@@ -103,6 +109,14 @@ CASES: dict[str, Callable[[], nn.Module]] = {
         k=nn.Linear(12, 12),
         v=nn.Linear(12, 12),
     ),
+    "gather_index_diff": lambda: Wrap(
+        lambda m, h: (
+            h.gather(0, torch.arange(h.shape[0])[:, None].expand(-1, 12))
+            + h[torch.arange(h.shape[0])]
+            + torch.diff(h, dim=0, prepend=h[:1])
+        )
+    ),
+    "grad_disabled_region": lambda: Wrap(_no_grad_region),
     "gqa_expand": lambda: Wrap(
         lambda m, h: (
             F.scaled_dot_product_attention(
