@@ -1,5 +1,6 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
+from cipm.align import align
 from cipm.collect import collect, collect_cross
 from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
 from cipm.errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "TensorAxis",
     "TraceError",
     "UnsupportedOpError",
+    "align",
     "bipartite_graph",
     "collect",
     "collect_cross",

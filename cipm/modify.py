@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 
@@ -44,7 +45,7 @@ def permute_state(state: dict[str, torch.Tensor], perm: Permutation) -> dict[str
     return out
 
 
-def index_map(layout: Layout, perm: Permutation) -> torch.Tensor:
+def index_map(layout: Layout, perm: Permutation | Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Source index of every position of a dimension laid out as `layout`, under `perm`."""
     if isinstance(layout, Leaf):
         return perm[layout.group] if layout.group else torch.arange(layout.size)

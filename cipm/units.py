@@ -6,34 +6,60 @@ import torch
 
 from cipm.graph import Layout, Leaf, Product, Sum
 
-__all__ = ["unit_blocks", "unit_matrix"]
+__all__ = ["occurrences", "pair_matrix", "unit_blocks", "unit_matrix"]
 
 
-def unit_matrix(t: torch.Tensor, dim: int, layout: Layout | None, group: str) -> torch.Tensor:
+def unit_matrix(
+    t: torch.Tensor, dim: int, layout: Layout | None, group: str, occurrence: int = 0
+) -> torch.Tensor:
     """`t` as a (samples, units) matrix for `group`, which lives in dimension `dim`.
 
     Every other dimension (batch, tokens, spatial positions) is folded into samples. Where the
     dim holds more than the group (`layout` a product or sum), the group's factor is moved last
     and the other factors are folded into samples too (heads x head_dim gives head_dim samples
     per head), or the group's segment is cut out. Where a group appears more than once in the
-    dim (rotary halves), its first occurrence is read.
+    dim (rotary halves), `occurrence` picks which (see `occurrences`).
     """
-    size = t.shape[dim]
-    x = t.movedim(dim, -1).reshape(-1, size)
-    node: Layout = layout if layout is not None else Leaf(size, group)
-    while not isinstance(node, Leaf):
+    x = t.movedim(dim, -1).reshape(-1, t.shape[dim])
+    if layout is None:
+        return x
+    return _descend(x, layout, occurrences(layout, group)[occurrence])[0]
+
+
+def pair_matrix(
+    t: torch.Tensor, dim: int, layout: Layout, path: tuple[int, ...], inner: int
+) -> torch.Tensor:
+    """(samples, inner units, outer units) for the group at `path` (a factor of a product)
+    and the sibling factor at index `inner` of that product, e.g. (.., head_dim, heads)."""
+    x, parent = _descend(t.movedim(dim, -1).reshape(-1, t.shape[dim]), layout, path[:-1])
+    assert isinstance(parent, Product)
+    outer = path[-1]
+    x = x.reshape(x.shape[0], *(f.size for f in parent.factors))
+    rest = [1 + k for k in range(len(parent.factors)) if k not in (inner, outer)]
+    x = x.permute(0, *rest, 1 + inner, 1 + outer)
+    return x.reshape(-1, parent.factors[inner].size, parent.factors[outer].size)
+
+
+def _descend(x: torch.Tensor, node: Layout, path: tuple[int, ...]) -> tuple[torch.Tensor, Layout]:
+    """Follow `path` from a (samples, node.size) matrix to the sub-layout it names."""
+    for i in path:
         if isinstance(node, Product):
-            i = _child_with(node.factors, group)
             x = x.reshape(x.shape[0], *(f.size for f in node.factors))
             x = x.movedim(1 + i, -1).reshape(-1, node.factors[i].size)
             node = node.factors[i]
-        else:
-            assert isinstance(node, Sum)
-            i = _child_with(node.parts, group)
+        elif isinstance(node, Sum):
             start = sum(p.size for p in node.parts[:i])
             x = x[:, start : start + node.parts[i].size]
             node = node.parts[i]
-    return x
+    return x, node
+
+
+def occurrences(layout: Layout, group: str) -> list[tuple[int, ...]]:
+    """Paths (child indices from the root) to every leaf of `group` in a layout."""
+    if isinstance(layout, Leaf):
+        return [()] if layout.group == group else []
+    children = layout.factors if isinstance(layout, Product) else layout.parts
+    return [(i, *path) for i, c in enumerate(children) for path in occurrences(c, group)]
 
 
 def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) -> torch.Tensor:
@@ -46,17 +72,3 @@ def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) ->
         n = t.shape[dim]
         return t.reshape(t.shape[:dim].numel(), n, t.shape[dim + 1 :].numel())
     return unit_matrix(t, dim, layout, group).unsqueeze(-1)
-
-
-def _child_with(children: tuple[Layout, ...], group: str) -> int:
-    for i, child in enumerate(children):
-        if _contains(child, group):
-            return i
-    raise KeyError(f"group '{group}' is not in this layout")
-
-
-def _contains(layout: Layout, group: str) -> bool:
-    if isinstance(layout, Leaf):
-        return layout.group == group
-    children = layout.factors if isinstance(layout, Product) else layout.parts
-    return any(_contains(c, group) for c in children)
