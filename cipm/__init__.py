@@ -1,6 +1,7 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
 from cipm.align import align
+from cipm.barrier import BarrierCurve, barrier
 from cipm.collect import collect, collect_cross
 from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
 from cipm.errors import (
@@ -14,6 +15,7 @@ from cipm.errors import (
 )
 from cipm.graph import GroupKind, Member, PermGroup, Site, SymmetryGraph, TensorAxis
 from cipm.hookspecs import hookimpl
+from cipm.merge import interpolate, merge, reset_batchnorm
 from cipm.modify import permute
 from cipm.permutation import Permutation
 from cipm.plugins import get_plugin_manager, list_plugins
@@ -23,6 +25,7 @@ from cipm.tracer import trace
 __version__ = "0.1.0"
 
 __all__ = [
+    "BarrierCurve",
     "CipmError",
     "CipmWarning",
     "CrossStatistics",
@@ -41,14 +44,18 @@ __all__ = [
     "TraceError",
     "UnsupportedOpError",
     "align",
+    "barrier",
     "bipartite_graph",
     "collect",
     "collect_cross",
     "correlation_graph",
     "get_plugin_manager",
     "hookimpl",
+    "interpolate",
     "list_plugins",
+    "merge",
     "network_graph",
     "permute",
+    "reset_batchnorm",
     "trace",
 ]

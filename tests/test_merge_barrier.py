@@ -1,0 +1,114 @@
+"""Merging and barriers: a model merged with itself is itself; its barrier is 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_same_function, snapshot, traced
+from torch import nn
+
+import cipm
+from cipm import zoo
+
+
+def labelled(name: str, n: int = 3, classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for i in range(n):
+        x = zoo.build(name, seed=200 + i)[1].double()
+        out.append(
+            (
+                x,
+                torch.randint(
+                    0, classes, (x.shape[0],), generator=torch.Generator().manual_seed(i)
+                ),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20", "gpt"])
+def test_merge_of_a_model_with_itself_is_itself(name: str) -> None:
+    model, x = zoo.build(name)
+    model = model.double()
+    x = x.double() if x.is_floating_point() else x
+    merged = cipm.merge([model, model, model], traced(name))
+    assert merged is not model
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(merged.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    assert_same_function(model, merged, x)
+
+
+def test_merge_averages_with_weights() -> None:
+    a, _ = zoo.build("mlp", seed=1)
+    b, _ = zoo.build("mlp", seed=2)
+    before = snapshot(a)
+    m = cipm.merge([a, b], weights=[0.25, 0.75])
+    torch.testing.assert_close(m[0].weight, 0.25 * a[0].weight + 0.75 * b[0].weight)
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in before.items())
+
+
+def test_barrier_of_a_model_with_itself_is_zero(tmp_path: Path) -> None:
+    model = zoo.build("mlp")[0].double()
+    loader = [(x, y % 4) for x, y in labelled("mlp")]
+    curve = cipm.barrier(model, model, loader, steps=5)
+    assert curve.loss_barrier == pytest.approx(0.0, abs=1e-12)
+    assert curve.error_barrier == 0.0
+    assert len(curve.alphas) == 5 and "loss barrier" in str(curve)
+    png = curve.plot(tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_barrier_between_aligned_permuted_copy_is_zero() -> None:
+    graph = traced("resnet20")
+    model = zoo.build("resnet20")[0].double()
+    shuffled = cipm.permute(model, graph.random_permutation(seed=4))
+    aligned = cipm.permute(shuffled, cipm.align(shuffled, model, graph))
+    loader = labelled("resnet20", 2)
+    assert cipm.barrier(model, aligned, loader, steps=3).loss_barrier == pytest.approx(0, abs=1e-9)
+    x = loader[0][0]
+    with torch.no_grad():  # control: without alignment the midpoint is another function
+        unaligned_mid = cipm.interpolate(model, shuffled, 0.5)(x)
+        assert (unaligned_mid - model(x)).abs().max() > 1e-2
+        torch.testing.assert_close(cipm.interpolate(model, aligned, 0.5)(x), model(x))
+
+
+def test_barrier_matches_a_direct_computation() -> None:
+    a = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    b = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,))
+    curve = cipm.barrier(a, b, [(x, y)], steps=3)
+    mid = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    with torch.no_grad():
+        for pm, pa, pb in zip(mid.parameters(), a.parameters(), b.parameters(), strict=True):
+            pm.copy_((pa + pb) / 2)
+        losses = [F.cross_entropy(m(x), y).item() for m in (a, mid, b)]
+    assert curve.losses == pytest.approx(tuple(losses), rel=1e-12)
+    assert curve.loss_barrier == pytest.approx(max(0.0, losses[1] - (losses[0] + losses[2]) / 2))
+
+
+def test_batchnorm_reset_recomputes_running_statistics() -> None:
+    model = zoo.build("cnn_bn")[0].double()
+    data = [x for x, _ in labelled("cnn_bn", 2)]
+    merged = cipm.merge([model, model], data=data)
+    bn = merged[0][1]
+    with torch.no_grad():
+        conv = model[0][0](torch.cat(data))
+    torch.testing.assert_close(bn.running_mean, conv.mean((0, 2, 3)), rtol=1e-9, atol=1e-12)
+    assert not merged.training and not bn.training
+
+
+def test_bad_merges() -> None:
+    a, _ = zoo.build("mlp")
+    narrow, _ = zoo.mlp(width=16)
+    with pytest.raises(cipm.CipmError, match="at least two"):
+        cipm.merge([a])
+    with pytest.raises(cipm.CipmError, match=r"'0.weight' has shape"):
+        cipm.merge([a, narrow])
+    with pytest.raises(cipm.CipmError, match="sum to 1"):
+        cipm.merge([a, a], weights=[0.5, 0.6])
+    with pytest.raises(cipm.CipmError, match="no batches"):
+        cipm.barrier(a, a, [])
