@@ -10,6 +10,7 @@ models' units on data (`cipm.collect_cross`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -85,6 +86,7 @@ def weight_matching(
     *,
     seed: int = 0,
     max_sweeps: int = 100,
+    restarts: int = 3,
     evidence: Mapping[str, torch.Tensor] | None = None,
 ) -> Permutation:
     """Weight matching on state dicts.
@@ -95,10 +97,27 @@ def weight_matching(
 
     An outer group of a nested pair (heads over head_dim, GroupNorm groups over their
     channels) is scored invariantly to the inner one's alignment (see `_cost`); without
-    that, coordinate descent gets stuck with both wrong.
+    that, coordinate descent gets stuck with both wrong. Coordinate descent can still stop
+    at a local optimum (seen in about 2 % of orders on a transformer whose layers start as
+    copies), so it restarts from up to `restarts` group orders and keeps the best match,
+    stopping early when a match reaches the Cauchy-Schwarz bound (B is a permuted A).
     """
     plan = _Plan(graph, dict(evidence or {}))
-    return Permutation(graph, plan.descend(state_a, state_b, seed, max_sweeps))
+    bound = math.sqrt(_total(state_a, state_a, plan, None) * _total(state_b, state_b, plan, None))
+    best: dict[str, torch.Tensor] = {}
+    best_score = -math.inf
+    for k in range(max(restarts, 1)):
+        perm = plan.descend(state_a, state_b, seed + k, max_sweeps)
+        match = _total(state_a, state_b, plan, perm)
+        score = match + sum(
+            EVIDENCE * float(e[torch.arange(len(e)), perm[n]].sum())
+            for n, e in plan.evidence.items()
+        )
+        if score > best_score:
+            best, best_score = perm, score
+        if match >= bound * (1 - 1e-9):
+            break
+    return Permutation(graph, best)
 
 
 class _Plan:
@@ -146,6 +165,23 @@ class _Plan:
             if not changed:
                 break
         return perm
+
+
+def _total(
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    plan: _Plan,
+    perm: dict[str, torch.Tensor] | None,
+) -> float:
+    """Sum over the graph's tensors of <W_A, P(W_B)> (P = identity when perm is None)."""
+    total = 0.0
+    for key, axes in plan.by_key.items():
+        w_b = state_b[key].to(torch.float64)
+        if perm is not None:
+            for axis in axes:
+                w_b = w_b.index_select(axis.dim, index_map(axis.layout, perm))
+        total += float((state_a[key].to(torch.float64) * w_b).sum())
+    return total
 
 
 def _cost(
