@@ -31,8 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/trace.py
 	$(PY) benchmarks/statistics.py
+	$(PY) benchmarks/align.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -41,6 +41,7 @@ def align(
     data: Iterable[Any] | None = None,
     seed: int = 0,
     max_sweeps: int = 100,
+    restarts: int = 1,
     progress: bool = False,
 ) -> Permutation:
     """The permutation `p` such that ``cipm.permute(model_b, p)`` lines up with `model_a`.
@@ -54,6 +55,7 @@ def align(
             only compare once the other is aligned, and ties (dead units) go by weights.
         seed: order of groups in coordinate descent.
         max_sweeps: bound on coordinate-descent sweeps (it normally stops at a fixed point).
+        restarts: group orders to try (see `weight_matching`).
 
     Raises:
         CipmError: a model does not fit the graph (naming the group), non-finite weights,
@@ -62,7 +64,9 @@ def align(
     state_a = _state(model_a, graph, "model_a")
     state_b = _state(model_b, graph, "model_b")
     if method == "weight":
-        return weight_matching(state_a, state_b, graph, seed=seed, max_sweeps=max_sweeps)
+        return weight_matching(
+            state_a, state_b, graph, seed=seed, max_sweeps=max_sweeps, restarts=restarts
+        )
     if method != "activation":
         raise CipmError(f"unknown alignment method {method!r}; use 'weight' or 'activation'")
     if data is None:
@@ -75,7 +79,13 @@ def align(
         if g.kind not in (GroupKind.HEADS, GroupKind.WITHIN_HEAD) and g.name not in nesting
     }
     return weight_matching(
-        state_a, state_b, graph, seed=seed, max_sweeps=max_sweeps, evidence=evidence
+        state_a,
+        state_b,
+        graph,
+        seed=seed,
+        max_sweeps=max_sweeps,
+        restarts=restarts,
+        evidence=evidence,
     )
 
 
@@ -86,7 +96,7 @@ def weight_matching(
     *,
     seed: int = 0,
     max_sweeps: int = 100,
-    restarts: int = 3,
+    restarts: int = 1,
     evidence: Mapping[str, torch.Tensor] | None = None,
 ) -> Permutation:
     """Weight matching on state dicts.
@@ -99,8 +109,8 @@ def weight_matching(
     channels) is scored invariantly to the inner one's alignment (see `_cost`); without
     that, coordinate descent gets stuck with both wrong. Coordinate descent can still stop
     at a local optimum (seen in about 2 % of orders on a transformer whose layers start as
-    copies), so it restarts from up to `restarts` group orders and keeps the best match,
-    stopping early when a match reaches the Cauchy-Schwarz bound (B is a permuted A).
+    copies of each other): with `restarts` > 1 it tries more group orders and keeps the best
+    match, stopping early when a match reaches the Cauchy-Schwarz bound (B is a permuted A).
     """
     plan = _Plan(graph, dict(evidence or {}))
     bound = math.sqrt(_total(state_a, state_a, plan, None) * _total(state_b, state_b, plan, None))
@@ -128,10 +138,15 @@ class _Plan:
         self.axes_of: dict[str, list[TensorAxis]] = {}
         self.by_key: dict[str, list[TensorAxis]] = {}
         self.inner = {g.within: g.name for g in graph if g.within}  # one nested group each
+        self.neighbours: dict[str, set[str]] = {g.name: set() for g in graph}
         for axis in graph.axes:
             self.by_key.setdefault(axis.key, []).append(axis)
             for name in dict.fromkeys(axis.groups()):
                 self.axes_of.setdefault(name, []).append(axis)
+        for axes in self.by_key.values():  # groups sharing a tensor change each other's cost
+            shared = {name for axis in axes for name in axis.groups()}
+            for name in shared:
+                self.neighbours[name] |= shared - {name}
 
     def descend(
         self,
@@ -140,31 +155,92 @@ class _Plan:
         seed: int,
         max_sweeps: int,
     ) -> dict[str, torch.Tensor]:
-        perm = {g.name: torch.arange(g.size) for g in self.graph}
-        names = list(perm)
+        run = _Descent(self, state_a, state_b)
+        names = list(run.perm)
+        stale = set(names)  # groups whose cost may have changed since they were last solved
         gen = torch.Generator().manual_seed(seed)
-        for _ in range(max_sweeps):
+        for sweep in range(max_sweeps):
             changed = False
-            for i in torch.randperm(len(names), generator=gen).tolist():
+            # the first sweep goes in graph order (inputs to outputs), so each group sees its
+            # predecessor aligned already; later sweeps go in a seeded random order
+            order = range(len(names)) if sweep == 0 and seed == 0 else None
+            for i in order or torch.randperm(len(names), generator=gen).tolist():
                 name = names[i]
-                cost = _cost(
-                    name,
-                    self.axes_of[name],
-                    self.by_key,
-                    state_a,
-                    state_b,
-                    perm,
-                    self.inner.get(name),
-                )
+                if name not in stale:
+                    continue
+                stale.discard(name)
+                current = run.perm[name]
+                cost = run.cost(name)  # columns: B's units where they stand now
                 if name in self.evidence:  # weights, scaled into [-1, 1], only break ties
                     scale = cost.abs().max().clamp_min(1e-300)
-                    cost = cost / scale + EVIDENCE * self.evidence[name]
-                new = _assign(cost)
-                if not torch.equal(new, perm[name]):
-                    perm[name], changed = new, True
+                    cost = cost / scale + EVIDENCE * self.evidence[name][:, current]
+                # near a fixed point the best assignment is near the diagonal, which the
+                # solver finds several times faster than from scratch
+                new = current[_assign(cost)]
+                if not torch.equal(new, run.perm[name]):
+                    run.update(name, new)
+                    changed = True
+                    stale |= self.neighbours[name]
             if not changed:
                 break
-        return perm
+        return run.perm
+
+
+class _Descent:
+    """State of one coordinate descent: the permutation so far and B permuted by it."""
+
+    def __init__(
+        self, plan: _Plan, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor]
+    ) -> None:
+        self.plan, self.state_b = plan, state_b
+        self.perm = {g.name: torch.arange(g.size) for g in plan.graph}
+        self.b = {key: state_b[key].detach() for key in plan.by_key}  # B under self.perm
+        self.a = {key: state_a[key].detach() for key in plan.by_key}
+        self._a_units: dict[tuple[str, int, str, int], torch.Tensor] = {}
+
+    def update(self, name: str, new: torch.Tensor) -> None:
+        self.perm[name] = new
+        for key in {axis.key for axis in self.plan.axes_of[name]}:
+            w = self.state_b[key].detach()
+            for axis in self.plan.by_key[key]:
+                w = w.index_select(axis.dim, index_map(axis.layout, self.perm))
+            self.b[key] = w
+
+    def cost(self, name: str) -> torch.Tensor:
+        """C[i, j]: how well the B unit now at position j matches A's unit i, with every
+        other group as it stands. With an inner group (head_dim in heads) sharing a product,
+        a pair's score is its best match over inner alignments (a small assignment per
+        pair), so it does not depend on how the inner group stands.
+        """
+        size = len(self.perm[name])
+        inner = self.plan.inner.get(name)
+        cost = torch.zeros(size, size, dtype=torch.float64)
+        blocks: torch.Tensor | None = None
+        for axis in self.plan.axes_of[name]:
+            for k, path in enumerate(occurrences(axis.layout, name)):
+                sibling = _sibling(axis, path, inner)
+                w_b = self.b[axis.key]
+                if sibling is None:
+                    a = self._a_unit(axis, name, k)
+                    b = unit_matrix(w_b, axis.dim, axis.layout, name, k)
+                    cost += (a.T @ b.to(a.dtype)).to(torch.float64)
+                    continue
+                a3 = pair_matrix(self.a[axis.key], axis.dim, axis.layout, path, sibling)
+                b3 = pair_matrix(w_b, axis.dim, axis.layout, path, sibling)
+                pair = torch.einsum("rki,rlj->ijkl", a3.double(), b3.double())
+                blocks = pair if blocks is None else blocks + pair
+        if blocks is not None:
+            for i in range(size):
+                for j in range(size):
+                    rows, cols = linear_sum_assignment(blocks[i, j].numpy(), maximize=True)
+                    cost[i, j] += float(blocks[i, j][rows, cols].sum())
+        return cost
+
+    def _a_unit(self, axis: TensorAxis, name: str, k: int) -> torch.Tensor:
+        key = (axis.key, axis.dim, name, k)
+        if key not in self._a_units:
+            self._a_units[key] = unit_matrix(self.a[axis.key], axis.dim, axis.layout, name, k)
+        return self._a_units[key]
 
 
 def _total(
@@ -182,52 +258,6 @@ def _total(
                 w_b = w_b.index_select(axis.dim, index_map(axis.layout, perm))
         total += float((state_a[key].to(torch.float64) * w_b).sum())
     return total
-
-
-def _cost(
-    name: str,
-    axes: list[TensorAxis],
-    by_key: dict[str, list[TensorAxis]],
-    state_a: Mapping[str, torch.Tensor],
-    state_b: Mapping[str, torch.Tensor],
-    perm: dict[str, torch.Tensor],
-    inner: str | None = None,
-) -> torch.Tensor:
-    """C[i, j]: how well B's unit j matches A's unit i, with every other group as in `perm`.
-
-    With `inner` (a group nested in this one, as head_dim in heads), wherever the two share a
-    product the score of a pair is its best match over inner alignments (a small assignment
-    per pair), so it does not depend on how the inner group is currently aligned.
-    """
-    size = len(perm[name])
-    cost = torch.zeros(size, size, dtype=torch.float64)
-    blocks: torch.Tensor | None = None
-    held = perm | {name: torch.arange(size)}
-    if inner is not None:
-        held[inner] = torch.arange(len(perm[inner]))
-    for axis in axes:
-        w_a = state_a[axis.key].to(torch.float64)
-        w_b = state_b[axis.key].to(torch.float64)
-        for other in by_key[axis.key]:  # B with all but these groups (on this dim) applied
-            maps = held if other.dim == axis.dim else perm
-            w_b = w_b.index_select(other.dim, index_map(other.layout, maps))
-        for k, path in enumerate(occurrences(axis.layout, name)):
-            sibling = _sibling(axis, path, inner)
-            if sibling is None:
-                a = unit_matrix(w_a, axis.dim, axis.layout, name, k)
-                b = unit_matrix(w_b, axis.dim, axis.layout, name, k)
-                cost += a.T @ b
-                continue
-            a3 = pair_matrix(w_a, axis.dim, axis.layout, path, sibling)
-            b3 = pair_matrix(w_b, axis.dim, axis.layout, path, sibling)
-            pair = torch.einsum("rki,rlj->ijkl", a3, b3)
-            blocks = pair if blocks is None else blocks + pair
-    if blocks is not None:
-        for i in range(size):
-            for j in range(size):
-                rows, cols = linear_sum_assignment(blocks[i, j].numpy(), maximize=True)
-                cost[i, j] += float(blocks[i, j][rows, cols].sum())
-    return cost
 
 
 def _sibling(axis: TensorAxis, path: tuple[int, ...], inner: str | None) -> int | None:

@@ -25,7 +25,9 @@ def test_weight_matching_recovers_the_inverse(name: str, seed: int) -> None:
     model, _ = zoo.build(name)
     perm = graph.random_permutation(seed=seed)
     permuted = cipm.permute(model, perm)
-    found = cipm.align(permuted, model, graph, method="weight", seed=seed)
+    # restarts: layers cloned from one another (nn.TransformerEncoder) leave a local optimum
+    # in about 2 % of group orders; a second order escapes it
+    found = cipm.align(permuted, model, graph, method="weight", seed=seed, restarts=3)
     assert found == perm.inverse()
     assert_state_equal(cipm.permute(permuted, found), model)
 

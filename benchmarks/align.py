@@ -1,0 +1,190 @@
+"""Alignment side by side: cipm against the PyPI package `rebasin` on the same trained pair.
+
+Two 3x512 MLPs (and two small CNNs) are trained on scikit-learn's digits from different
+seeds. Each method aligns B to A; we time it and measure the test loss and error barrier
+along the straight line from A to the aligned B (11 points, as seed 000 defines barriers).
+Then weight matching is timed on one 4096-unit group and on a BERT-base-sized encoder, split
+into the time spent in the assignment solves and the rest.
+
+    python benchmarks/align.py
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import time
+import warnings
+from collections.abc import Callable
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+import cipm
+from cipm import zoo
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def digits(image: bool) -> tuple[Batches, Batches]:
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32) / 16.0
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    if image:
+        x = x.reshape(-1, 1, 8, 8)
+    y = torch.tensor(y)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    split = int(0.8 * len(x))
+
+    def batches(a: torch.Tensor, b: torch.Tensor) -> Batches:
+        return list(zip(a.split(128), b.split(128), strict=True))
+
+    return batches(x[:split], y[:split]), batches(x[split:], y[split:])
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(64, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 10),
+    )
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 16, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def train(make: Callable[[], nn.Module], data: Batches, seed: int, epochs: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = make()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for i in torch.randperm(len(data), generator=gen).tolist():
+            x, y = data[i]
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model.eval()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def compare(name: str, make: Callable[[], nn.Module], image: bool, epochs: int) -> list[tuple]:
+    train_data, test_data = digits(image)
+    a = train(make, train_data, 1, epochs)
+    b = train(make, train_data, 2, epochs)
+    x0 = train_data[0][0]
+    graph = cipm.trace(a, x0)
+    calib = [x for x, _ in train_data[:8]]
+    x_test = torch.cat([x for x, _ in test_data])
+
+    def row(method: str, seconds: float, aligned: nn.Module) -> tuple:
+        """A row; `changed` is how far the aligned B's outputs moved from B's (a correct
+        permutation keeps them to float32 rounding)."""
+        with torch.no_grad():
+            changed = float((aligned(x_test) - b(x_test)).abs().max())
+        return (name, method, seconds, cipm.barrier(a, aligned, test_data), changed)
+
+    rows = [row("none (plain average)", 0.0, b)]
+    t, perm = timed(lambda: cipm.align(b, a, graph, method="weight"))
+    rows.append(row("cipm weight matching", t, cipm.permute(b, perm)))
+    t, perm = timed(lambda: cipm.align(b, a, graph, method="activation", data=calib))
+    rows.append(row("cipm activation matching", t, cipm.permute(b, perm)))
+    try:
+        from rebasin import PermutationCoordinateDescent
+
+        b_copy = copy.deepcopy(b)
+        t, _ = timed(lambda: PermutationCoordinateDescent(a, b_copy, x0).rebasin())
+        rows.append(row("rebasin (PyPI)", t, b_copy))
+    except Exception as e:  # report, don't hide: a peer that fails on a model is a result
+        rows.append((name, f"rebasin failed: {type(e).__name__}", float("nan"), None, None))
+    return rows
+
+
+def assignment_share(model: nn.Module, x: torch.Tensor) -> tuple[float, float, int]:
+    """(total seconds, seconds in linear_sum_assignment, groups) of weight matching."""
+    graph = cipm.trace(model, x)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    other = cipm.permute(other, graph.random_permutation(seed=0))
+    module = importlib.import_module("cipm.align")  # the module, not the function cipm.align
+    solve = module.linear_sum_assignment
+    spent = [0.0]
+
+    def timed_solve(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return solve(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    with mock.patch.object(module, "linear_sum_assignment", timed_solve):
+        total, _ = timed(lambda: cipm.align(other, model, graph, restarts=1))
+    return total, spent[0], len(graph)
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    rows = compare("digits MLP 3x512", mlp, image=False, epochs=20)
+    rows += compare("digits CNN", cnn, image=True, epochs=10)
+    print(
+        f"{'model':18s}  {'method':26s}  {'time s':>7s}  {'loss barrier':>12s}  "
+        f"{'error barrier':>13s}  {'B changed by':>12s}  {'speed-up vs rebasin':>19s}"
+    )
+    for model_name in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == model_name]
+        peer = next((r[2] for r in mine if r[1] == "rebasin (PyPI)"), None)
+        for _, method, t, curve, changed in mine:
+            speed = f"{peer / t:.1f}x" if peer and t and "cipm" in method else ""
+            lb = f"{curve.loss_barrier:.4f}" if curve else "-"
+            eb = f"{curve.error_barrier:.2%}" if curve else "-"
+            ch = f"{changed:.1e}" if changed is not None else "-"
+            print(
+                f"{model_name:18s}  {method:26s}  {t:7.3f}  {lb:>12s}  {eb:>13s}  {ch:>12s}  "
+                f"{speed:>19s}"
+            )
+    print(
+        "\nB changed by: max |B'(x) - B(x)| on the test set; a permutation must keep B's "
+        "function, so a large value means the method changed the model (its barrier is then "
+        "not B's)."
+    )
+    print("\nweight matching, where the time goes:")
+    wide = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 10))
+    for label, model, x in (
+        ("one 4096-unit group", wide, torch.randn(2, 64)),
+        ("BERT-base-sized encoder", *zoo.build("bert_base")),
+    ):
+        total, solve, groups = assignment_share(model, x)
+        print(
+            f"  {label:24s} {groups:3d} groups  total {total:6.2f} s  "
+            f"assignment solves {solve:6.2f} s ({solve / total:.0%})"
+        )
+
+
+if __name__ == "__main__":
+    main()
