@@ -1,6 +1,6 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
-from cipm.align import align
+from cipm.align import align, align_many
 from cipm.barrier import BarrierCurve, barrier
 from cipm.collect import collect, collect_cross
 from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
@@ -44,6 +44,7 @@ __all__ = [
     "TraceError",
     "UnsupportedOpError",
     "align",
+    "align_many",
     "barrier",
     "bipartite_graph",
     "collect",

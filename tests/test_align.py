@@ -81,3 +81,21 @@ def test_aligning_two_different_models_brings_weights_closer() -> None:
 
     assert distance(aligned) == pytest.approx(distance(b), rel=1e-6)
     assert distance(shuffled) > 10 * distance(aligned)
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20", "gpt", "cnn_groupnorm"])
+def test_align_many_brings_permuted_copies_into_one_order(name: str) -> None:
+    graph = traced(name)
+    model, _ = zoo.build(name)
+    perms = [graph.random_permutation(seed=s) for s in range(4)]
+    copies = [cipm.permute(model, p) for p in perms]
+    found = cipm.align_many(copies, graph)
+    assert found[0].is_identity()  # the common order is the first model's
+    for copy, perm, p in zip(copies, found, perms, strict=True):
+        assert perm == p.inverse().compose(perms[0])
+        assert_state_equal(cipm.permute(copy, perm), copies[0])
+
+
+def test_align_many_needs_two_models() -> None:
+    with pytest.raises(cipm.CipmError, match="at least two"):
+        cipm.align_many([zoo.build("mlp")[0]], traced("mlp"))
