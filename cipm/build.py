@@ -14,6 +14,7 @@ from cipm.graph import (
     Layout,
     Leaf,
     Member,
+    OutputAxis,
     PermGroup,
     Product,
     Site,
@@ -31,6 +32,7 @@ def build_graph(
     solver: AxisSolver,
     params: dict[str, Axes],
     activations: list[tuple[torch.fx.Node, list[Axes | None]]],
+    user_outputs: list[Axes | None],
 ) -> SymmetryGraph:
     """Assemble the symmetry graph of a solved trace.
 
@@ -54,10 +56,10 @@ def build_graph(
         for dim, a in enumerate(axes)
     ]
     seen: dict[str, list[tuple[torch.fx.Node, int, Layout]]] = {}
-    for node, outputs in activations:
-        if len(outputs) != 1:  # tuple outputs are observed through their getitem nodes
+    for node, results in activations:
+        if len(results) != 1:  # tuple outputs are observed through their getitem nodes
             continue
-        for dim, a in enumerate(outputs[0] or ()):
+        for dim, a in enumerate(results[0] or ()):
             tree = layout(a)
             for root in dict.fromkeys(_leaf_groups(tree)):
                 seen.setdefault(root, []).append((node, dim, tree))
@@ -99,7 +101,13 @@ def build_graph(
         for a in param_axes
         if any(g in names for g in _leaf_groups(a.layout))
     )
-    return SymmetryGraph(model=model_name, groups=groups, axes=tensor_axes)
+    output_axes = tuple(
+        OutputAxis(i, dim, _rename(layout(a), names))
+        for i, axes in enumerate(user_outputs)
+        for dim, a in enumerate(axes or ())
+        if any(g in names for g in _leaf_groups(layout(a)))
+    )
+    return SymmetryGraph(model_name, groups, tensor_axes, output_axes)
 
 
 def _leaf_groups(layout: Layout) -> Iterable[str]:

@@ -24,6 +24,7 @@ __all__ = [
     "GroupKind",
     "Leaf",
     "Member",
+    "OutputAxis",
     "PermGroup",
     "Product",
     "Site",
@@ -105,6 +106,15 @@ class TensorAxis:
 
 
 @dataclass(frozen=True)
+class OutputAxis:
+    """A dimension of the model's `index`-th output that groups reach (outputs="free")."""
+
+    index: int
+    dim: int
+    layout: Layout
+
+
+@dataclass(frozen=True)
 class Member:
     """A place a group's units appear in the model state: tensor `key`, dimension `dim`.
 
@@ -161,6 +171,7 @@ class SymmetryGraph:
     model: str
     groups: tuple[PermGroup, ...]
     axes: tuple[TensorAxis, ...]
+    outputs: tuple[OutputAxis, ...] = ()
     _by_name: dict[str, PermGroup] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +240,10 @@ class SymmetryGraph:
                 axes=tuple(
                     TensorAxis(a["key"], a["dim"], _layout_from_dict(a["layout"]))
                     for a in data["axes"]
+                ),
+                outputs=tuple(
+                    OutputAxis(o["index"], o["dim"], _layout_from_dict(o["layout"]))
+                    for o in data.get("outputs", [])
                 ),
             )
         except (KeyError, TypeError, ValueError) as e:

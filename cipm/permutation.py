@@ -72,6 +72,17 @@ class Permutation:
         self._same_graph(then)
         return Permutation(self.graph, {k: v[then[k]] for k, v in self._indices.items()})
 
+    def restore_output(self, output: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """The `index`-th output of a model permuted by this permutation, put back in the
+        original model's order (for graphs traced with ``outputs="free"``)."""
+        from cipm.modify import index_map
+
+        for axis in self.graph.outputs:
+            if axis.index == index:
+                order = torch.argsort(index_map(axis.layout, self))
+                output = output.index_select(axis.dim, order.to(output.device))
+        return output
+
     def is_identity(self) -> bool:
         return all(torch.equal(v, torch.arange(len(v))) for v in self._indices.values())
 

@@ -27,6 +27,7 @@ from cipm.rules import Axes, OpCall, Rule, freeze
 __all__ = ["trace"]
 
 Unknown = Literal["error", "freeze"]
+Outputs = Literal["fixed", "free"]
 
 # Ops that only check metadata at run time: no tensor flows through them.
 _CHECKS = ("aten._assert", "aten.sym_constrain_range")
@@ -37,6 +38,7 @@ def trace(
     example_inputs: Any,
     *,
     unknown: Unknown = "error",
+    outputs: Outputs = "fixed",
     blocked_plugins: tuple[str, ...] = (),
 ) -> SymmetryGraph:
     """Find the permutation symmetries of `model` automatically.
@@ -46,6 +48,10 @@ def trace(
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         unknown: ``"error"`` raises `UnsupportedOpError` on an op with no rule;
             ``"freeze"`` fixes every axis such an op touches (fewer symmetries, still exact).
+        outputs: ``"fixed"`` (the default): permuting never changes what the model returns.
+            ``"free"``: groups may reach the outputs (a residual stream that a model returns
+            as its embeddings), so a permuted model returns permuted outputs, which
+            `Permutation.restore_output` puts back in the original order.
         blocked_plugins: names of rule plugins not to use.
 
     Returns:
@@ -64,13 +70,17 @@ def trace(
     """
     if unknown not in ("error", "freeze"):
         raise CipmError(f"unknown must be 'error' or 'freeze', not {unknown!r}")
+    if outputs not in ("fixed", "free"):
+        raise CipmError(f"outputs must be 'fixed' or 'free', not {outputs!r}")
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"cipm.trace needs a torch.nn.Module, got {type(model).__name__}")
     program = export(model, example_inputs)
     rules = op_rules(get_plugin_manager(blocked_plugins)) if blocked_plugins else op_rules()
-    state = _propagate(program, rules, unknown)
+    state = _propagate(program, rules, unknown, outputs)
     _tie_shared(state, model)
-    return build_graph(type(model).__name__, state.solver, state.params, state.activations)
+    return build_graph(
+        type(model).__name__, state.solver, state.params, state.activations, state.outputs
+    )
 
 
 def _tie_shared(state: _State, model: torch.nn.Module) -> None:
@@ -91,19 +101,23 @@ def _tie_shared(state: _State, model: torch.nn.Module) -> None:
 class _State:
     rules: dict[str, Rule]
     unknown: Unknown
+    free_outputs: bool
     root: torch.nn.Module  # the exported graph module, which owns any subgraphs
     solver: AxisSolver = field(default_factory=AxisSolver)
     values: dict[torch.fx.Node, Any] = field(default_factory=dict)  # node -> Axes | list
     params: dict[str, Axes] = field(default_factory=dict)  # state key -> atoms
     activations: list[tuple[torch.fx.Node, list[Axes | None]]] = field(default_factory=list)
+    outputs: list[Axes | None] = field(default_factory=list)  # user outputs, in order
 
     def axes_of(self, v: Any) -> Axes | None:
         got = self.values.get(v) if isinstance(v, torch.fx.Node) else None
         return got if isinstance(got, tuple) else None
 
 
-def _propagate(program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown) -> _State:
-    state = _State(rules, unknown, program.graph_module)
+def _propagate(
+    program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown, outputs: Outputs
+) -> _State:
+    state = _State(rules, unknown, outputs == "free", program.graph_module)
     specs: dict[str, list[Any]] = {}  # placeholder -> its specs (tied weights have several)
     for spec in program.graph_signature.input_specs:
         if hasattr(spec.arg, "name"):
@@ -165,12 +179,18 @@ def _output(state: _State, node: torch.fx.Node, program: ExportedProgram) -> Non
     for spec, value in zip(program.graph_signature.output_specs, results, strict=False):
         axes = state.axes_of(value)
         if axes is None:
+            if spec.kind == OutputKind.USER_OUTPUT:
+                state.outputs.append(None)
             continue
         if spec.kind == OutputKind.BUFFER_MUTATION and spec.target in state.params:
             for a, b in zip(axes, state.params[spec.target], strict=True):
                 state.solver.unify(a, b)
-        else:
-            state.solver.fix(*axes)
+            continue
+        if spec.kind == OutputKind.USER_OUTPUT:
+            state.outputs.append(axes)
+            if state.free_outputs:
+                continue
+        state.solver.fix(*axes)
 
 
 def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
