@@ -229,6 +229,10 @@ class SymmetryGraph:
             "axes": [
                 {"key": a.key, "dim": a.dim, "layout": _layout_to_dict(a.layout)} for a in self.axes
             ],
+            "outputs": [
+                {"index": o.index, "dim": o.dim, "layout": _layout_to_dict(o.layout)}
+                for o in self.outputs
+            ],
         }
 
     @classmethod

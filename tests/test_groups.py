@@ -113,3 +113,25 @@ def test_model_inputs_and_outputs_are_fixed() -> None:
     graph = cipm.trace(model, torch.randn(2, 5, 16))
     assert not graph.by_kind(K.RESIDUAL)
     assert graph.by_kind(K.HIDDEN) and graph.by_kind(K.HEADS)
+
+
+def test_free_outputs_keep_the_stream_and_restore_the_outputs() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+    encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+    # an embedding in, the stream out (inputs stay fixed: the stream starts at embed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), encoder).eval().double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    with pytest.raises(cipm.CipmError, match="outputs must be"):
+        cipm.trace(model, x, outputs="loose")  # type: ignore[arg-type]
+    graph = cipm.trace(model, x, outputs="free")
+    assert [g.size for g in graph.by_kind(K.RESIDUAL)] == [16]
+    assert [(o.index, o.dim) for o in graph.outputs] == [(0, 2)]
+    assert cipm.SymmetryGraph.from_json(graph.to_json()) == graph
+    perm = graph.random_permutation(seed=2)
+    with torch.no_grad():
+        permuted = cipm.permute(model, perm)(x)
+        assert not torch.allclose(permuted, model(x))
+        torch.testing.assert_close(perm.restore_output(permuted, 0), model(x))
