@@ -32,6 +32,7 @@ def align(
     *,
     method: Method = "weight",
     data: Iterable[Any] | None = None,
+    via: torch.nn.Module | None = None,
     seed: int = 0,
     max_sweeps: int = 100,
     restarts: int = 1,
@@ -46,6 +47,9 @@ def align(
             every group observed on its own; nested groups (attention heads and the dims
             within them, GroupNorm groups and the channels within them), whose activations
             only compare once the other is aligned, and ties (dead units) go by weights.
+        via: a third model to align through ("indirect alignment", seed 000 section 5.3):
+            B is aligned to `via`, `via` to A, and the two permutations are composed, so
+            B and A never meet (as when two clients only share a reference model).
         seed: order of groups in coordinate descent.
         max_sweeps: bound on coordinate-descent sweeps (it normally stops at a fixed point).
         restarts: group orders to try (see `weight_matching`).
@@ -54,6 +58,22 @@ def align(
         CipmError: a model does not fit the graph (naming the group), non-finite weights,
             an unknown method, or activation matching without data.
     """
+    if via is not None:
+
+        def direct(b: torch.nn.Module, a: torch.nn.Module) -> Permutation:
+            return align(
+                b,
+                a,
+                graph,
+                method=method,
+                data=data,
+                seed=seed,
+                max_sweeps=max_sweeps,
+                restarts=restarts,
+                progress=progress,
+            )
+
+        return direct(model_b, via).compose(direct(via, model_a))
     state_a = _state(model_a, graph, "model_a")
     state_b = _state(model_b, graph, "model_b")
     if method == "weight":

@@ -99,3 +99,12 @@ def test_align_many_brings_permuted_copies_into_one_order(name: str) -> None:
 def test_align_many_needs_two_models() -> None:
     with pytest.raises(cipm.CipmError, match="at least two"):
         cipm.align_many([zoo.build("mlp")[0]], traced("mlp"))
+
+
+def test_indirect_alignment_through_a_third_model() -> None:
+    graph = traced("gpt")
+    model, _ = zoo.build("gpt")
+    p, q = graph.random_permutation(seed=1), graph.random_permutation(seed=2)
+    b, c = cipm.permute(model, p), cipm.permute(model, q)
+    found = cipm.align(b, model, graph, via=c)
+    assert found == p.inverse()
