@@ -18,32 +18,12 @@ from collections.abc import Callable
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch import nn
 
 import cipm
 import cipm.matching as matching
 from cipm import zoo
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def digits(image: bool) -> tuple[Batches, Batches]:
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32) / 16.0
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    if image:
-        x = x.reshape(-1, 1, 8, 8)
-    y = torch.tensor(y)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    split = int(0.8 * len(x))
-
-    def batches(a: torch.Tensor, b: torch.Tensor) -> Batches:
-        return list(zip(a.split(128), b.split(128), strict=True))
-
-    return batches(x[:split], y[:split]), batches(x[split:], y[split:])
+from cipm.data import Batches, digits, train_classifier
 
 
 def mlp() -> nn.Module:
@@ -74,16 +54,7 @@ def cnn() -> nn.Module:
 
 def train(make: Callable[[], nn.Module], data: Batches, seed: int, epochs: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = make()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for i in torch.randperm(len(data), generator=gen).tolist():
-            x, y = data[i]
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+    return train_classifier(make(), data, epochs=epochs, seed=seed)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
