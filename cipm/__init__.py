@@ -19,6 +19,7 @@ from cipm.merge import interpolate, merge, reset_batchnorm
 from cipm.modify import permute
 from cipm.permutation import Permutation
 from cipm.plugins import get_plugin_manager, list_plugins
+from cipm.repair import repair
 from cipm.statistics import CrossStatistics, GroupStatistics, Statistics
 from cipm.tracer import trace
 
@@ -57,6 +58,7 @@ __all__ = [
     "merge",
     "network_graph",
     "permute",
+    "repair",
     "reset_batchnorm",
     "trace",
 ]

@@ -7,6 +7,7 @@ the current batch's site activations is held.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -31,9 +32,18 @@ def representative_site(group: PermGroup) -> Site:
 class SiteRecorder:
     """Runs `model` on inputs and returns each group's units at its representative site."""
 
-    def __init__(self, model: torch.nn.Module, graph: SymmetryGraph) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        graph: SymmetryGraph,
+        sites: Mapping[str, Site] | None = None,
+    ) -> None:
+        """`sites`: which activation to observe per group (default: `representative_site`
+        of every group)."""
         self.model, self.graph = model, graph
-        self.sites = {g.name: representative_site(g) for g in graph}
+        self.sites = (
+            dict(sites) if sites is not None else {g.name: representative_site(g) for g in graph}
+        )
         self._programs: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
         self._captured: dict[str, torch.Tensor] = {}
 

@@ -23,6 +23,7 @@ def merge(
     *,
     weights: Sequence[float] | None = None,
     data: Iterable[Any] | None = None,
+    repair: bool = False,
 ) -> torch.nn.Module:
     """A new model whose floating-point parameters and buffers are the weighted average of
     `models` (align them first: `cipm.align`, `cipm.permute`).
@@ -32,11 +33,16 @@ def merge(
         weights: one weight per model, summing to 1 (default: equal).
         data: batches to recompute BatchNorm running statistics on, which averaging breaks
             (variance collapse); ignored for models without BatchNorm.
+        repair: then also REPAIR every unit's pre-activation statistics to the models'
+            weighted average (`cipm.repair`; needs `graph` and `data`).
 
     Raises:
         CipmError: fewer than two models, mismatched architectures (naming the tensor),
-            weights of the wrong length or not summing to 1, non-finite weights.
+            weights of the wrong length or not summing to 1, non-finite weights, or REPAIR
+            without a graph or data.
     """
+    if repair and (graph is None or data is None):
+        raise CipmError("merge(repair=True) needs the symmetry graph and data")
     if len(models) < 2:
         raise CipmError(f"merge needs at least two models, got {len(models)}")
     weights = list(weights) if weights is not None else [1.0 / len(models)] * len(models)
@@ -55,7 +61,13 @@ def merge(
                 )
                 target.copy_(mean)
     if data is not None:
+        data = list(data)
         reset_batchnorm(merged, data)
+        if repair:
+            from cipm.repair import repair as repair_units
+
+            assert graph is not None
+            merged = repair_units(merged, models, graph, data, weights=weights)
     return merged
 
 

@@ -112,3 +112,42 @@ def test_bad_merges() -> None:
         cipm.merge([a, a], weights=[0.5, 0.6])
     with pytest.raises(cipm.CipmError, match="no batches"):
         cipm.barrier(a, a, [])
+    with pytest.raises(cipm.CipmError, match="needs the symmetry graph and data"):
+        cipm.merge([a, a], repair=True)
+
+
+def test_repair_of_a_model_merged_with_itself_changes_nothing() -> None:
+    graph = traced("mlp")
+    model = zoo.build("mlp")[0].double()
+    data = [x for x, _ in labelled("mlp")]
+    repaired = cipm.repair(cipm.merge([model, model]), [model, model], graph, data)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(repaired.state_dict()[key], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_bn"])
+def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
+    from cipm.repair import _moments, _producer_site
+
+    graph = traced(name)
+    a = zoo.build(name, seed=1)[0].double()
+    b = zoo.build(name, seed=2)[0].double()
+    b = cipm.permute(b, cipm.align(b, a, graph))
+    data = [x for x, _ in labelled(name, 4)]
+    merged = cipm.merge([a, b])
+    repaired = cipm.repair(merged, [a, b], graph, data)
+    via_merge = cipm.merge([a, b], graph, data=data, repair=True)
+    if name == "mlp":  # no BatchNorm: merge(repair=True) is merge then repair
+        for key, value in repaired.state_dict().items():
+            torch.testing.assert_close(via_merge.state_dict()[key], value)
+    sites = {g.name: s for g in graph if (s := _producer_site(g)) is not None}
+    assert sites, "no group has a producer to repair: the test would prove nothing"
+    got = _moments(repaired, graph, sites, data)
+    ends = [_moments(m, graph, sites, data) for m in (a, b)]
+    before = _moments(merged, graph, sites, data)
+    for group in sites:
+        target_std = (ends[0][group].std + ends[1][group].std) / 2
+        target_mean = (ends[0][group].mean + ends[1][group].mean) / 2
+        torch.testing.assert_close(got[group].std, target_std, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(got[group].mean, target_mean, rtol=1e-6, atol=1e-9)
+        assert not torch.allclose(before[group].std, target_std)  # it did need repairing
