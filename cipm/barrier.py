@@ -8,7 +8,6 @@ and the error barrier the same for the error rate.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from cipm._export import as_args
 from cipm.errors import CipmError
+from cipm.io import save_figure
 from cipm.merge import interpolate
 
 __all__ = ["BarrierCurve", "barrier"]
@@ -67,17 +67,7 @@ class BarrierCurve:
         ax_err.set(xlabel="alpha (A = 0, B = 1)", ylabel="error (%)", title="error")
         fig.suptitle(title or f"loss barrier {self.loss_barrier:.3f}")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
-        finally:
-            plt.close(fig)
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        return save_figure(fig, path, dpi=120)
 
 
 def barrier(

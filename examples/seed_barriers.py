@@ -20,6 +20,7 @@ from torch import nn
 
 import cipm
 from cipm.data import digits, train_classifier
+from cipm.io import save_figure
 from cipm.zoo import BasicBlock
 
 
@@ -124,11 +125,7 @@ def plot(results: dict[str, dict[str, cipm.BarrierCurve]], path: Path) -> None:
         ax.set(title=name, xlabel="alpha (A = 0, B = 1)", ylabel="test loss")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch import nn
 
 import cipm
 from cipm.data import digits, train_classifier
+from cipm.io import save_figure
 
 BASE = 32
 
@@ -86,11 +87,7 @@ def plot(rows: list[tuple], path: Path) -> None:
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
