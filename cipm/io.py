@@ -15,6 +15,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _default_mode(tmp)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -34,6 +35,7 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
+    _default_mode(tmp)
     try:
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
@@ -41,3 +43,10 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _default_mode(path: str) -> None:
+    """Give a temporary file (mkstemp makes it 0600) the mode a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -31,3 +31,16 @@ def test_plugins_lists_and_blocks(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_model_is_a_usage_error() -> None:
     with pytest.raises(SystemExit):
         main(["inspect", "no-such-model"])
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    from cipm.io import write_text_atomic
+
+    target = tmp_path / "note.json"
+    write_text_atomic(target, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert target.read_text() == "{}" and len(list(tmp_path.iterdir())) == 1  # no temp left
