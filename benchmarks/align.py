@@ -27,15 +27,7 @@ from cipm.data import Batches, digits, train_classifier
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, 512),
-        nn.ReLU(),
-        nn.Linear(512, 512),
-        nn.ReLU(),
-        nn.Linear(512, 512),
-        nn.ReLU(),
-        nn.Linear(512, 10),
-    )
+    return zoo.mlp(depth=3, width=512, d_in=64, d_out=10)[0]
 
 
 def cnn() -> nn.Module:

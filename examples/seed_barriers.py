@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import cipm
+from cipm import zoo
 from cipm.data import digits, train_classifier
 from cipm.io import save_figure
 from cipm.zoo import BasicBlock
@@ -29,18 +30,7 @@ def conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 ARCHITECTURES = {
-    "MLP 3x256": (
-        False,
-        lambda: nn.Sequential(
-            nn.Linear(64, 256),
-            nn.ReLU(),
-            nn.Linear(256, 256),
-            nn.ReLU(),
-            nn.Linear(256, 256),
-            nn.ReLU(),
-            nn.Linear(256, 10),
-        ),
-    ),
+    "MLP 3x256": (False, lambda: zoo.mlp(depth=3, width=256, d_in=64, d_out=10)[0]),
     "VGG-style CNN": (
         True,
         lambda: nn.Sequential(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import cipm
+from cipm import zoo
 from cipm.data import digits, train_classifier
 from cipm.io import save_figure
 
@@ -24,15 +25,7 @@ BASE = 32
 
 
 def mlp(width: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, width),
-        nn.ReLU(),
-        nn.Linear(width, width),
-        nn.ReLU(),
-        nn.Linear(width, width),
-        nn.ReLU(),
-        nn.Linear(width, 10),
-    )
+    return zoo.mlp(depth=3, width=width, d_in=64, d_out=10)[0]
 
 
 def trained(width: int, data: list, epochs: int, seed: int) -> nn.Module:

@@ -19,20 +19,13 @@ import torch
 from torch import nn
 
 import cipm
+from cipm import zoo
 from cipm.data import digits, train_classifier
 from cipm.io import save_figure
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, 256),
-        nn.ReLU(),
-        nn.Linear(256, 256),
-        nn.ReLU(),
-        nn.Linear(256, 256),
-        nn.ReLU(),
-        nn.Linear(256, 10),
-    )
+    return zoo.mlp(depth=3, width=256, d_in=64, d_out=10)[0]
 
 
 def trajectory(data: list, epochs: int, seed: int) -> list[nn.Module]:
