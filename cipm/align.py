@@ -19,10 +19,11 @@ from cipm.graph import GroupKind, SymmetryGraph
 from cipm.matching import weight_matching
 from cipm.modify import fitted_tensors, permute_state
 from cipm.permutation import Permutation
+from cipm.ste import ste_matching
 
 __all__ = ["align", "align_many"]
 
-Method = Literal["weight", "activation"]
+Method = Literal["weight", "activation", "ste"]
 
 
 def align(
@@ -42,11 +43,14 @@ def align(
 
     Args:
         model_b: the model to permute. model_a: the reference. Both must fit `graph`.
-        method: ``"weight"`` (weight matching, data-free) or ``"activation"`` (needs `data`:
-            an iterable of batches as for `cipm.collect`). Activation correlations decide
-            every group observed on its own; nested groups (attention heads and the dims
-            within them, GroupNorm groups and the channels within them), whose activations
-            only compare once the other is aligned, and ties (dead units) go by weights.
+        method: ``"weight"`` (weight matching, data-free), ``"activation"`` (needs `data`:
+            an iterable of batches as for `cipm.collect`) or ``"ste"`` (straight-through
+            estimator on the midpoint's cross-entropy; `data` yields (inputs, targets);
+            `cipm.ste.ste_matching` takes another loss and step count). Activation
+            correlations decide every group observed on its own; nested groups (attention
+            heads and the dims within them, GroupNorm groups and the channels within them),
+            whose activations only compare once the other is aligned, and ties (dead units)
+            go by weights.
         via: a third model to align through ("indirect alignment", seed 000 section 5.3):
             B is aligned to `via`, `via` to A, and the two permutations are composed, so
             B and A never meet (as when two clients only share a reference model).
@@ -80,10 +84,12 @@ def align(
         return weight_matching(
             state_a, state_b, graph, seed=seed, max_sweeps=max_sweeps, restarts=restarts
         )
-    if method != "activation":
-        raise CipmError(f"unknown alignment method {method!r}; use 'weight' or 'activation'")
+    if method not in ("activation", "ste"):
+        raise CipmError(f"unknown alignment method {method!r}; use 'weight', 'activation' or 'ste'")
     if data is None:
-        raise CipmError("activation matching needs data: pass data=<iterable of batches>")
+        raise CipmError(f"{method} matching needs data: pass data=<iterable of batches>")
+    if method == "ste":
+        return ste_matching(model_a, model_b, graph, data, seed=seed)
     cross = collect_cross(model_a, model_b, graph, data, inputs=model_inputs, progress=progress)
     nesting = {g.within for g in graph} | {g.name for g in graph if g.within}
     evidence = {

@@ -34,8 +34,12 @@ def weight_matching(
     max_sweeps: int = 100,
     restarts: int = 1,
     evidence: Mapping[str, torch.Tensor] | None = None,
+    start: Permutation | None = None,
 ) -> Permutation:
     """Weight matching on state dicts.
+
+    `start` warm-starts the descent from a permutation (STE re-solves a slowly moving
+    problem every step; from the last answer a sweep or two settles it).
 
     `evidence` maps groups to (n, n) scores (activation correlations) that decide their
     assignment wherever they discriminate; the weights only break their ties (units that are
@@ -53,7 +57,7 @@ def weight_matching(
     best: dict[str, torch.Tensor] = {}
     best_score = -math.inf
     for k in range(max(restarts, 1)):
-        perm = plan.descend(state_a, state_b, seed + k, max_sweeps)
+        perm = plan.descend(state_a, state_b, seed + k, max_sweeps, start if k == 0 else None)
         match = _total(state_a, state_b, plan, perm)
         score = match + sum(
             EVIDENCE * float(e[torch.arange(len(e)), perm[n]].sum())
@@ -90,8 +94,12 @@ class _Plan:
         state_b: Mapping[str, torch.Tensor],
         seed: int,
         max_sweeps: int,
+        start: Permutation | None = None,
     ) -> dict[str, torch.Tensor]:
         run = _Descent(self, state_a, state_b)
+        if start is not None:
+            for name in run.perm:
+                run.update(name, start[name])
         names = list(run.perm)
         stale = set(names)  # groups whose cost may have changed since they were last solved
         gen = torch.Generator().manual_seed(seed)

@@ -108,3 +108,20 @@ def test_indirect_alignment_through_a_third_model() -> None:
     b, c = cipm.permute(model, p), cipm.permute(model, q)
     found = cipm.align(b, model, graph, via=c)
     assert found == p.inverse()
+
+
+def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
+    torch.manual_seed(0)
+    graph = traced("mlp")
+    model, _ = zoo.build("mlp")
+    perm = graph.random_permutation(seed=4)
+    permuted = cipm.permute(model, perm)
+    gen = torch.Generator().manual_seed(0)
+    data = [
+        (torch.randn(16, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen))
+        for _ in range(3)
+    ]
+    found = cipm.align(permuted, model, graph, method="ste", data=data)
+    assert found == perm.inverse()
+    with pytest.raises(cipm.CipmError, match="ste matching needs data"):
+        cipm.align(permuted, model, graph, method="ste")
