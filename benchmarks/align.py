@@ -76,6 +76,8 @@ def compare(name: str, make: Callable[[], nn.Module], image: bool, epochs: int) 
     rows.append(row("cipm weight matching", t, cipm.permute(b, perm)))
     t, perm = timed(lambda: cipm.align(b, a, graph, method="activation", data=calib))
     rows.append(row("cipm activation matching", t, cipm.permute(b, perm)))
+    t, perm = timed(lambda: cipm.align(b, a, graph, method="sinkhorn"))
+    rows.append(row("cipm Sinkhorn matching", t, cipm.permute(b, perm)))
     t, perm = timed(lambda: cipm.align(b, a, graph, method="ste", data=train_data))
     rows.append(row("cipm STE matching", t, cipm.permute(b, perm)))
     try:

@@ -19,11 +19,12 @@ from cipm.graph import GroupKind, SymmetryGraph
 from cipm.matching import weight_matching
 from cipm.modify import fitted_tensors, permute_state
 from cipm.permutation import Permutation
+from cipm.sinkhorn import sinkhorn_matching
 from cipm.ste import ste_matching
 
 __all__ = ["align", "align_many"]
 
-Method = Literal["weight", "activation", "ste"]
+Method = Literal["weight", "activation", "ste", "sinkhorn"]
 
 
 def align(
@@ -43,7 +44,9 @@ def align(
 
     Args:
         model_b: the model to permute. model_a: the reference. Both must fit `graph`.
-        method: ``"weight"`` (weight matching, data-free), ``"activation"`` (needs `data`:
+        method: ``"weight"`` (weight matching, data-free), ``"sinkhorn"`` (relaxed to soft
+            permutations, annealed, rounded, then polished by weight matching; data-free,
+            slower), ``"activation"`` (needs `data`:
             an iterable of batches as for `cipm.collect`) or ``"ste"`` (straight-through
             estimator on the midpoint's cross-entropy; `data` yields (inputs, targets);
             `cipm.ste.ste_matching` takes another loss and step count). Activation
@@ -84,8 +87,12 @@ def align(
         return weight_matching(
             state_a, state_b, graph, seed=seed, max_sweeps=max_sweeps, restarts=restarts
         )
+    if method == "sinkhorn":
+        return sinkhorn_matching(state_a, state_b, graph, seed=seed)
     if method not in ("activation", "ste"):
-        raise CipmError(f"unknown alignment method {method!r}; use 'weight', 'activation' or 'ste'")
+        raise CipmError(
+            f"unknown alignment method {method!r}; use 'weight', 'sinkhorn', 'activation' or 'ste'"
+        )
     if data is None:
         raise CipmError(f"{method} matching needs data: pass data=<iterable of batches>")
     if method == "ste":

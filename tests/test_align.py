@@ -125,3 +125,35 @@ def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
     assert found == perm.inverse()
     with pytest.raises(cipm.CipmError, match="ste matching needs data"):
         cipm.align(permuted, model, graph, method="ste")
+
+
+@pytest.mark.parametrize("name", ["gpt", "cnn_groupnorm", "densenet"])
+def test_apply_matrix_with_a_permutation_matrix_is_index_select(name: str) -> None:
+    from cipm.modify import index_map
+    from cipm.sinkhorn import apply_matrix
+
+    graph = traced(name)
+    model, _ = zoo.build(name)
+    perm = graph.random_permutation(seed=1)
+    for axis in graph.axes:
+        t = model.state_dict()[axis.key].double()
+        got = t
+        for group in dict.fromkeys(axis.groups()):
+            n = graph[group].size
+            matrix = torch.zeros(n, n, dtype=torch.float64)
+            matrix[torch.arange(n), perm[group]] = 1.0
+            got = apply_matrix(got, axis.dim, axis.layout, group, matrix)
+        assert torch.equal(got, t.index_select(axis.dim, index_map(axis.layout, perm)))
+
+
+def test_sinkhorn_rounding_alone_recovers_a_permuted_copy() -> None:
+    from cipm.modify import fitted_tensors
+    from cipm.sinkhorn import sinkhorn_matching
+
+    graph = traced("mlp")
+    model, _ = zoo.build("mlp")
+    perm = graph.random_permutation(seed=1)
+    copy = cipm.permute(model, perm)
+    state_a, state_b = fitted_tensors(model, graph), fitted_tensors(copy, graph)
+    assert sinkhorn_matching(state_a, state_b, graph, polish=False) == perm.inverse()
+    assert cipm.align(copy, model, graph, method="sinkhorn") == perm.inverse()

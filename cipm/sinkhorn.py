@@ -1,0 +1,115 @@
+"""Sinkhorn matching (Sinkhorn re-basin, Pena et al. 2023): soft permutations, then rounded.
+
+Each group's permutation is relaxed to a doubly-stochastic matrix S = Sinkhorn(logits / t).
+S acts on B's tensors wherever the group lives (a product factor or a sum segment of a dim,
+as the symmetry graph lays it out), so the whole relaxed objective, the squared distance
+between A's and the softly permuted B's weights, is differentiable in every group's logits at
+once and is descended with Adam while t anneals. Each S is then rounded to the nearest
+permutation (a linear assignment), and weight matching polishes the result from there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cipm.graph import Layout, Leaf, Product, SymmetryGraph
+from cipm.matching import assign, weight_matching
+from cipm.permutation import Permutation
+
+__all__ = ["apply_matrix", "sinkhorn_matching"]
+
+
+def sinkhorn_matching(
+    state_a: dict[str, torch.Tensor],
+    state_b: dict[str, torch.Tensor],
+    graph: SymmetryGraph,
+    *,
+    steps: int = 200,
+    lr: float = 0.1,
+    seed: int = 0,
+    polish: bool = True,
+) -> Permutation:
+    """Permutation of B towards A by relaxed, annealed optimization (see module docstring)."""
+    keys = sorted({axis.key for axis in graph.axes})
+    a = {k: state_a[k].detach().to(torch.float64) for k in keys}
+    b = {k: state_b[k].detach().to(torch.float64) for k in keys}
+    scale = sum(float(t.square().sum()) for t in a.values()) or 1.0
+    gen = torch.Generator().manual_seed(seed)
+    logits = {
+        g.name: (
+            0.01 * torch.randn(g.size, g.size, generator=gen, dtype=torch.float64)
+        ).requires_grad_(True)
+        for g in graph
+    }
+    opt = torch.optim.Adam(logits.values(), lr=lr)
+    for step in range(steps):
+        temperature = 1.0 * (0.02 / 1.0) ** (step / max(steps - 1, 1))  # 1 -> 0.02
+        soft = {name: _sinkhorn(logit / temperature) for name, logit in logits.items()}
+        loss = (
+            sum((a[k] - _soft_permute(b[k], k, graph, soft)).square().sum() for k in keys) / scale
+        )
+        opt.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+    rounded = Permutation(graph, {n: assign(logit.detach()) for n, logit in logits.items()})
+    if not polish:
+        return rounded
+    return weight_matching(state_a, state_b, graph, seed=seed, start=rounded)
+
+
+def _sinkhorn(logits: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """Doubly-stochastic matrix from logits by alternating row/column normalization (log-space)."""
+    log = logits
+    for _ in range(iterations):
+        log = log - torch.logsumexp(log, dim=1, keepdim=True)
+        log = log - torch.logsumexp(log, dim=0, keepdim=True)
+    return log.exp()
+
+
+def _soft_permute(
+    t: torch.Tensor, key: str, graph: SymmetryGraph, soft: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    for axis in graph.axes:
+        if axis.key == key:
+            for name in dict.fromkeys(axis.groups()):
+                t = apply_matrix(t, axis.dim, axis.layout, name, soft[name])
+    return t
+
+
+def apply_matrix(
+    t: torch.Tensor, dim: int, layout: Layout, group: str, matrix: torch.Tensor
+) -> torch.Tensor:
+    """`t` with `matrix` applied to `group`'s units in dimension `dim`: unit i of the result
+    is sum_j matrix[i, j] * unit j (a permutation matrix with matrix[i, p[i]] = 1 gives
+    ``index_select(dim, p)``), wherever the layout places the group."""
+    moved = t.movedim(dim, -1)
+    out = _apply(moved.reshape(-1, layout.size), layout, group, matrix)
+    return out.reshape(moved.shape).movedim(-1, dim)
+
+
+def _apply(x: torch.Tensor, layout: Layout, group: str, matrix: torch.Tensor) -> torch.Tensor:
+    """x: (rows, layout.size)."""
+    if isinstance(layout, Leaf):
+        return x @ matrix.T if layout.group == group else x
+    if isinstance(layout, Product):
+        sizes = [f.size for f in layout.factors]
+        y = x.reshape(x.shape[0], *sizes)
+        for i, factor in enumerate(layout.factors):
+            if _contains(factor, group):
+                z = y.movedim(1 + i, -1)
+                z = _apply(z.reshape(-1, factor.size), factor, group, matrix).reshape(z.shape)
+                y = z.movedim(-1, 1 + i)
+        return y.reshape(x.shape[0], -1)
+    parts, start = [], 0
+    for part in layout.parts:
+        segment = x[:, start : start + part.size]
+        parts.append(_apply(segment, part, group, matrix) if _contains(part, group) else segment)
+        start += part.size
+    return torch.cat(parts, dim=1)
+
+
+def _contains(layout: Layout, group: str) -> bool:
+    if isinstance(layout, Leaf):
+        return layout.group == group
+    children = layout.factors if isinstance(layout, Product) else layout.parts
+    return any(_contains(c, group) for c in children)
