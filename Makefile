@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/cipm inspect resnet20
+	$(PY) examples/seed_barriers.py --epochs 8 --out out/seed_barriers.png
 
 test: $(STAMP)
 	$(PY) -m pytest
