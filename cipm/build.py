@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from math import prod
 
 import torch
@@ -21,6 +21,7 @@ from cipm.graph import (
     Sum,
     SymmetryGraph,
     TensorAxis,
+    groups_in,
 )
 from cipm.rules import Axes
 
@@ -61,7 +62,7 @@ def build_graph(
             continue
         for dim, a in enumerate(results[0] or ()):
             tree = layout(a)
-            for root in dict.fromkeys(_leaf_groups(tree)):
+            for root in dict.fromkeys(groups_in(tree)):
                 seen.setdefault(root, []).append((node, dim, tree))
 
     members: dict[str, list[Member]] = {}
@@ -99,24 +100,15 @@ def build_graph(
     tensor_axes = tuple(
         TensorAxis(a.key, a.dim, _rename(a.layout, names))
         for a in param_axes
-        if any(g in names for g in _leaf_groups(a.layout))
+        if any(g in names for g in groups_in(a.layout))
     )
     output_axes = tuple(
         OutputAxis(i, dim, _rename(layout(a), names))
         for i, axes in enumerate(user_outputs)
         for dim, a in enumerate(axes or ())
-        if any(g in names for g in _leaf_groups(layout(a)))
+        if any(g in names for g in groups_in(layout(a)))
     )
     return SymmetryGraph(model_name, groups, tensor_axes, output_axes)
-
-
-def _leaf_groups(layout: Layout) -> Iterable[str]:
-    if isinstance(layout, Leaf):
-        if layout.group is not None:
-            yield layout.group
-        return
-    for child in layout.factors if isinstance(layout, Product) else layout.parts:
-        yield from _leaf_groups(child)
 
 
 def _placements(

@@ -31,6 +31,7 @@ __all__ = [
     "Sum",
     "SymmetryGraph",
     "TensorAxis",
+    "groups_in",
 ]
 
 
@@ -102,7 +103,7 @@ class TensorAxis:
     layout: Layout
 
     def groups(self) -> list[str]:
-        return _groups_in(self.layout)
+        return groups_in(self.layout)
 
 
 @dataclass(frozen=True)
@@ -261,11 +262,12 @@ class SymmetryGraph:
         return cls.from_dict(json.loads(text))
 
 
-def _groups_in(layout: Layout) -> list[str]:
+def groups_in(layout: Layout) -> list[str]:
+    """Groups of every leaf in a layout, in order (a group may repeat: rotary halves)."""
     if isinstance(layout, Leaf):
         return [layout.group] if layout.group else []
     children = layout.factors if isinstance(layout, Product) else layout.parts
-    return [g for c in children for g in _groups_in(c)]
+    return [g for c in children for g in groups_in(c)]
 
 
 def _layout_to_dict(layout: Layout) -> dict[str, Any]:

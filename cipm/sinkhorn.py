@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from cipm.graph import Layout, Leaf, Product, SymmetryGraph
+from cipm.graph import Layout, Leaf, Product, SymmetryGraph, groups_in
 from cipm.matching import assign, weight_matching
 from cipm.permutation import Permutation
 
@@ -95,7 +95,7 @@ def _apply(x: torch.Tensor, layout: Layout, group: str, matrix: torch.Tensor) ->
         sizes = [f.size for f in layout.factors]
         y = x.reshape(x.shape[0], *sizes)
         for i, factor in enumerate(layout.factors):
-            if _contains(factor, group):
+            if group in groups_in(factor):
                 z = y.movedim(1 + i, -1)
                 z = _apply(z.reshape(-1, factor.size), factor, group, matrix).reshape(z.shape)
                 y = z.movedim(-1, 1 + i)
@@ -103,13 +103,6 @@ def _apply(x: torch.Tensor, layout: Layout, group: str, matrix: torch.Tensor) ->
     parts, start = [], 0
     for part in layout.parts:
         segment = x[:, start : start + part.size]
-        parts.append(_apply(segment, part, group, matrix) if _contains(part, group) else segment)
+        parts.append(_apply(segment, part, group, matrix) if group in groups_in(part) else segment)
         start += part.size
     return torch.cat(parts, dim=1)
-
-
-def _contains(layout: Layout, group: str) -> bool:
-    if isinstance(layout, Leaf):
-        return layout.group == group
-    children = layout.factors if isinstance(layout, Product) else layout.parts
-    return any(_contains(c, group) for c in children)
