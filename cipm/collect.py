@@ -69,11 +69,12 @@ def collect(
             _check_finite(totals[name].add(x), x, name, i)
     if len(graph) and not totals[graph.groups[0].name].count:
         raise CipmError("the loader yielded no batches; statistics need at least one")
+    state = model.state_dict()
     return Statistics(
         graph,
         {
             g.name: GroupStatistics(
-                g, recorder.sites[g.name], totals[g.name].moments(), unit_features(model, graph, g)
+                g, recorder.sites[g.name], totals[g.name].moments(), unit_features(state, graph, g)
             )
             for g in graph
         },

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from cipm.graph import Layout, Leaf, Product, SymmetryGraph, groups_in
+from cipm.graph import Layout, Leaf, Product, SymmetryGraph, TensorAxis, groups_in
 from cipm.matching import assign, weight_matching
 from cipm.permutation import Permutation
 
@@ -30,7 +30,10 @@ def sinkhorn_matching(
     polish: bool = True,
 ) -> Permutation:
     """Permutation of B towards A by relaxed, annealed optimization (see module docstring)."""
-    keys = sorted({axis.key for axis in graph.axes})
+    by_key: dict[str, list[TensorAxis]] = {}
+    for axis in graph.axes:
+        by_key.setdefault(axis.key, []).append(axis)
+    keys = sorted(by_key)
     a = {k: state_a[k].detach().to(torch.float64) for k in keys}
     b = {k: state_b[k].detach().to(torch.float64) for k in keys}
     scale = sum(float(t.square().sum()) for t in a.values()) or 1.0
@@ -46,7 +49,7 @@ def sinkhorn_matching(
         temperature = 1.0 * (0.02 / 1.0) ** (step / max(steps - 1, 1))  # 1 -> 0.02
         soft = {name: _sinkhorn(logit / temperature) for name, logit in logits.items()}
         loss = (
-            sum((a[k] - _soft_permute(b[k], k, graph, soft)).square().sum() for k in keys) / scale
+            sum((a[k] - _soft_permute(b[k], by_key[k], soft)).square().sum() for k in keys) / scale
         )
         opt.zero_grad()
         loss.backward()  # type: ignore[union-attr]
@@ -67,12 +70,11 @@ def _sinkhorn(logits: torch.Tensor, iterations: int = 30) -> torch.Tensor:
 
 
 def _soft_permute(
-    t: torch.Tensor, key: str, graph: SymmetryGraph, soft: dict[str, torch.Tensor]
+    t: torch.Tensor, axes: list[TensorAxis], soft: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    for axis in graph.axes:
-        if axis.key == key:
-            for name in dict.fromkeys(axis.groups()):
-                t = apply_matrix(t, axis.dim, axis.layout, name, soft[name])
+    for axis in axes:
+        for name in dict.fromkeys(axis.groups()):
+            t = apply_matrix(t, axis.dim, axis.layout, name, soft[name])
     return t
 
 

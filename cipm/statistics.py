@@ -131,8 +131,10 @@ class CrossStatistics(_ByGroup):
         return f"CrossStatistics({self.graph.model}: {len(self)} groups)"
 
 
-def unit_features(model: torch.nn.Module, graph: SymmetryGraph, group: PermGroup) -> UnitFeatures:
-    """Weight features of a group's units, read from the model's member tensors.
+def unit_features(
+    state: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> UnitFeatures:
+    """Weight features of a group's units, read from a model's state (its member tensors).
 
     A member at dim 0 of a tensor with two or more dims holds incoming weights (a producer's
     output axis); at a later dim, outgoing weights (a consumer's input axis). The bias is the
@@ -143,7 +145,6 @@ def unit_features(model: torch.nn.Module, graph: SymmetryGraph, group: PermGroup
     out_sq = torch.zeros(n, dtype=torch.float64)
     bias = torch.zeros(n, dtype=torch.float64)
     incoming: set[str] = set()
-    state = model.state_dict()
     for m in group.members:
         t = state.get(m.key)
         if t is None or t.dim() < 2 or not t.is_floating_point():
