@@ -56,8 +56,10 @@ def repair(
     sites = {g.name: site for g in graph if (site := _producer_site(g)) is not None}
     ends = [_moments(m, graph, sites, batches) for m in endpoints]
     repaired = copy.deepcopy(merged)
+    # the exported program shares the copy's parameters, so one export sees every correction
+    recorder = SiteRecorder(repaired, graph, sites)
     for name, site in sites.items():
-        now = _moments(repaired, graph, {name: site}, batches)[name]
+        now = _measure(recorder, batches, [name])[name]
         mean = torch.stack([w * e[name].mean for w, e in zip(weights, ends, strict=True)]).sum(0)
         std = torch.stack([w * e[name].std for w, e in zip(weights, ends, strict=True)]).sum(0)
         scale = torch.where(now.std > 0, std / now.std.clamp_min(1e-12), torch.ones_like(std))
@@ -87,9 +89,13 @@ def _moments(
     sites: dict[str, Site],
     batches: list[Any],
 ) -> dict[str, Moments]:
-    recorder = SiteRecorder(model, graph, sites)
-    totals = {name: MomentAccumulator() for name in sites}
+    return _measure(SiteRecorder(model, graph, sites), batches, list(sites))
+
+
+def _measure(recorder: SiteRecorder, batches: list[Any], groups: list[str]) -> dict[str, Moments]:
+    totals = {name: MomentAccumulator() for name in groups}
     for i, batch in enumerate(batches):
-        for name, x in recorder.run(model_inputs(batch), i).items():
-            totals[name].add(x)
+        units = recorder.run(model_inputs(batch), i)
+        for name in groups:
+            totals[name].add(units[name])
     return {name: acc.moments() for name, acc in totals.items()}
