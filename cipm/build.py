@@ -34,6 +34,7 @@ def build_graph(
     params: dict[str, Axes],
     activations: list[tuple[torch.fx.Node, list[Axes | None]]],
     user_outputs: list[Axes | None],
+    consumed: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
 ) -> SymmetryGraph:
     """Assemble the symmetry graph of a solved trace.
 
@@ -68,9 +69,10 @@ def build_graph(
     members: dict[str, list[Member]] = {}
     within: dict[str, str] = {}
     for axis in param_axes:
+        consumes = (axis.key, axis.dim) in consumed
         for root, unit, outer in _placements(axis.layout):
             if root in seen:
-                members.setdefault(root, []).append(Member(axis.key, axis.dim, unit))
+                members.setdefault(root, []).append(Member(axis.key, axis.dim, unit, consumes))
                 if outer in seen:
                     within.setdefault(root, outer)
 

@@ -120,11 +120,15 @@ class Member:
     """A place a group's units appear in the model state: tensor `key`, dimension `dim`.
 
     `unit` is the span of one unit inside that dimension (head_dim for heads, 1 otherwise).
+    `consumes` is True where an op sums over the units along this dim (a layer's input
+    axis: the co-inverse side); False where the tensor makes or scales them (a layer's output
+    axis, its bias, a norm's affine parameters, running statistics, an embedding's columns).
     """
 
     key: str
     dim: int
     unit: int = 1
+    consumes: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ def _group_to_dict(g: PermGroup) -> dict[str, Any]:
         "size": g.size,
         "kind": g.kind.value,
         "within": g.within,
-        "members": [[m.key, m.dim, m.unit] for m in g.members],
+        "members": [[m.key, m.dim, m.unit, m.consumes] for m in g.members],
         "sites": [
             [s.node, s.module, s.op, s.dim, _layout_to_dict(s.layout) if s.layout else None]
             for s in g.sites
@@ -305,7 +309,7 @@ def _group_from_dict(d: dict[str, Any]) -> PermGroup:
         name=d["name"],
         size=int(d["size"]),
         kind=GroupKind(d["kind"]),
-        members=tuple(Member(k, int(dim), int(u)) for k, dim, u in d["members"]),
+        members=tuple(Member(k, int(dim), int(u), bool(c)) for k, dim, u, c in d["members"]),
         sites=tuple(
             Site(n, m, o, int(dim), _layout_from_dict(lay) if lay else None)
             for n, m, o, dim, lay in d["sites"]

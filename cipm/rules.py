@@ -77,6 +77,7 @@ class OpCall:
         self._axes_of = axes_of
         self.output_shapes = outputs
         self._outputs: list[Axes | None] = [None] * len(outputs)
+        self.contracted: set[Atom] = set()  # atoms this call sums over (see `contract`)
 
     # -- reading arguments -----------------------------------------------------------------
     def value(self, arg: int | str, default: Any = None) -> Any:
@@ -158,6 +159,13 @@ class OpCall:
             self._solver.unify(a, b)
         except ValueError as e:
             raise RuleError(f"{self.op}: {e}") from e
+
+    def contract(self, a: Atom, b: Atom) -> None:
+        """The op sums over these two axes against each other (a matmul's inner dim, a layer's
+        input features against its weight's input axis): they unify, and a parameter axis among
+        them is recorded as *consuming* its units (the side that pruning by merging corrects)."""
+        self.unify(a, b)
+        self.contracted.update((a, b))
 
     def unify_all(self, xs: Sequence[Atom], ys: Sequence[Atom]) -> None:
         for a, b in zip(xs, ys, strict=True):

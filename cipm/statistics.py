@@ -136,9 +136,9 @@ def unit_features(
 ) -> UnitFeatures:
     """Weight features of a group's units, read from a model's state (its member tensors).
 
-    A member at dim 0 of a tensor with two or more dims holds incoming weights (a producer's
-    output axis); at a later dim, outgoing weights (a consumer's input axis). The bias is the
-    1-D `.bias` beside an incoming weight.
+    A member that consumes the units (`Member.consumes`, a layer's input axis) holds
+    outgoing weights; any other member of two or more dims, incoming ones (a layer's output
+    axis, an embedding's columns). The bias is the 1-D `.bias` beside an incoming weight.
     """
     n = group.size
     in_sq = torch.zeros(n, dtype=torch.float64)
@@ -151,11 +151,11 @@ def unit_features(
             continue
         cols = unit_matrix(t.detach(), m.dim, graph.layout(m.key, m.dim), group.name)
         sq = cols.to(torch.float64).square().sum(0)
-        if m.dim == 0:
+        if m.consumes:
+            out_sq += sq
+        else:
             in_sq += sq
             incoming.add(m.key.rpartition(".")[0])
-        else:
-            out_sq += sq
     for m in group.members:
         t = state.get(m.key)
         module, _, name = m.key.rpartition(".")

@@ -79,7 +79,12 @@ def trace(
     state = _propagate(program, rules, unknown, outputs)
     _tie_shared(state, model)
     return build_graph(
-        type(model).__name__, state.solver, state.params, state.activations, state.outputs
+        type(model).__name__,
+        state.solver,
+        state.params,
+        state.activations,
+        state.outputs,
+        state.consumed,
     )
 
 
@@ -106,6 +111,8 @@ class _State:
     solver: AxisSolver = field(default_factory=AxisSolver)
     values: dict[torch.fx.Node, Any] = field(default_factory=dict)  # node -> Axes | list
     params: dict[str, Axes] = field(default_factory=dict)  # state key -> atoms
+    keys: dict[torch.fx.Node, list[str]] = field(default_factory=dict)  # placeholder -> keys
+    consumed: set[tuple[str, int]] = field(default_factory=set)  # (key, dim) summed over
     activations: list[tuple[torch.fx.Node, list[Axes | None]]] = field(default_factory=list)
     outputs: list[Axes | None] = field(default_factory=list)  # user outputs, in order
 
@@ -170,6 +177,7 @@ def _placeholder(state: _State, node: torch.fx.Node, specs: list[Any]) -> None:
     state_specs = [s for s in specs if s.kind in (InputKind.PARAMETER, InputKind.BUFFER)]
     for spec in state_specs:
         state.params[spec.target] = axes
+    state.keys[node] = [s.target for s in state_specs]
     if not state_specs:  # user inputs and constants of unknown structure
         state.solver.fix(*axes)
 
@@ -221,8 +229,31 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     except RuleError as e:
         raise RuleError(f"{e} (node '{node.name}' in module '{module_path(node)}')") from e
     state.values[node] = results[0] if _single(node.meta.get("val")) else results
+    if call.contracted:
+        _record_consumed(state, node, call.contracted)
     if site:
         state.activations.append((node, results))
+
+
+# Ops that only re-view or re-type a tensor: a weight seen through them is still the weight.
+_VIEWS = {
+    "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view",
+    "aten.expand", "aten.contiguous", "aten.clone", "aten.alias", "aten.detach", "aten.to",
+    "aten._to_copy", "aten.type_as",
+}
+
+
+def _record_consumed(state: _State, node: torch.fx.Node, atoms: set[int]) -> None:
+    """Parameter axes this call sums over: a contracted atom of a parameter (or of a view of
+    one) that is an argument of this very call. An activation carries its producer's output
+    atom too, so being contracted somewhere is not enough."""
+    for arg in node.all_input_nodes:
+        while arg.op == "call_function" and _op_name(arg.target).rsplit(".", 1)[0] in _VIEWS:
+            arg = arg.all_input_nodes[0]
+        for key in state.keys.get(arg, ()):
+            for dim, atom in enumerate(state.params[key]):
+                if atom in atoms:
+                    state.consumed.add((key, dim))
 
 
 def _bind(node: torch.fx.Node, schema: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ def linear(call: OpCall) -> None:
     """y[..., out] = x[..., in] @ w[out, in].T + b[out]."""
     x, w, b = call.tensor(0), call.tensor(1), call.maybe_tensor(2)
     out_axis = w.axes[0] if w.ndim == 2 else None
-    call.unify(x.axes[-1], w.axes[-1])
+    call.contract(x.axes[-1], w.axes[-1])
     if b is not None and out_axis is not None:
         call.unify(b.axes[-1], out_axis)
     if out_axis is None:  # 1-D weight: a dot product
@@ -29,7 +29,7 @@ def linear(call: OpCall) -> None:
 def matmul(call: OpCall) -> None:
     """mm / bmm / matmul: contracted axes unify, batch dims broadcast."""
     a, b = call.tensor(0), call.tensor(1)
-    call.unify(a.axes[-1], b.axes[-2] if b.ndim >= 2 else b.axes[-1])
+    call.contract(a.axes[-1], b.axes[-2] if b.ndim >= 2 else b.axes[-1])
     rows = [a.axes[-2]] if a.ndim >= 2 else []
     cols = [b.axes[-1]] if b.ndim >= 2 else []
     batch_a = TensorRef(a.shape[:-2], a.axes[:-2]) if a.ndim > 2 else None
@@ -43,7 +43,7 @@ def matmul(call: OpCall) -> None:
 def addmm(call: OpCall) -> None:
     """addmm(bias, a, b) / baddbmm: a matmul plus a broadcast bias."""
     bias, a, b = call.tensor(0), call.tensor(1), call.tensor(2)
-    call.unify(a.axes[-1], b.axes[-2])
+    call.contract(a.axes[-1], b.axes[-2])
     batch = list(a.axes[:-2])
     if len(batch) and b.ndim > 2:
         call.unify_all(batch, b.axes[:-2])
@@ -68,7 +68,7 @@ def einsum(call: OpCall) -> None:
             if n == 1:
                 continue
             if letter in seen:
-                call.unify(seen[letter], atom)
+                (call.unify if letter in out else call.contract)(seen[letter], atom)
             else:
                 seen[letter] = atom
     call.set_output([seen[c] if c in seen else call.new(1) for c in out])
@@ -88,10 +88,10 @@ def convolution(call: OpCall) -> None:
     call.fix(*x.axes[c + 1 :], *w.axes[2:])
     group, per_group_in = call.split(x.axes[c], "product", [groups, x.shape[c] // groups])
     if transposed:  # weight [C_in, C_out / g, *k]
-        call.unify(w.axes[0], x.axes[c])
+        call.contract(w.axes[0], x.axes[c])
         out_axis = call.join("product", [group, w.axes[1]])
     else:  # weight [C_out, C_in / g, *k]
-        call.unify(w.axes[1], per_group_in)
+        call.contract(w.axes[1], per_group_in)
         out_axis = w.axes[0]
         out_group, _ = call.split(out_axis, "product", [groups, w.shape[0] // groups])
         call.unify(out_group, group)
