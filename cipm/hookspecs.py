@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pluggy
+import torch
 
 from cipm.rules import Rule
 
@@ -38,4 +39,17 @@ def cipm_rules() -> Mapping[str, Rule]:  # type: ignore[empty-body]
 
     Returns:
         A mapping from op name to rule.
+    """
+
+
+@hookspec
+def cipm_resized(module: torch.nn.Module) -> None:
+    """Bring a module's size attributes in line with its tensors after cipm resized them.
+
+    Pruning gives tensors fewer units; a module that records sizes (``nn.Linear``'s
+    ``in_features``, a norm's ``normalized_shape``, an attention layer's head count) must say
+    so where its forward or its repr reads them. Called once for every module whose own
+    tensors or whose submodules' tensors changed shape, innermost first, so an attention
+    module sees its projections already resized. Implementations check the module's type
+    and return without doing anything for modules they don't know.
     """

@@ -6,12 +6,13 @@ import functools
 from collections.abc import Iterable
 
 import pluggy
+import torch
 
 from cipm import hookspecs
 from cipm.errors import PluginError
 from cipm.rules import Rule
 
-__all__ = ["get_plugin_manager", "list_plugins", "op_rules"]
+__all__ = ["get_plugin_manager", "list_plugins", "op_rules", "resized"]
 
 ENTRY_POINT_GROUP = "cipm"
 
@@ -57,3 +58,8 @@ def op_rules(pm: pluggy.PluginManager | None = None) -> dict[str, Rule]:
                 raise PluginError(f"rule for '{op}' is not callable: {rule!r}")
             table.setdefault(op, rule)
     return table
+
+
+def resized(module: torch.nn.Module, pm: pluggy.PluginManager | None = None) -> None:
+    """Let every plugin update `module`'s size attributes to its resized tensors."""
+    (pm or _default_manager(())).hook.cipm_resized(module=module)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from cipm.graph import Layout, Leaf, Product, SymmetryGraph, TensorAxis, groups_in
+from cipm.graph import SymmetryGraph, TensorAxis
 from cipm.matching import assign, weight_matching
 from cipm.permutation import Permutation
+from cipm.units import map_units
 
-__all__ = ["apply_matrix", "sinkhorn_matching"]
+__all__ = ["sinkhorn_matching"]
 
 
 def sinkhorn_matching(
@@ -73,38 +74,5 @@ def _soft_permute(
     t: torch.Tensor, axes: list[TensorAxis], soft: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     for axis in axes:
-        for name in dict.fromkeys(axis.groups()):
-            t = apply_matrix(t, axis.dim, axis.layout, name, soft[name])
+        t = map_units(t, axis.dim, axis.layout, soft)
     return t
-
-
-def apply_matrix(
-    t: torch.Tensor, dim: int, layout: Layout, group: str, matrix: torch.Tensor
-) -> torch.Tensor:
-    """`t` with `matrix` applied to `group`'s units in dimension `dim`: unit i of the result
-    is sum_j matrix[i, j] * unit j (a permutation matrix with matrix[i, p[i]] = 1 gives
-    ``index_select(dim, p)``), wherever the layout places the group."""
-    moved = t.movedim(dim, -1)
-    out = _apply(moved.reshape(-1, layout.size), layout, group, matrix)
-    return out.reshape(moved.shape).movedim(-1, dim)
-
-
-def _apply(x: torch.Tensor, layout: Layout, group: str, matrix: torch.Tensor) -> torch.Tensor:
-    """x: (rows, layout.size)."""
-    if isinstance(layout, Leaf):
-        return x @ matrix.T if layout.group == group else x
-    if isinstance(layout, Product):
-        sizes = [f.size for f in layout.factors]
-        y = x.reshape(x.shape[0], *sizes)
-        for i, factor in enumerate(layout.factors):
-            if group in groups_in(factor):
-                z = y.movedim(1 + i, -1)
-                z = _apply(z.reshape(-1, factor.size), factor, group, matrix).reshape(z.shape)
-                y = z.movedim(-1, 1 + i)
-        return y.reshape(x.shape[0], -1)
-    parts, start = [], 0
-    for part in layout.parts:
-        segment = x[:, start : start + part.size]
-        parts.append(_apply(segment, part, group, matrix) if group in groups_in(part) else segment)
-        start += part.size
-    return torch.cat(parts, dim=1)

@@ -237,9 +237,20 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
 
 # Ops that only re-view or re-type a tensor: a weight seen through them is still the weight.
 _VIEWS = {
-    "aten.t", "aten.transpose", "aten.permute", "aten.view", "aten.reshape", "aten._unsafe_view",
-    "aten.expand", "aten.contiguous", "aten.clone", "aten.alias", "aten.detach", "aten.to",
-    "aten._to_copy", "aten.type_as",
+    "aten.t",
+    "aten.transpose",
+    "aten.permute",
+    "aten.view",
+    "aten.reshape",
+    "aten._unsafe_view",
+    "aten.expand",
+    "aten.contiguous",
+    "aten.clone",
+    "aten.alias",
+    "aten.detach",
+    "aten.to",
+    "aten._to_copy",
+    "aten.type_as",
 }
 
 

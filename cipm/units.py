@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from cipm.graph import Layout, Leaf, Product, Sum
+from cipm.graph import Layout, Leaf, Product, Sum, groups_in
 
-__all__ = ["occurrences", "pair_matrix", "unit_blocks", "unit_matrix"]
+__all__ = ["map_units", "occurrences", "pair_matrix", "unit_blocks", "unit_matrix"]
 
 
 def unit_matrix(
@@ -72,3 +74,41 @@ def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) ->
         n = t.shape[dim]
         return t.reshape(t.shape[:dim].numel(), n, t.shape[dim + 1 :].numel())
     return unit_matrix(t, dim, layout, group).unsqueeze(-1)
+
+
+def map_units(
+    t: torch.Tensor, dim: int, layout: Layout, maps: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """`t` with a linear map applied to each group's units in dimension `dim`, wherever the
+    layout places the group: with ``maps[g]`` of shape (k, n), unit i of the result is
+    ``sum_j maps[g][i, j] * unit j`` of the input, so the group now has k units.
+
+    One mechanism for every modifier: a permutation matrix (``m[i, p[i]] = 1``) gives
+    ``index_select(dim, p)``; rows of the identity keep some units (pruning); a doubly
+    stochastic matrix permutes softly (Sinkhorn); any (k, n) matrix merges units. Groups not
+    in `maps` are left as they are.
+    """
+    moved = t.movedim(dim, -1)
+    out = _map(moved.reshape(-1, layout.size), layout, maps)
+    return out.reshape(*moved.shape[:-1], out.shape[-1]).movedim(-1, dim)
+
+
+def _map(x: torch.Tensor, layout: Layout, maps: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """x: (rows, layout.size) -> (rows, mapped size)."""
+    if not any(g in maps for g in groups_in(layout)):
+        return x
+    if isinstance(layout, Leaf):
+        assert layout.group is not None
+        return x @ maps[layout.group].to(x.dtype).T
+    if isinstance(layout, Product):
+        y = x.reshape(x.shape[0], *(f.size for f in layout.factors))
+        for i, factor in enumerate(layout.factors):
+            z = y.movedim(1 + i, -1)
+            mapped = _map(z.reshape(-1, factor.size), factor, maps)
+            y = mapped.reshape(*z.shape[:-1], mapped.shape[-1]).movedim(-1, 1 + i)
+        return y.reshape(x.shape[0], -1)
+    parts, start = [], 0
+    for part in layout.parts:
+        parts.append(_map(x[:, start : start + part.size], part, maps))
+        start += part.size
+    return torch.cat(parts, dim=1)

@@ -253,18 +253,18 @@ class Attention(nn.Module):
 
     def __init__(self, d: int, heads: int, causal: bool) -> None:
         super().__init__()
-        self.heads, self.causal = heads, causal
+        self.heads, self.head_dim, self.causal = heads, d // heads, causal
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
+        b, t, _ = x.shape
         q, k, v = (
-            p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+            p(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             for p in (self.query, self.key, self.value)
         )
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.out(y.transpose(1, 2).reshape(b, t, d))
+        return self.out(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
 
 class Block(nn.Module):

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+from torch import nn
+
 from cipm import hookimpl
+from cipm.errors import CipmError
 from cipm.rules import OpCall, Rule, TensorRef, broadcast_axes
 
 
@@ -50,6 +54,42 @@ def sdpa(call: OpCall) -> None:
 
 def _lead(ref: TensorRef) -> TensorRef:
     return TensorRef(ref.shape[:-2], ref.axes[:-2])
+
+
+# Attribute names attention modules use for their head count and head size, and for the
+# query projection whose output is heads x head size (Hugging Face, fairseq, cipm's zoo, ...).
+HEAD_COUNTS = ("num_attention_heads", "num_heads", "n_heads", "heads")
+HEAD_SIZES = ("attention_head_size", "head_dim", "head_size")
+QUERIES = ("query", "q_proj", "q", "to_q", "q_lin", "wq")
+
+
+@hookimpl
+def cipm_resized(module: torch.nn.Module) -> None:
+    """An attention module whose heads were pruned: its head count (and all-heads width)
+    follow its query projection's new output size."""
+    if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        if module.in_proj_weight.shape[0] != 3 * module.embed_dim:
+            raise CipmError(
+                "torch.nn.MultiheadAttention needs heads x head_dim = embed_dim, so its heads "
+                "cannot be pruned; prune its feed-forward units, or use an attention with "
+                "separate q/k/v projections"
+            )
+    size = _int_attr(module, HEAD_SIZES)
+    count = _int_attr(module, HEAD_COUNTS)
+    query = next(
+        (getattr(module, n) for n in QUERIES if isinstance(getattr(module, n, None), nn.Linear)),
+        None,
+    )
+    if size is None or count is None or query is None:
+        return
+    heads = query.out_features // getattr(module, size)
+    setattr(module, count, heads)
+    if isinstance(getattr(module, "all_head_size", None), int):
+        module.all_head_size = heads * getattr(module, size)
+
+
+def _int_attr(module: torch.nn.Module, names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if type(getattr(module, n, None)) is int), None)
 
 
 @hookimpl

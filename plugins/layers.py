@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+from torch import nn
+
 from cipm import hookimpl
 from cipm.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
 
@@ -211,3 +214,34 @@ def cipm_rules() -> Mapping[str, Rule]:
         }
     )
     return rules
+
+
+@hookimpl
+def cipm_resized(module: torch.nn.Module) -> None:
+    """Size attributes of torch's layers, read back from their resized tensors."""
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        w = module.weight.shape
+        made = w[1] if module.transposed else w[0]
+        if module.groups > 1 and module.out_channels == module.groups:  # depthwise
+            module.groups = made if module.transposed else int(w[0])
+        g = module.groups
+        channels = (w[1] * g, w[0]) if module.transposed else (w[0], w[1] * g)
+        module.out_channels, module.in_channels = channels
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = _first(module, "weight", "running_mean")
+    elif isinstance(module, nn.LayerNorm | nn.RMSNorm) and module.weight is not None:
+        module.normalized_shape = tuple(module.weight.shape)
+    elif isinstance(module, nn.GroupNorm) and module.weight is not None:
+        module.num_channels = module.weight.shape[0]
+    elif isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = module.weight.shape
+
+
+def _first(module: nn.Module, *names: str) -> int:
+    for name in names:
+        t = getattr(module, name, None)
+        if isinstance(t, torch.Tensor):
+            return int(t.shape[0])
+    return int(getattr(module, "num_features", 0))

@@ -128,9 +128,9 @@ def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
 
 
 @pytest.mark.parametrize("name", ["gpt", "cnn_groupnorm", "densenet"])
-def test_apply_matrix_with_a_permutation_matrix_is_index_select(name: str) -> None:
+def test_map_units_with_a_permutation_matrix_is_index_select(name: str) -> None:
     from cipm.modify import index_map
-    from cipm.sinkhorn import apply_matrix
+    from cipm.units import map_units
 
     graph = traced(name)
     model, _ = zoo.build(name)
@@ -142,7 +142,7 @@ def test_apply_matrix_with_a_permutation_matrix_is_index_select(name: str) -> No
             n = graph[group].size
             matrix = torch.zeros(n, n, dtype=torch.float64)
             matrix[torch.arange(n), perm[group]] = 1.0
-            got = apply_matrix(got, axis.dim, axis.layout, group, matrix)
+            got = map_units(got, axis.dim, axis.layout, {group: matrix})
         assert torch.equal(got, t.index_select(axis.dim, index_map(axis.layout, perm)))
 
 
