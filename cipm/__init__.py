@@ -2,6 +2,7 @@
 
 from cipm.align import align, align_many
 from cipm.barrier import BarrierCurve, barrier
+from cipm.canonical import canonical_permutation, canonicalize
 from cipm.collect import collect, collect_cross
 from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
 from cipm.errors import (
@@ -19,6 +20,8 @@ from cipm.merge import interpolate, merge, reset_batchnorm
 from cipm.modify import permute
 from cipm.permutation import Permutation
 from cipm.plugins import get_plugin_manager, list_plugins
+from cipm.prune import prune
+from cipm.reorganize import Partition, diagonality, partition, plot_correlation, reorganize
 from cipm.repair import repair
 from cipm.statistics import CrossStatistics, GroupStatistics, Statistics
 from cipm.tracer import trace
@@ -33,6 +36,7 @@ __all__ = [
     "GroupKind",
     "GroupStatistics",
     "Member",
+    "Partition",
     "PermGroup",
     "Permutation",
     "PermutationError",
@@ -48,16 +52,23 @@ __all__ = [
     "align_many",
     "barrier",
     "bipartite_graph",
+    "canonical_permutation",
+    "canonicalize",
     "collect",
     "collect_cross",
     "correlation_graph",
+    "diagonality",
     "get_plugin_manager",
     "hookimpl",
     "interpolate",
     "list_plugins",
     "merge",
     "network_graph",
+    "partition",
     "permute",
+    "plot_correlation",
+    "prune",
+    "reorganize",
     "repair",
     "reset_batchnorm",
     "trace",

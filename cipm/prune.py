@@ -25,7 +25,7 @@ from cipm.errors import CipmError
 from cipm.graph import GroupKind, PermGroup, SymmetryGraph
 from cipm.modify import fitted_tensors
 from cipm.resize import with_tensors
-from cipm.statistics import Statistics, unit_features
+from cipm.statistics import Statistics
 from cipm.units import map_units, unit_matrix
 
 __all__ = ["PRUNABLE", "Method", "prune", "prune_plan"]
@@ -105,7 +105,7 @@ def prune_plan(
         raise CipmError(f"method must be one of {METHODS}, not {method!r}")
     tensors = fitted_tensors(model, graph)
     if isinstance(stats, Statistics):
-        _check_same_model(tensors, stats)
+        stats.check_model(model)
     elif method != "magnitude":
         raise CipmError(f"method '{method}' needs statistics: cipm.collect(model, graph, data)")
     targets = _targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
@@ -192,7 +192,9 @@ def _top(score: torch.Tensor, k: int) -> torch.Tensor:
     return order[:k].sort().values
 
 
-def _magnitude(tensors: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup):
+def _magnitude(
+    tensors: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> torch.Tensor:
     """||in|| * ||out|| per unit over all member tensors (making side, consuming side)."""
     made = torch.zeros(group.size, dtype=torch.float64)
     used = torch.zeros(group.size, dtype=torch.float64)
@@ -243,19 +245,6 @@ def _merge_plan(second: torch.Tensor, out_norm: torch.Tensor, k: int) -> GroupPl
 
 
 # -- checks ------------------------------------------------------------------------------------
-
-
-def _check_same_model(tensors: Mapping[str, torch.Tensor], stats: Statistics) -> None:
-    """Statistics carry the weight features of the model they came from: compare them."""
-    for name in stats:
-        group = stats[name].group
-        now = unit_features(tensors, stats.graph, group)
-        then = stats[name].features
-        if not torch.allclose(now.in_norm, then.in_norm, rtol=1e-6, atol=1e-9):
-            raise CipmError(
-                f"the statistics were collected on another model (weights of group '{name}' "
-                "differ); collect them on the model you prune"
-            )
 
 
 def _check_runs(model: torch.nn.Module, example_inputs: Any) -> None:

@@ -105,6 +105,23 @@ class Statistics(_ByGroup):
             },
         )
 
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise a CipmError unless these statistics were collected on `model` (they keep
+        the weight features of the model they came from, which are compared)."""
+        from cipm.modify import fitted_tensors
+
+        try:
+            tensors = fitted_tensors(model, self.graph)
+        except CipmError as e:
+            raise CipmError(f"the statistics are of another model: {e}") from None
+        for name, s in self._groups.items():
+            now = unit_features(tensors, self.graph, s.group)
+            if not torch.allclose(now.in_norm, s.features.in_norm, rtol=1e-6, atol=1e-9):
+                raise CipmError(
+                    f"the statistics were collected on another model (weights of group "
+                    f"'{name}' differ); collect them on the model you pass"
+                )
+
     def __repr__(self) -> str:
         count = self[next(iter(self))].count if len(self) else 0
         return f"Statistics({self.graph.model}: {len(self)} groups, {count} samples per unit)"

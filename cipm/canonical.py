@@ -1,0 +1,94 @@
+"""`cipm.canonicalize`: one standard order of every group's units, whatever order they came in.
+
+Each unit gets a key that depends only on its own weights as a *multiset* in every member
+tensor, so it is the same wherever any permutation of the symmetry graph moved the unit or
+its neighbours: sorting each unit's slice of a member tensor removes the order of every other
+group, and sums taken over the sorted values (a sequential scan, so bit-for-bit reproducible)
+summarize it. Units are then sorted by their keys: first by weight-path magnitude
+``||in|| * ||out||``, largest first (the standard order reads from the strongest unit down),
+then by each member's summaries in graph order. Permuted copies of a model therefore
+canonicalize to the very same tensors, and a canonical model is its own canonical form.
+
+With statistics, the primary key is the units' activation RMS (largest first), rounded to 28
+significant bits so that the last-bit noise of two runs over the same data cannot reorder
+them, and the weight keys break ties.
+
+Units whose keys tie exactly have identical weight multisets in every tensor (dead or
+duplicated units); they keep their relative order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cipm.graph import PermGroup, SymmetryGraph
+from cipm.modify import fitted_tensors, permute
+from cipm.permutation import Permutation
+from cipm.statistics import Statistics
+from cipm.units import occurrences, unit_matrix
+
+__all__ = ["canonical_permutation", "canonicalize"]
+
+
+def canonicalize(
+    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+) -> torch.nn.Module:
+    """A copy of `model` with every group's units in canonical order (same function).
+
+    Args:
+        model: the model `graph` was traced from; it is not changed.
+        graph: its symmetry graph.
+        stats: optional `cipm.collect` statistics of this model: order units by activation
+            RMS instead of weight magnitude (data-free by default).
+
+    Example:
+        >>> canon = cipm.canonicalize(model, graph)  # doctest: +SKIP
+        >>> p = graph.random_permutation(seed=0)     # doctest: +SKIP
+        >>> same = cipm.canonicalize(cipm.permute(model, p), graph)  # equal tensors  # doctest: +SKIP
+    """
+    return permute(model, canonical_permutation(model, graph, stats=stats))
+
+
+def canonical_permutation(
+    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+) -> Permutation:
+    """The permutation that puts `model` in canonical form (see `canonicalize`)."""
+    tensors = fitted_tensors(model, graph)
+    order: dict[str, torch.Tensor] = {}
+    for group in graph:
+        keys = _weight_keys(tensors, graph, group)
+        if stats is not None:
+            s = stats[group.name].moments
+            rms = (s.comoment.diagonal() / s.count + s.mean.square()).sqrt()
+            keys.insert(0, -_round_bits(rms))
+        # np.lexsort sorts by the last key first; it is stable, so exact ties keep their order
+        order[group.name] = torch.from_numpy(np.lexsort([k.numpy() for k in reversed(keys)]))
+    return Permutation(graph, order)
+
+
+def _weight_keys(
+    tensors: dict[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> list[torch.Tensor]:
+    """Per unit: -||in|| * ||out||, then (sum, sum of squares, max) of each member slice."""
+    made = torch.zeros(group.size, dtype=torch.float64)
+    used = torch.zeros(group.size, dtype=torch.float64)
+    summaries: list[torch.Tensor] = []
+    for m in group.members:
+        layout = graph.layout(m.key, m.dim)
+        for occurrence in range(len(occurrences(layout, group.name)) or 1):
+            cols = unit_matrix(tensors[m.key], m.dim, layout, group.name, occurrence)
+            slices = cols.to(torch.float64).T.sort(dim=1).values  # (units, values) multisets
+            total = slices.cumsum(dim=1)[:, -1]
+            square = slices.square().cumsum(dim=1)[:, -1]
+            summaries += [total, square, slices[:, -1]]
+            if m.consumes:
+                used += square
+            else:
+                made += square
+    return [-(made.sqrt() * used.sqrt()), *summaries]
+
+
+def _round_bits(x: torch.Tensor, bits: int = 28) -> torch.Tensor:
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.round(torch.ldexp(mantissa, torch.tensor(bits))), exponent - bits)
