@@ -42,10 +42,10 @@ def canonicalize(
         stats: optional `cipm.collect` statistics of this model: order units by activation
             RMS instead of weight magnitude (data-free by default).
 
-    Example:
+    Example (``again`` holds the very same tensors as ``canon``):
         >>> canon = cipm.canonicalize(model, graph)  # doctest: +SKIP
         >>> p = graph.random_permutation(seed=0)     # doctest: +SKIP
-        >>> same = cipm.canonicalize(cipm.permute(model, p), graph)  # equal tensors  # doctest: +SKIP
+        >>> again = cipm.canonicalize(cipm.permute(model, p), graph)  # doctest: +SKIP
     """
     return permute(model, canonical_permutation(model, graph, stats=stats))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -185,7 +186,7 @@ def partition(
         a = stats[g.name].corr.abs().to(torch.float64)[seq][:, seq].fill_diagonal_(0.0)
         bounds, value = _min_ncut(a, k)
         order[g.name] = seq
-        blocks[g.name] = tuple(range(s, e) for s, e in zip(bounds[:-1], bounds[1:], strict=True))
+        blocks[g.name] = tuple(range(s, e) for s, e in pairwise(bounds))
         cut[g.name] = value
     return Partition(Permutation(stats.graph, order), blocks, cut)
 

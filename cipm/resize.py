@@ -46,8 +46,10 @@ def with_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) ->
             for alias in aliases[id(old)]:
                 path, _, name = alias.rpartition(".")
                 module = new.get_submodule(path)
-                store = module._parameters if name in module._parameters else module._buffers
-                store[name] = replacement
+                if name in module._parameters:
+                    module._parameters[name] = replacement  # type: ignore[assignment]
+                else:
+                    module._buffers[name] = replacement
                 parts = path.split(".") if path else []
                 changed.update(".".join(parts[:i]) for i in range(len(parts) + 1))
     for path in sorted(changed, key=lambda p: p.count(".") + bool(p), reverse=True):

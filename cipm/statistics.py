@@ -114,7 +114,8 @@ class Statistics(_ByGroup):
             tensors = fitted_tensors(model, self.graph)
         except CipmError as e:
             raise CipmError(f"the statistics are of another model: {e}") from None
-        for name, s in self._groups.items():
+        for name in self:
+            s = self[name]
             now = unit_features(tensors, self.graph, s.group)
             if not torch.allclose(now.in_norm, s.features.in_norm, rtol=1e-6, atol=1e-9):
                 raise CipmError(

@@ -67,13 +67,17 @@ QUERIES = ("query", "q_proj", "q", "to_q", "q_lin", "wq")
 def cipm_resized(module: torch.nn.Module) -> None:
     """An attention module whose heads were pruned: its head count (and all-heads width)
     follow its query projection's new output size."""
-    if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
-        if module.in_proj_weight.shape[0] != 3 * module.embed_dim:
-            raise CipmError(
-                "torch.nn.MultiheadAttention needs heads x head_dim = embed_dim, so its heads "
-                "cannot be pruned; prune its feed-forward units, or use an attention with "
-                "separate q/k/v projections"
-            )
+    packed = getattr(module, "in_proj_weight", None)
+    if (
+        isinstance(module, nn.MultiheadAttention)
+        and packed is not None
+        and (packed.shape[0] != 3 * module.embed_dim)
+    ):
+        raise CipmError(
+            "torch.nn.MultiheadAttention needs heads x head_dim = embed_dim, so its heads "
+            "cannot be pruned; prune its feed-forward units, or use an attention with "
+            "separate q/k/v projections"
+        )
     size = _int_attr(module, HEAD_SIZES)
     count = _int_attr(module, HEAD_COUNTS)
     query = next(
