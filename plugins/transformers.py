@@ -1,0 +1,26 @@
+"""Size attributes of Hugging Face transformers' own layers, for pruned models.
+
+GPT-2 and its relatives use `Conv1D` (a linear layer with a transposed weight that records
+its output width as ``nf``) and a fused q|k|v projection ``c_attn`` cut by ``split_size``.
+Matched by their attributes, so this plugin doesn't import transformers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cipm import hookimpl
+
+
+@hookimpl
+def cipm_resized(module: torch.nn.Module) -> None:
+    weight = getattr(module, "weight", None)
+    if hasattr(module, "nf") and hasattr(module, "nx") and isinstance(weight, torch.Tensor):
+        module.nx, module.nf = (int(n) for n in weight.shape)  # Conv1D: weight [in, out]
+        return
+    fused = getattr(module, "c_attn", None)
+    head_dim = getattr(module, "head_dim", None)
+    if hasattr(fused, "nf") and isinstance(head_dim, int) and hasattr(module, "split_size"):
+        parts = 2 if getattr(module, "is_cross_attention", False) else 3
+        heads = fused.nf // parts // head_dim  # type: ignore[union-attr]
+        module.num_heads, module.split_size = heads, heads * head_dim
