@@ -16,11 +16,14 @@ from cipm import hookimpl
 def cipm_resized(module: torch.nn.Module) -> None:
     weight = getattr(module, "weight", None)
     if hasattr(module, "nf") and hasattr(module, "nx") and isinstance(weight, torch.Tensor):
-        module.nx, module.nf = (int(n) for n in weight.shape)  # Conv1D: weight [in, out]
+        nx, nf = (int(n) for n in weight.shape)  # Conv1D: weight [in, out]
+        setattr(module, "nx", nx)  # noqa: B010 (plain attributes, unknown to the type checker)
+        setattr(module, "nf", nf)  # noqa: B010
         return
     fused = getattr(module, "c_attn", None)
     head_dim = getattr(module, "head_dim", None)
     if hasattr(fused, "nf") and isinstance(head_dim, int) and hasattr(module, "split_size"):
         parts = 2 if getattr(module, "is_cross_attention", False) else 3
         heads = fused.nf // parts // head_dim  # type: ignore[union-attr]
-        module.num_heads, module.split_size = heads, heads * head_dim
+        setattr(module, "num_heads", heads)  # noqa: B010
+        setattr(module, "split_size", heads * head_dim)  # noqa: B010
