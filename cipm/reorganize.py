@@ -270,9 +270,9 @@ def plot_correlation(
     Args:
         stats: `cipm.collect` statistics.
         group: the group to draw.
-        order: draw the units in this permutation's order (a `reorganize` result), or a
-            `Partition`'s, with its block boundaries outlined; default: as they are.
-        title: figure title (default: the group and its diagonality).
+        order: a `reorganize` permutation or a `partition` (its blocks outlined): draws the
+            units as they are and, beside them, in this order. Default: as they are only.
+        title: figure title (default: the group's name).
     """
     import matplotlib
 
@@ -280,18 +280,24 @@ def plot_correlation(
     import matplotlib.pyplot as plt
 
     corr = stats[group].corr
-    perm = order.permutation if isinstance(order, Partition) else order
-    index = perm[group] if perm is not None else torch.arange(corr.shape[0])
-    shown = corr[index][:, index].numpy()
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    image = ax.imshow(shown, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="correlation")
-    if isinstance(order, Partition) and group in order.blocks:
-        for block in order.blocks[group]:
+    panels: list[tuple[str, torch.Tensor, tuple[range, ...]]] = [
+        ("as is", torch.arange(corr.shape[0]), ())
+    ]
+    if order is not None:
+        perm = order.permutation if isinstance(order, Partition) else order
+        blocks = order.blocks.get(group, ()) if isinstance(order, Partition) else ()
+        panels.append(("partitioned" if blocks else "reorganized", perm[group], blocks))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.8, 4.4), squeeze=False)
+    for ax, (label, index, blocks) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(
+            corr[index][:, index].numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+        )
+        for block in blocks:
             size = block.stop - block.start
-            edge = (block.start - 0.5, block.start - 0.5)
-            ax.add_patch(plt.Rectangle(edge, size, size, fill=False, lw=1.2, ec="black"))
-    ax.set(xlabel="unit", ylabel="unit")
-    ax.set_title(title or f"{group}: diagonality {diagonality(corr, index):.2f}", fontsize=10)
-    fig.tight_layout()
+            corner = (block.start - 0.5, block.start - 0.5)
+            ax.add_patch(plt.Rectangle(corner, size, size, fill=False, lw=1.2, ec="black"))
+        ax.set(xlabel="unit", ylabel="unit")
+        ax.set_title(f"{label}: diagonality {diagonality(corr, index):.2f}", fontsize=10)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.04, label="correlation")
+    fig.suptitle(title or group, fontsize=11)
     return save_figure(fig, path, dpi=120)

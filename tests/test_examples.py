@@ -16,3 +16,14 @@ def test_permute_your_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2 groups (1 residual, 1 hidden)" in out
     assert float(out.split("after permuting: ")[1].split()[0]) < 1e-9
     assert "restores every tensor exactly: True" in out
+
+
+def test_canonical_heatmaps(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    argv = ["canonical_heatmaps.py", "--epochs", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(str(EXAMPLES / "canonical_heatmaps.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("canonicalizes to the same tensors: True") == 2
+    assert len(list(tmp_path.glob("*.png"))) == 5  # 2 MLP groups, 3 CNN groups
