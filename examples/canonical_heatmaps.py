@@ -39,7 +39,8 @@ def cnn() -> nn.Module:
 
 
 def same_tensors(a: nn.Module, b: nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
 
 
 def study(name: str, model: nn.Module, image: bool, epochs: int, out: Path) -> None:
