@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/trace.py
 	$(PY) benchmarks/statistics.py
 	$(PY) benchmarks/align.py
+	$(PY) benchmarks/prune.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
