@@ -8,21 +8,21 @@ retrained afterwards:
 - the pretrained sentence-transformer all-MiniLM-L6-v2: the feed-forward intermediate units of
   its six layers (attention, residual stream and pooler are kept).
 
-Methods: cipm ``merge`` (keep the units that explain the others best, fold the removed ones into
-them by least squares), cipm ``magnitude`` (keep the largest ||in|| * ||out||), and
-torch-pruning's MetaPruner with GroupMagnitudeImportance(p=2) (group L2 magnitude), told to prune
-the same layers by the same ratio and to ignore every other layer; the parameter counts show
-that both end at the same size.
+Methods: cipm ``merge`` (keep the units that explain the others best, fold the removed ones
+into them by least squares, group after group on the calibration data), cipm ``magnitude``
+(keep the largest ||in|| * ||out||), and torch-pruning's MetaPruner with
+GroupMagnitudeImportance(p=2) (group L2 magnitude), told to prune the same layers by the same
+ratio and to ignore every other layer; the parameter counts show that both end at the same size.
 
 Score: test accuracy for the digits models; for MiniLM the mean cosine similarity between the
 pruned and the original sentence embeddings (mean pooling over the attention mask, L2
 normalized) on held-out sentences. cipm's statistics come from the training data (digits) or
-the calibration sentences (MiniLM); a line per model gives the time of cipm.trace + collect and
-how many samples (token positions, pixels) the statistics hold: with fewer samples than units
-kept, merge's least-squares fold is underdetermined. The table's prune time is the pruning call
-alone (torch-pruning's includes building its dependency graph). Latency is the median of 21
-forward passes on a fixed batch (the test set, the held-out sentences), the models of one case
-timed in interleaved rounds (CPU, default threads).
+256 calibration texts made by pairing the other half of the sentences (MiniLM); a line per
+model gives the time of cipm.trace + collect and how many samples (token positions, pixels)
+the statistics hold. The table's prune time is the pruning call alone (torch-pruning's
+includes building its dependency graph; cipm merge's the passes over the calibration data).
+Latency is the median of 21 forward passes on a fixed batch (the test set, the held-out
+sentences), the models of one case timed in interleaved rounds (CPU, default threads).
 
     .venv/bin/python benchmarks/prune.py [--quick]
 """
@@ -48,6 +48,7 @@ from cipm.data import Batches, digits, train_classifier
 from cipm.prune import Method
 
 RATIOS = (0.25, 0.5, 0.75)
+CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each
 CIPM: dict[str, Method] = {"cipm merge": "merge", "cipm magnitude": "magnitude"}
 METHODS = (*CIPM, "torch-pruning")
 
@@ -229,12 +230,17 @@ def minilm_case(n_sentences: int) -> Case:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder).eval()
 
-    def tokens(sentences: list[str]) -> dict[str, torch.Tensor]:
-        t = tokenizer(sentences, padding=True, return_tensors="pt")
+    def tokens(sentences: list[str], length: int | None = None) -> dict[str, torch.Tensor]:
+        """Token ids; with `length`, padded to it (one input shape: cipm exports a model once
+        per distinct shape it observes)."""
+        pad: dict[str, Any] = {"padding": "max_length", "max_length": length} if length else {}
+        t = tokenizer(
+            sentences, truncation=bool(length), return_tensors="pt", **(pad or {"padding": True})
+        )
         return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
 
     half = n_sentences // 2
-    calib = SENTENCES[:half]
+    calib = calibration_texts(SENTENCES[:half], CALIBRATION_TEXTS)
     held_out = tokens(SENTENCES[half:n_sentences])
     reference = embed(model, held_out)
 
@@ -245,13 +251,22 @@ def minilm_case(n_sentences: int) -> Case:
         name="all-MiniLM-L6-v2",
         model=model,
         example=tokens(calib[:8]),
-        calibration=[tokens(calib[i : i + 8]) for i in range(0, half, 8)],
+        calibration=[tokens(calib[i : i + 16], 64) for i in range(0, len(calib), 16)],
         batch=held_out,
         score=score,
         groups=lambda graph: [g for g in graph.by_kind("hidden") if "intermediate" in g.name],
         layers=[f"encoder.layer.{i}.intermediate.dense" for i in range(len(model.encoder.layer))],
         free_outputs=True,
     )
+
+
+def calibration_texts(sentences: list[str], count: int) -> list[str]:
+    """`count` two-sentence texts made of the calibration sentences (every ordered pair,
+    in a seeded order): enough token positions for the least-squares fold of 1536-unit
+    layers, without touching the held-out sentences."""
+    pairs = [f"{a} {b}" for a in sentences for b in sentences if a != b]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0)).tolist()
+    return [pairs[i] for i in order[:count]]
 
 
 def embed(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -318,7 +333,10 @@ def prune_all(case: Case) -> list[Row]:
                 if method == "torch-pruning":
                     pruned = torch_pruning(case, ratio)
                 else:
-                    pruned = cipm.prune(model, stats, sizes=sizes, method=CIPM[method])
+                    data = case.calibration if CIPM[method] == "merge" else None
+                    pruned = cipm.prune(
+                        model, stats, sizes=sizes, method=CIPM[method], data=data, progress=False
+                    )
             except Exception as e:  # report, don't hide: a method that fails is a result
                 rows.append(Row(case.name, ratio, method, None, error=f"{type(e).__name__}: {e}"))
                 continue

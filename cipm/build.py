@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from math import prod
-
 import torch
 
 from cipm._nodes import module_path
@@ -22,6 +19,7 @@ from cipm.graph import (
     SymmetryGraph,
     TensorAxis,
     groups_in,
+    placements,
 )
 from cipm.rules import Axes
 
@@ -70,7 +68,7 @@ def build_graph(
     within: dict[str, str] = {}
     for axis in param_axes:
         consumes = (axis.key, axis.dim) in consumed
-        for root, unit, outer in _placements(axis.layout):
+        for root, unit, outer in placements(axis.layout):
             if root in seen:
                 members.setdefault(root, []).append(Member(axis.key, axis.dim, unit, consumes))
                 if outer in seen:
@@ -111,24 +109,6 @@ def build_graph(
         if any(g in names for g in groups_in(layout(a)))
     )
     return SymmetryGraph(model_name, groups, tensor_axes, output_axes)
-
-
-def _placements(
-    layout: Layout, unit: int = 1, outer: str | None = None
-) -> Iterator[tuple[str, int, str | None]]:
-    """(group, unit span, nearest outer group) for every group leaf in a layout."""
-    if isinstance(layout, Leaf):
-        if layout.group is not None:
-            yield layout.group, unit, outer
-    elif isinstance(layout, Sum):
-        for part in layout.parts:
-            yield from _placements(part, unit, outer)
-    else:
-        factors = layout.factors
-        for i, factor in enumerate(factors):
-            inner = prod(f.size for f in factors[i + 1 :])
-            outers = [f.group for f in factors[:i] if isinstance(f, Leaf) and f.group]
-            yield from _placements(factor, unit * inner, outers[-1] if outers else outer)
 
 
 def _names(members: dict[str, list[Member]], kinds: dict[str, GroupKind]) -> dict[str, str]:

@@ -7,7 +7,7 @@ the current batch's site activations is held.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -46,17 +46,28 @@ class SiteRecorder:
         )
         self._programs: dict[tuple[Any, ...], torch.fx.GraphModule] = {}
         self._captured: dict[str, torch.Tensor] = {}
+        self._wanted: set[str] = set()
 
-    def run(self, inputs: Any, batch: int) -> dict[str, torch.Tensor]:
-        """(pre, units, post) blocks per group for one batch of model inputs (see unit_blocks)."""
+    def run(
+        self, inputs: Any, batch: int, groups: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """(pre, units, post) blocks per group for one batch of model inputs (see unit_blocks).
+
+        With `groups`, only those groups' units, and the model stops running as soon as it
+        has computed them (a group early in the model costs a fraction of a forward pass).
+        """
         program = self._program(inputs, batch)
         args, kwargs = as_args(inputs)
-        self._captured = {}
-        with torch.no_grad():
-            program(*args, **kwargs)
+        wanted = {n: self.sites[n] for n in groups} if groups is not None else self.sites
+        self._captured, self._wanted = {}, {site.node for site in wanted.values()}
+        try:
+            with torch.no_grad():
+                program(*args, **kwargs)
+        except _Seen:
+            pass
         units = {
             name: unit_blocks(self._captured[site.node], site.dim, site.layout, name)
-            for name, site in self.sites.items()
+            for name, site in wanted.items()
         }
         self._captured = {}
         return units
@@ -84,6 +95,8 @@ class SiteRecorder:
 
     def _store(self, node: str, value: torch.Tensor) -> None:
         self._captured[node] = value
+        if node in self._wanted and self._wanted <= self._captured.keys():
+            raise _Seen
 
     def _program(self, inputs: Any, batch: int) -> torch.fx.GraphModule:
         key = _signature(inputs)
@@ -99,6 +112,10 @@ class SiteRecorder:
             assert isinstance(module, torch.fx.GraphModule)
             self._programs[key] = self._instrument(module)
         return self._programs[key]
+
+
+class _Seen(Exception):  # noqa: N818 (control flow, not an error)
+    """Every site asked for has been computed: the rest of the forward pass is skipped."""
 
 
 def _signature(inputs: Any) -> tuple[Any, ...]:

@@ -9,8 +9,8 @@ it in every layout, which is what makes the permutation co-inverse.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from math import prod
 from typing import TYPE_CHECKING, Any, Union
@@ -32,6 +32,7 @@ __all__ = [
     "SymmetryGraph",
     "TensorAxis",
     "groups_in",
+    "placements",
 ]
 
 
@@ -226,6 +227,46 @@ class SymmetryGraph:
 
         return Permutation.identity(self)
 
+    def resized(self, sizes: Mapping[str, int]) -> SymmetryGraph:
+        """The symmetry graph of this model with some groups cut to `sizes` units (a pruned
+        model): same groups, members and sites, new sizes; a group left with one unit is no
+        longer a group."""
+        for name, k in sizes.items():
+            if not 1 <= k <= self[name].size:
+                raise CipmError(f"group '{name}' cannot have {k} units (it has {self[name].size})")
+        gone = {name for name, k in sizes.items() if k < 2}
+
+        def cut(layout: Layout) -> Layout:
+            if isinstance(layout, Leaf):
+                if layout.group is None or layout.group not in sizes:
+                    return layout
+                return Leaf(sizes[layout.group], None if layout.group in gone else layout.group)
+            if isinstance(layout, Product):
+                return Product(tuple(cut(f) for f in layout.factors))
+            return Sum(tuple(cut(p) for p in layout.parts))
+
+        axes = tuple(TensorAxis(a.key, a.dim, cut(a.layout)) for a in self.axes)
+        units = {(a.key, a.dim, g): unit for a in axes for g, unit, _ in placements(a.layout)}
+        groups = tuple(
+            replace(
+                g,
+                size=sizes.get(g.name, g.size),
+                members=tuple(replace(m, unit=units[(m.key, m.dim, g.name)]) for m in g.members),
+                sites=tuple(replace(s, layout=s.layout and cut(s.layout)) for s in g.sites),
+                within=None if g.within in gone else g.within,
+            )
+            for g in self.groups
+            if g.name not in gone
+        )
+        return SymmetryGraph(
+            self.model,
+            groups,
+            tuple(a for a in axes if a.groups()),
+            tuple(
+                replace(o, layout=cut(o.layout)) for o in self.outputs if groups_in(cut(o.layout))
+            ),
+        )
+
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +313,24 @@ def groups_in(layout: Layout) -> list[str]:
         return [layout.group] if layout.group else []
     children = layout.factors if isinstance(layout, Product) else layout.parts
     return [g for c in children for g in groups_in(c)]
+
+
+def placements(
+    layout: Layout, unit: int = 1, outer: str | None = None
+) -> Iterator[tuple[str, int, str | None]]:
+    """(group, unit span, nearest outer group) for every group leaf in a layout."""
+    if isinstance(layout, Leaf):
+        if layout.group is not None:
+            yield layout.group, unit, outer
+    elif isinstance(layout, Sum):
+        for part in layout.parts:
+            yield from placements(part, unit, outer)
+    else:
+        factors = layout.factors
+        for i, factor in enumerate(factors):
+            inner = prod(f.size for f in factors[i + 1 :])
+            outers = [f.group for f in factors[:i] if isinstance(f, Leaf) and f.group]
+            yield from placements(factor, unit * inner, outers[-1] if outers else outer)
 
 
 def _layout_to_dict(layout: Layout) -> dict[str, Any]:

@@ -11,21 +11,31 @@ representative site, each unit is predicted from the kept ones by ``z ~ M z_K``,
 linear correction of every consumer at once (Neuron Merging, ZipIt's within-model merge, with
 one exact least-squares fold instead of pairwise matches). A removed unit that duplicates a
 kept one up to scale is folded into it exactly.
+
+Given calibration data, groups are pruned one after another and each fold predicts the
+original model's units from the partly pruned model's kept units (``M = E[z z'_K^T]
+E[z'_K z'_K^T]^-1``), so a later group also corrects what earlier ones changed: the layer-wise
+reconstruction of channel-pruning methods, driven by the symmetry graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
-from cipm.errors import CipmError
+from cipm.capture import SiteRecorder, representative_site
+from cipm.collect import model_inputs
+from cipm.errors import CipmError, CipmWarning
 from cipm.graph import GroupKind, PermGroup, SymmetryGraph
 from cipm.modify import fitted_tensors
+from cipm.moments import CrossAccumulator, Moments
 from cipm.resize import with_tensors
-from cipm.statistics import Statistics
+from cipm.statistics import Statistics, unit_features
 from cipm.units import map_units, unit_matrix
 
 __all__ = ["PRUNABLE", "Method", "prune", "prune_plan"]
@@ -34,6 +44,8 @@ Method = Literal["merge", "magnitude", "activation"]
 METHODS = ("merge", "magnitude", "activation")
 # kinds a global ratio prunes by default; the residual stream is pruned when named
 PRUNABLE = (GroupKind.HIDDEN, GroupKind.CHANNELS, GroupKind.HEADS)
+# ridge of the least-squares fold, relative to the kept units' mean second moment
+RIDGE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -54,24 +66,34 @@ def prune(
     sizes: Mapping[str, int] | None = None,
     method: Method = "merge",
     kinds: tuple[GroupKind | str, ...] = PRUNABLE,
+    data: Iterable[Any] | None = None,
+    inputs: Callable[[Any], Any] = model_inputs,
     example_inputs: Any = None,
+    progress: bool = True,
 ) -> torch.nn.Module:
     """A smaller copy of `model`: groups lose units, layers shrink, same class.
 
     Args:
         model: the model the statistics (or graph) were made from; it is not changed.
-        stats: `cipm.collect` statistics (needed by ``merge`` and ``activation``), or just
-            the symmetry graph for ``magnitude``.
+        stats: `cipm.collect` statistics of `model`, or its symmetry graph (enough for
+            ``magnitude``, and for ``merge`` given `data`).
         ratio: fraction of units to remove from every group of one of `kinds`, in [0, 1).
         sizes: units to keep per group name; these override `ratio` for the groups named
-            (any kind but within-head, the residual stream included).
+            (the residual stream included).
         method: ``"merge"`` (keep the units that explain the others best and fold the rest
             into them by least squares), ``"magnitude"`` (keep the largest weight-path norms
             ||in|| * ||out||) or ``"activation"`` (keep the largest RMS activation times
             outgoing norm).
         kinds: group kinds `ratio` applies to (default hidden units, channels, heads).
+        data: calibration batches for ``merge``: groups are then pruned one at a time in
+            graph order, each folded so that its consumers see the *original* model's
+            activations as closely as the already-pruned model allows (cross-model least
+            squares), which keeps the errors of successive groups from compounding. Without
+            it, every group is folded at once from `stats`.
+        inputs: maps a batch of `data` to model inputs (as in `cipm.collect`).
         example_inputs: if given, the pruned model is run on them, and a failure (a module
             whose size attributes no plugin updated) raises a CipmError naming it.
+        progress: a progress bar over the groups when pruning with `data`.
 
     Returns:
         A new model of the same class, physically smaller; with nothing removed, equal to
@@ -83,8 +105,12 @@ def prune(
             statistics made from another model.
     """
     graph = stats.graph if isinstance(stats, Statistics) else stats
-    plans = prune_plan(model, stats, ratio=ratio, sizes=sizes, method=method, kinds=kinds)
-    pruned = with_tensors(model, pruned_state(fitted_tensors(model, graph), graph, plans))
+    if method == "merge" and data is not None:
+        targets = _checked_targets(model, stats, ratio, sizes, method, kinds, data=True)
+        pruned = _merge_in_order(model, graph, targets, data, inputs, progress)
+    else:
+        plans = prune_plan(model, stats, ratio=ratio, sizes=sizes, method=method, kinds=kinds)
+        pruned = with_tensors(model, pruned_state(fitted_tensors(model, graph), graph, plans))
     if example_inputs is not None:
         _check_runs(pruned, example_inputs)
     return pruned
@@ -99,32 +125,89 @@ def prune_plan(
     method: Method = "merge",
     kinds: tuple[GroupKind | str, ...] = PRUNABLE,
 ) -> dict[str, GroupPlan]:
-    """What `prune` would do, per group that loses units (see `prune` for the arguments)."""
+    """What `prune` would do without `data`, per group that loses units (see `prune`)."""
+    targets = _checked_targets(model, stats, ratio, sizes, method, kinds, data=False)
     graph = stats.graph if isinstance(stats, Statistics) else stats
-    if method not in METHODS:
-        raise CipmError(f"method must be one of {METHODS}, not {method!r}")
     tensors = fitted_tensors(model, graph)
-    if isinstance(stats, Statistics):
-        stats.check_model(model)
-    elif method != "magnitude":
-        raise CipmError(f"method '{method}' needs statistics: cipm.collect(model, graph, data)")
-    targets = _targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
     plans: dict[str, GroupPlan] = {}
     for name, k in targets.items():
         group = graph[name]
         if method == "magnitude":
             keep = _top(_magnitude(tensors, graph, group), k)
-        elif method == "activation":
-            assert isinstance(stats, Statistics)
-            s = stats[name]
-            keep = _top(_second_moment(stats, name).diagonal().sqrt() * s.features.out_norm, k)
         else:
             assert isinstance(stats, Statistics)
-            plans[name] = _merge_plan(_second_moment(stats, name), stats[name].features.out_norm, k)
-            continue
+            second = _second_moment(stats[name].moments)
+            out_norm = stats[name].features.out_norm
+            if method == "merge":
+                _warn_if_few(stats[name].count, k, name)
+                plans[name] = _merge_plan(second, second, out_norm, k)
+                continue
+            keep = _top(second.diagonal().sqrt() * out_norm, k)
         select = torch.eye(group.size, dtype=torch.float64)[keep]
         plans[name] = GroupPlan(keep, select, select)
     return plans
+
+
+def _merge_in_order(
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    targets: Mapping[str, int],
+    data: Iterable[Any],
+    inputs: Callable[[Any], Any],
+    progress: bool,
+) -> torch.nn.Module:
+    """Prune group after group; each is folded on cross-moments between the original
+    model's units and the partly pruned model's (see `prune`'s `data`)."""
+    batches = data if isinstance(data, Sequence) else list(data)
+    original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
+    current: torch.nn.Module = model
+    done: dict[str, int] = {}
+    for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
+        now = graph.resized(done)
+        recorder = SiteRecorder(current, now, {name: representative_site(now[name])})
+        acc = CrossAccumulator()
+        for i, batch in enumerate(batches):
+            x = inputs(batch)
+            acc.add(original.run(x, i, [name])[name], recorder.run(x, i)[name])
+        if not acc.a.count:
+            raise CipmError("prune got no batches in data; it needs at least one")
+        moments = acc.moments()
+        _warn_if_few(moments.a.count, k, name)
+        cross = moments.cross / moments.a.count + torch.outer(moments.a.mean, moments.b.mean)
+        tensors = fitted_tensors(current, now)
+        out_norm = unit_features(tensors, now, now[name]).out_norm
+        plan = _merge_plan(_second_moment(moments.b), cross, out_norm, k)
+        current = with_tensors(current, pruned_state(tensors, now, {name: plan}))
+        done[name] = k
+    return current
+
+
+def _checked_targets(
+    model: torch.nn.Module,
+    stats: Statistics | SymmetryGraph,
+    ratio: float | None,
+    sizes: Mapping[str, int] | None,
+    method: str,
+    kinds: tuple[GroupKind | str, ...],
+    *,
+    data: bool,
+) -> dict[str, int]:
+    if method not in METHODS:
+        raise CipmError(f"method must be one of {METHODS}, not {method!r}")
+    if isinstance(stats, Statistics):
+        stats.check_model(model)
+        graph = stats.graph
+    elif isinstance(stats, SymmetryGraph):
+        graph = stats
+        fitted_tensors(model, graph)
+        if method == "activation" or (method == "merge" and not data):
+            raise CipmError(
+                f"method '{method}' needs statistics (cipm.collect(model, graph, data))"
+                + (" or data=..." if method == "merge" else "")
+            )
+    else:
+        raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
+    return _targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
 
 
 def pruned_state(
@@ -162,7 +245,7 @@ def _targets(
     targets: dict[str, int] = {}
     if ratio is not None:
         for g in graph:
-            if g.kind in kinds and g.kind != GroupKind.WITHIN_HEAD:
+            if g.kind in kinds and _prunable(g) is None:
                 targets[g.name] = max(1, round(g.size * (1.0 - ratio)))
     for name, k in sizes.items():
         if name not in names:
@@ -171,12 +254,9 @@ def _targets(
                 f"(model inputs/outputs) or it does not exist; groups are {sorted(names)}"
             )
         group = graph[name]
-        if group.kind == GroupKind.WITHIN_HEAD:
-            raise CipmError(
-                f"group '{name}' holds dims within attention heads; pruning them would change "
-                "the attention scale. Prune whole heads (its group "
-                f"'{group.within}') instead"
-            )
+        why = _prunable(group)
+        if why is not None:
+            raise CipmError(f"group '{name}' cannot be pruned: {why}")
         if not 1 <= int(k) <= group.size:
             raise CipmError(
                 f"cannot keep {k} units of group '{name}' ({group.size} units): "
@@ -184,6 +264,21 @@ def _targets(
             )
         targets[name] = int(k)
     return {n: k for n, k in targets.items() if k < graph[n].size}
+
+
+def _prunable(group: PermGroup) -> str | None:
+    """Why a group can't lose units, or None if it can."""
+    if group.kind == GroupKind.WITHIN_HEAD:
+        return (
+            "it holds dims within attention heads, and pruning them would change the attention "
+            f"scale; prune whole heads (group '{group.within}') instead"
+        )
+    if group.unit > 1 and group.kind != GroupKind.HEADS:
+        return (
+            f"its units are blocks of {group.unit} (such as GroupNorm groups), whose count the "
+            "layer records; prune the units within the blocks instead"
+        )
+    return None
 
 
 def _top(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -208,40 +303,65 @@ def _magnitude(
     return made.sqrt() * (used.sqrt() if bool(used.any()) else 1.0)
 
 
-def _second_moment(stats: Statistics, name: str) -> torch.Tensor:
-    """E[z z^T] of a group's units at their site (uncentered: a consumer sees the means too)."""
-    m = stats[name].moments
+def _second_moment(m: Moments) -> torch.Tensor:
+    """E[z z^T] of units (uncentered: a consumer sees the means too)."""
     return m.comoment / m.count + torch.outer(m.mean, m.mean)
 
 
-def _merge_plan(second: torch.Tensor, out_norm: torch.Tensor, k: int) -> GroupPlan:
-    """Greedy least-squares subset (pivoted Cholesky of the consumer-weighted second moments:
-    keep, one at a time, the unit whose part not explained by the kept ones reaches the
-    consumers most strongly), then the least-squares fold of every unit into the kept ones."""
+def _merge_plan(
+    own: torch.Tensor, target: torch.Tensor, out_norm: torch.Tensor, k: int
+) -> GroupPlan:
+    """Keep the k units that explain the others best (`_explaining`), then fold: consumers
+    get ``M = target[:, K] (own[K, K] + ridge)^-1``, the least-squares prediction of the
+    target units (E[z z'^T], z the original's, z' the model being pruned) from the kept
+    ones. When target is own (one-shot), kept units stay exactly themselves."""
+    n = own.shape[0]
+    keep = _explaining(own, out_norm, k)
+    kk = own[keep][:, keep]
+    ridge = RIDGE * float(kk.diagonal().mean()) + 1e-300
+    eye = torch.eye(k, dtype=torch.float64)
+    fold = torch.linalg.solve(kk + ridge * eye, target[:, keep].T).T  # (n, k)
+    if target is own:
+        fold[keep] = eye
+    return GroupPlan(keep, torch.eye(n, dtype=torch.float64)[keep], fold.T.contiguous())
+
+
+def _explaining(second: torch.Tensor, out_norm: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy least-squares subset: a pivoted Cholesky of the second moments weighted by
+    the units' outgoing norms keeps, one at a time, the unit whose part not explained by the
+    kept ones reaches the consumers most strongly. Once the rest is explained (fewer
+    samples than units), the remaining picks go by weighted energy."""
     n = second.shape[0]
     weight = torch.where(out_norm > 0, out_norm, torch.ones_like(out_norm))
     g = second * torch.outer(weight, weight)
-    residual = g.diagonal().clone()
+    energy = g.diagonal().clone()
+    residual = energy.clone()
     factors = torch.zeros(n, k, dtype=torch.float64)
-    chosen: list[int] = []
+    chosen = torch.zeros(n, dtype=torch.bool)
+    tiny = 1e-10 * float(energy.max().clamp_min(1e-300))
     for j in range(k):
-        scores = residual.clone()
-        scores[chosen] = -1.0
+        scores = torch.where(chosen, -1.0, residual)
+        if float(scores.max()) <= tiny:  # explained: fill by energy
+            scores = torch.where(chosen, -1.0, energy)
+            rest = torch.sort(scores, descending=True, stable=True).indices[: k - j]
+            chosen[rest] = True
+            break
         i = int(torch.argmax(scores))
-        chosen.append(i)
-        pivot = float(residual[i])
-        if pivot <= 1e-12 * float(g.diagonal().max()):  # the rest is explained: any order
-            column = torch.zeros(n, dtype=torch.float64)
-        else:
-            column = (g[:, i] - factors[:, :j] @ factors[i, :j]) / pivot**0.5
+        chosen[i] = True
+        column = (g[:, i] - factors[:, :j] @ factors[i, :j]) / float(residual[i]) ** 0.5
         factors[:, j] = column
         residual = (residual - column.square()).clamp_min(0.0)
-    keep = torch.tensor(sorted(chosen))
-    kk = second[keep][:, keep]
-    ridge = 1e-8 * float(kk.diagonal().mean()) + 1e-30
-    fold = torch.linalg.solve(kk + ridge * torch.eye(k, dtype=torch.float64), second[keep]).T
-    fold[keep] = torch.eye(k, dtype=torch.float64)  # kept units stay themselves exactly
-    return GroupPlan(keep, torch.eye(n, dtype=torch.float64)[keep], fold.T.contiguous())
+    return torch.nonzero(chosen).flatten()
+
+
+def _warn_if_few(samples: int, k: int, group: str) -> None:
+    if samples < k:
+        warnings.warn(
+            f"group '{group}': {samples} samples for {k} kept units; the least-squares fold "
+            "is underdetermined (ridge-regularized). Collect more data for a better merge.",
+            CipmWarning,
+            stacklevel=3,
+        )
 
 
 # -- checks ------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def with_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) ->
             if key not in named:
                 raise CipmError(f"{type(model).__name__} has no parameter or buffer '{key}'")
             old = named[key]
-            value = value.to(old.dtype)
+            value = value.to(old.dtype).contiguous()
             if value.shape == old.shape:
                 old.copy_(value)
                 continue
