@@ -114,7 +114,7 @@ class SiteRecorder:
         return self._programs[key]
 
 
-class _Seen(Exception):  # noqa: N818 (control flow, not an error)
+class _Seen(Exception):  # control flow, not an error
     """Every site asked for has been computed: the rest of the forward pass is skipped."""
 
 
