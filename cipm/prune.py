@@ -44,8 +44,9 @@ Method = Literal["merge", "magnitude", "activation"]
 METHODS = ("merge", "magnitude", "activation")
 # kinds a global ratio prunes by default; the residual stream is pruned when named
 PRUNABLE = (GroupKind.HIDDEN, GroupKind.CHANNELS, GroupKind.HEADS)
-# ridge of the least-squares fold, relative to the kept units' mean second moment
-RIDGE = 1e-3
+# ridge of the least-squares fold, relative to the kept units' mean second moment: next to
+# nothing when the samples determine the fold, a shrinkage when they don't (fewer than 2k)
+RIDGE, RIDGE_FEW_SAMPLES = 1e-12, 1e-2
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def prune_plan(
             out_norm = stats[name].features.out_norm
             if method == "merge":
                 _warn_if_few(stats[name].count, k, name)
-                plans[name] = _merge_plan(second, second, out_norm, k)
+                plans[name] = _merge_plan(second, second, out_norm, k, stats[name].count)
                 continue
             keep = _top(second.diagonal().sqrt() * out_norm, k)
         select = torch.eye(group.size, dtype=torch.float64)[keep]
@@ -176,7 +177,7 @@ def _merge_in_order(
         cross = moments.cross / moments.a.count + torch.outer(moments.a.mean, moments.b.mean)
         tensors = fitted_tensors(current, now)
         out_norm = unit_features(tensors, now, now[name]).out_norm
-        plan = _merge_plan(_second_moment(moments.b), cross, out_norm, k)
+        plan = _merge_plan(_second_moment(moments.b), cross, out_norm, k, moments.a.count)
         current = with_tensors(current, pruned_state(tensors, now, {name: plan}))
         done[name] = k
     return current
@@ -245,7 +246,7 @@ def _targets(
     targets: dict[str, int] = {}
     if ratio is not None:
         for g in graph:
-            if g.kind in kinds and _prunable(g) is None:
+            if g.kind in kinds and _prunable(graph, g) is None:
                 targets[g.name] = max(1, round(g.size * (1.0 - ratio)))
     for name, k in sizes.items():
         if name not in names:
@@ -254,7 +255,7 @@ def _targets(
                 f"(model inputs/outputs) or it does not exist; groups are {sorted(names)}"
             )
         group = graph[name]
-        why = _prunable(group)
+        why = _prunable(graph, group)
         if why is not None:
             raise CipmError(f"group '{name}' cannot be pruned: {why}")
         if not 1 <= int(k) <= group.size:
@@ -266,17 +267,18 @@ def _targets(
     return {n: k for n, k in targets.items() if k < graph[n].size}
 
 
-def _prunable(group: PermGroup) -> str | None:
+def _prunable(graph: SymmetryGraph, group: PermGroup) -> str | None:
     """Why a group can't lose units, or None if it can."""
     if group.kind == GroupKind.WITHIN_HEAD:
         return (
             "it holds dims within attention heads, and pruning them would change the attention "
             f"scale; prune whole heads (group '{group.within}') instead"
         )
-    if group.unit > 1 and group.kind != GroupKind.HEADS:
+    inner = [g.name for g in graph if g.within == group.name]
+    if inner and group.kind != GroupKind.HEADS:
         return (
-            f"its units are blocks of {group.unit} (such as GroupNorm groups), whose count the "
-            "layer records; prune the units within the blocks instead"
+            f"its units are blocks of the units of '{inner[0]}' (such as GroupNorm groups), "
+            "whose count the layer records; prune the units within the blocks instead"
         )
     return None
 
@@ -309,7 +311,7 @@ def _second_moment(m: Moments) -> torch.Tensor:
 
 
 def _merge_plan(
-    own: torch.Tensor, target: torch.Tensor, out_norm: torch.Tensor, k: int
+    own: torch.Tensor, target: torch.Tensor, out_norm: torch.Tensor, k: int, samples: int
 ) -> GroupPlan:
     """Keep the k units that explain the others best (`_explaining`), then fold: consumers
     get ``M = target[:, K] (own[K, K] + ridge)^-1``, the least-squares prediction of the
@@ -318,7 +320,8 @@ def _merge_plan(
     n = own.shape[0]
     keep = _explaining(own, out_norm, k)
     kk = own[keep][:, keep]
-    ridge = RIDGE * float(kk.diagonal().mean()) + 1e-300
+    relative = RIDGE if samples >= 2 * k else RIDGE_FEW_SAMPLES
+    ridge = relative * float(kk.diagonal().mean()) + 1e-300
     eye = torch.eye(k, dtype=torch.float64)
     fold = torch.linalg.solve(kk + ridge * eye, target[:, keep].T).T  # (n, k)
     if target is own:
@@ -360,7 +363,7 @@ def _warn_if_few(samples: int, k: int, group: str) -> None:
             f"group '{group}': {samples} samples for {k} kept units; the least-squares fold "
             "is underdetermined (ridge-regularized). Collect more data for a better merge.",
             CipmWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

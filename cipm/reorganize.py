@@ -28,6 +28,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph import Layout, Leaf, Product, SymmetryGraph
 from cipm.io import save_figure
+from cipm.modify import fitted_tensors
 from cipm.permutation import Permutation
 from cipm.statistics import Statistics
 
@@ -41,14 +42,16 @@ __all__ = [
     "unit_ids",
 ]
 
-Seriation = Literal["spectral", "olo"]
+Seriation = Literal["auto", "spectral", "olo"]
+# "auto" uses optimal leaf ordering up to this many units (its cost grows with the cube)
+OLO_UNITS = 1024
 
 
 def reorganize(
     model: torch.nn.Module,
     stats: Statistics,
     *,
-    method: Seriation = "spectral",
+    method: Seriation = "auto",
     groups: Iterable[str] | None = None,
 ) -> Permutation:
     """A permutation that makes every group's correlated units contiguous.
@@ -57,8 +60,9 @@ def reorganize(
         model: the model `stats` were collected on (not changed; apply the result with
             `cipm.permute`).
         stats: `cipm.collect` statistics of `model`.
-        method: ``"spectral"`` (fast, any size) or ``"olo"`` (optimal leaf ordering;
-            cubic in the group size).
+        method: ``"olo"`` (optimal leaf ordering of average-linkage clusters; cubic in the
+            group size), ``"spectral"`` (Fiedler vector; fast at any size, but one vector
+            separates two clusters best), or ``"auto"``: olo up to 1024 units, else spectral.
         groups: names of the groups to reorder (default: all; the others keep their order).
     """
     _check(model, stats)
@@ -74,10 +78,12 @@ def reorganize(
     )
 
 
-def seriate(corr: torch.Tensor, method: Seriation = "spectral") -> torch.Tensor:
+def seriate(corr: torch.Tensor, method: Seriation = "auto") -> torch.Tensor:
     """An order of the units (indices) that puts strongly correlated ones next to each other."""
     a = corr.abs().to(torch.float64).fill_diagonal_(0.0)
     n = a.shape[0]
+    if method == "auto":
+        method = "olo" if n <= OLO_UNITS else "spectral"
     if method == "olo":
         from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
         from scipy.spatial.distance import squareform
@@ -86,7 +92,7 @@ def seriate(corr: torch.Tensor, method: Seriation = "spectral") -> torch.Tensor:
         tree = linkage(distance, method="average")
         return torch.from_numpy(leaves_list(optimal_leaf_ordering(tree, distance)).astype(np.int64))
     if method != "spectral":
-        raise CipmError(f"seriation method must be 'spectral' or 'olo', not {method!r}")
+        raise CipmError(f"seriation method must be 'auto', 'spectral' or 'olo', not {method!r}")
     degree = a.sum(1)
     scale = torch.where(degree > 0, degree.rsqrt(), torch.zeros_like(degree))
     laplacian = torch.eye(n, dtype=torch.float64) - scale[:, None] * a * scale[None, :]
@@ -120,6 +126,7 @@ class Partition:
     permutation: Permutation
     blocks: Mapping[str, tuple[range, ...]]
     cut: Mapping[str, float]  # normalized cut of each group's blocks (lower: more separate)
+    shapes: Mapping[str, tuple[int, ...]]  # of the tensors the groups live in
 
     def masks(self, group: str) -> list[dict[str, torch.Tensor]]:
         """For each block of `group`, boolean masks (shaped like the tensors) of the entries
@@ -136,22 +143,12 @@ class Partition:
             for m in graph[group].members:
                 ids = unit_ids(graph.layout(m.key, m.dim), group)
                 along = (ids >= 0) & inside[ids.clamp_min(0)]
-                shape = [1] * len(self._shapes[m.key])
+                shape = [1] * len(self.shapes[m.key])
                 shape[m.dim] = -1
-                mask = along.view(shape).expand(self._shapes[m.key])
+                mask = along.view(shape).expand(self.shapes[m.key])
                 masks[m.key] = masks[m.key] | mask if m.key in masks else mask.clone()
             result.append(masks)
         return result
-
-    @property
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {}
-        for axis in self.permutation.graph.axes:
-            shape = list(shapes.get(axis.key, ()))
-            shape += [1] * (axis.dim + 1 - len(shape))
-            shape[axis.dim] = axis.layout.size
-            shapes[axis.key] = tuple(shape)
-        return shapes
 
 
 def partition(
@@ -159,7 +156,7 @@ def partition(
     stats: Statistics,
     k: int = 4,
     *,
-    method: Seriation = "spectral",
+    method: Seriation = "auto",
     groups: Iterable[str] | None = None,
 ) -> Partition:
     """Cut each group's units into k contiguous blocks with little correlation between them.
@@ -188,7 +185,8 @@ def partition(
         order[g.name] = seq
         blocks[g.name] = tuple(range(s, e) for s, e in pairwise(bounds))
         cut[g.name] = value
-    return Partition(Permutation(stats.graph, order), blocks, cut)
+    shapes = {key: tuple(t.shape) for key, t in fitted_tensors(model, stats.graph).items()}
+    return Partition(Permutation(stats.graph, order), blocks, cut, shapes)
 
 
 def unit_ids(layout: Layout, group: str) -> torch.Tensor:

@@ -61,6 +61,7 @@ def _lead(ref: TensorRef) -> TensorRef:
 HEAD_COUNTS = ("num_attention_heads", "num_heads", "n_heads", "heads")
 HEAD_SIZES = ("attention_head_size", "head_dim", "head_size")
 QUERIES = ("query", "q_proj", "q", "to_q", "q_lin", "wq")
+KEYS = ("key", "k_proj", "k", "to_k", "k_lin", "wk")
 
 
 @hookimpl
@@ -78,18 +79,28 @@ def cipm_resized(module: torch.nn.Module) -> None:
             "cannot be pruned; prune its feed-forward units, or use an attention with "
             "separate q/k/v projections"
         )
-    size = _int_attr(module, HEAD_SIZES)
-    count = _int_attr(module, HEAD_COUNTS)
-    query = next(
-        (getattr(module, n) for n in QUERIES if isinstance(getattr(module, n, None), nn.Linear)),
+    size, count = _int_attr(module, HEAD_SIZES), _int_attr(module, HEAD_COUNTS)
+    query, key = _linear(module, QUERIES), _linear(module, KEYS)
+    if size is None or query is None:
+        return
+    head_size = getattr(module, size)
+    heads = query.out_features // head_size
+    if count is not None:
+        setattr(module, count, heads)
+    if isinstance(getattr(module, "all_head_size", None), int):
+        module.all_head_size = heads * head_size
+    if key is not None and _int_attr(module, ("num_key_value_groups",)):  # grouped-query
+        kv_heads = key.out_features // head_size
+        module.num_key_value_groups = heads // kv_heads
+        if _int_attr(module, ("num_key_value_heads",)):
+            module.num_key_value_heads = kv_heads
+
+
+def _linear(module: torch.nn.Module, names: tuple[str, ...]) -> nn.Linear | None:
+    return next(
+        (getattr(module, n) for n in names if isinstance(getattr(module, n, None), nn.Linear)),
         None,
     )
-    if size is None or count is None or query is None:
-        return
-    heads = query.out_features // getattr(module, size)
-    setattr(module, count, heads)
-    if isinstance(getattr(module, "all_head_size", None), int):
-        module.all_head_size = heads * getattr(module, size)
 
 
 def _int_attr(module: torch.nn.Module, names: tuple[str, ...]) -> str | None:
