@@ -33,7 +33,7 @@ from cipm.collect import model_inputs
 from cipm.errors import CipmError, CipmWarning
 from cipm.graph import GroupKind, PermGroup, SymmetryGraph
 from cipm.modify import fitted_tensors
-from cipm.moments import CrossAccumulator, Moments
+from cipm.moments import CrossAccumulator, MomentAccumulator, Moments
 from cipm.resize import with_tensors
 from cipm.statistics import Statistics, unit_features
 from cipm.units import map_units, unit_matrix
@@ -160,27 +160,76 @@ def _merge_in_order(
     """Prune group after group; each is folded on cross-moments between the original
     model's units and the partly pruned model's (see `prune`'s `data`)."""
     batches = data if isinstance(data, Sequence) else list(data)
+    if not batches:
+        raise CipmError("prune got no batches in data; it needs at least one")
     original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
     current: torch.nn.Module = model
     done: dict[str, int] = {}
     for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
         now = graph.resized(done)
-        recorder = SiteRecorder(current, now, {name: representative_site(now[name])})
-        acc = CrossAccumulator()
-        for i, batch in enumerate(batches):
-            x = inputs(batch)
-            acc.add(original.run(x, i, [name])[name], recorder.run(x, i)[name])
-        if not acc.a.count:
-            raise CipmError("prune got no batches in data; it needs at least one")
-        moments = acc.moments()
-        _warn_if_few(moments.a.count, k, name)
-        cross = moments.cross / moments.a.count + torch.outer(moments.a.mean, moments.b.mean)
+        recorder = _recorder(current, now, name, inputs(batches[0]))
+        own, cross = _fold_moments(original, recorder, name, batches, inputs)
         tensors = fitted_tensors(current, now)
         out_norm = unit_features(tensors, now, now[name]).out_norm
-        plan = _merge_plan(_second_moment(moments.b), cross, out_norm, k, moments.a.count)
+        _warn_if_few(own.count, k, name)
+        second = _second_moment(own)
+        plan = _merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
         current = with_tensors(current, pruned_state(tensors, now, {name: plan}))
         done[name] = k
     return current
+
+
+def _recorder(
+    model: torch.nn.Module, graph: SymmetryGraph, name: str, example: Any
+) -> SiteRecorder:
+    """A recorder of one group's units in a partly pruned model. Its graph is the original
+    one resized; where pruning changed the exported graph itself (LLaMA skips repeating
+    keys and values once a key/value head serves one query head), the model is traced anew
+    and the group found there by its members (names may shift when a group disappears)."""
+    recorder = SiteRecorder(model, graph, {name: representative_site(graph[name])})  # the only site
+    try:
+        recorder.run(example, 0)
+        return recorder
+    except CipmError:
+        from cipm.tracer import trace
+
+        retraced = trace(model, example, outputs="free" if graph.outputs else "fixed")
+        places = {(m.key, m.dim, m.unit) for m in graph[name].members}
+        same = [g for g in retraced if {(m.key, m.dim, m.unit) for m in g.members} == places]
+        if not same:
+            raise CipmError(
+                f"group '{name}' is no longer found in the partly pruned "
+                f"{type(model).__name__}; prune it without data= (from statistics)"
+            ) from None
+        return SiteRecorder(model, retraced, {same[0].name: representative_site(same[0])})
+
+
+def _fold_moments(
+    original: SiteRecorder,
+    current: SiteRecorder,
+    name: str,
+    batches: Sequence[Any],
+    inputs: Callable[[Any], Any],
+) -> tuple[Moments, torch.Tensor | None]:
+    """Moments of the group's units in the partly pruned model and E[z z'^T] against the
+    original's. Where the site's samples span a group already pruned (query heads of a
+    key/value head that lost some), the two models' samples don't pair up: then the group
+    is folded on the pruned model's own moments (cross is None)."""
+    cross = CrossAccumulator()
+    alone = MomentAccumulator()
+    paired = True
+    for i, batch in enumerate(batches):
+        x = inputs(batch)
+        (z_now,) = current.run(x, i).values()
+        z_then = original.run(x, i, [name])[name] if paired else None
+        paired = z_then is not None and z_then.shape == z_now.shape
+        if paired:
+            cross.add(z_then, z_now)  # type: ignore[arg-type]
+        alone.add(z_now)
+    if not paired:
+        return alone.moments(), None
+    m = cross.moments()
+    return m.b, m.cross / m.a.count + torch.outer(m.a.mean, m.b.mean)
 
 
 def _checked_targets(
