@@ -121,7 +121,10 @@ class MomentAccumulator:
     # which bounds float32 rounding while sparing a float64 n x n update per batch
     FLUSH_SAMPLES = 1 << 16
 
-    def __init__(self) -> None:
+    def __init__(self, gram: bool = True) -> None:
+        """`gram=False` keeps count and mean only (the co-moment reads as zeros): for a side
+        of cross moments whose own covariance is not needed."""
+        self.gram = gram
         self.count = 0
         self.shift: torch.Tensor | None = None
         self.s1: torch.Tensor | None = None
@@ -141,7 +144,8 @@ class MomentAccumulator:
         centered = blocks - self.shift.to(blocks.dtype)[:, None]
         total = centered.sum((0, 2)).double()
         self.s1 += total  # type: ignore[operator]
-        _add_gram(self._part, centered, centered)  # type: ignore[arg-type]
+        if self.gram:
+            _add_gram(self._part, centered, centered)  # type: ignore[arg-type]
         self.count += pre * post
         self._part_samples += pre * post
         if self._part_samples >= self.FLUSH_SAMPLES:
@@ -165,8 +169,9 @@ class MomentAccumulator:
 class CrossAccumulator:
     """Adds sample-aligned blocks of two models' units for one group."""
 
-    def __init__(self) -> None:
-        self.a, self.b = MomentAccumulator(), MomentAccumulator()
+    def __init__(self, grams: tuple[bool, bool] = (True, True)) -> None:
+        """`grams`: whether A's and B's own co-moments are accumulated too."""
+        self.a, self.b = MomentAccumulator(grams[0]), MomentAccumulator(grams[1])
         self.cross: torch.Tensor | None = None
 
     def add(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

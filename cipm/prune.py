@@ -215,18 +215,19 @@ def _fold_moments(
     original's. Where the site's samples span a group already pruned (query heads of a
     key/value head that lost some), the two models' samples don't pair up: then the group
     is folded on the pruned model's own moments (cross is None)."""
-    cross = CrossAccumulator()
+    cross = CrossAccumulator(grams=(False, True))  # the original's own gram is not needed
     alone = MomentAccumulator()
-    paired = True
     for i, batch in enumerate(batches):
         x = inputs(batch)
         (z_now,) = current.run(x, i).values()
-        z_then = original.run(x, i, [name])[name] if paired else None
-        paired = z_then is not None and z_then.shape == z_now.shape
-        if paired:
-            cross.add(z_then, z_now)  # type: ignore[arg-type]
-        alone.add(z_now)
-    if not paired:
+        z_then = None if alone.count else original.run(x, i, [name])[name]
+        if z_then is not None and z_then.shape == z_now.shape:
+            cross.add(z_then, z_now)
+        elif not cross.a.count:
+            alone.add(z_now)
+        else:
+            raise CipmError(f"batch {i} gives group '{name}' samples unlike the first batch's")
+    if alone.count:
         return alone.moments(), None
     m = cross.moments()
     return m.b, m.cross / m.a.count + torch.outer(m.a.mean, m.b.mean)
