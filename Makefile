@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/cipm inspect resnet20
 	$(PY) examples/seed_barriers.py --epochs 8 --out out/seed_barriers.png
+	$(PY) examples/prune_digits.py
+	$(PY) examples/canonical_heatmaps.py --out out/heatmaps
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -27,3 +27,12 @@ def test_canonical_heatmaps(
     out = capsys.readouterr().out
     assert out.count("canonicalizes to the same tensors: True") == 2
     assert len(list(tmp_path.glob("*.png"))) == 5  # 2 MLP groups, 3 CNN groups
+
+
+def test_prune_digits(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["prune_digits.py", "--epochs", "2"])
+    runpy.run_path(str(EXAMPLES / "prune_digits.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("14,538 parameters") == 4  # every method at half the channels
+    merged = float(out.split("group by group on data: accuracy ")[1].split(",")[0])
+    assert f"saved and loaded: accuracy {merged:.3f}" in out
