@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cipm
-from cipm.data import Batches, digits, train_classifier
+from cipm.data import Batches, digits, digits_cnn, train_classifier
 from cipm.prune import Method
 
 RATIOS = (0.25, 0.5, 0.75)
@@ -188,25 +188,10 @@ def mlp() -> nn.Module:
     )
 
 
-def cnn() -> nn.Module:
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(1, 32),
-        *block(32, 64),
-        nn.MaxPool2d(2),
-        *block(64, 64),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    )
-
-
 def digits_case(name: str, image: bool, epochs: int) -> Case:
     train, test = digits(image=image)
     torch.manual_seed(0)
-    model = train_classifier(cnn() if image else mlp(), train, epochs=epochs, seed=0)
+    model = train_classifier(digits_cnn() if image else mlp(), train, epochs=epochs, seed=0)
     kind = "channels" if image else "hidden"
     layers = ["0", "3", "7"] if image else ["0", "2"]
     return Case(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cipm.errors import CipmError
 
-__all__ = ["Batches", "digits", "train_classifier"]
+__all__ = ["Batches", "digits", "digits_cnn", "train_classifier"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,6 +36,26 @@ def digits(image: bool = False, batch: int = 128, seed: int = 0) -> tuple[Batche
         return list(zip(a.split(batch), b.split(batch), strict=True))
 
     return batches(x[:split], y[:split]), batches(x[split:], y[split:])
+
+
+def digits_cnn(width: int = 32) -> torch.nn.Module:
+    """A small CNN for the (N, 1, 8, 8) digit images: three conv-BatchNorm-ReLU blocks of
+    `width`, 2 `width` and 2 `width` channels (a max-pool after the second), global average
+    pooling and a linear classifier."""
+    from torch import nn
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(1, width),
+        *block(width, 2 * width),
+        nn.MaxPool2d(2),
+        *block(2 * width, 2 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, 10),
+    )
 
 
 def train_classifier(

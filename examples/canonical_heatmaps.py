@@ -19,23 +19,13 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.data import digits, train_classifier
+from cipm.data import digits, digits_cnn, train_classifier
 
 
 def mlp() -> nn.Module:
     return nn.Sequential(
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
     )
-
-
-def cnn() -> nn.Module:
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(1, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-    )  # fmt: skip
 
 
 def same_tensors(a: nn.Module, b: nn.Module) -> bool:
@@ -82,7 +72,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     study("mlp", mlp(), image=False, epochs=args.epochs, out=args.out)
-    study("cnn", cnn(), image=True, epochs=args.epochs, out=args.out)
+    study("cnn", digits_cnn(), image=True, epochs=args.epochs, out=args.out)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.data import digits, train_classifier
-
-
-def cnn() -> nn.Module:
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(1, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-    )  # fmt: skip
+from cipm.data import digits, digits_cnn, train_classifier
 
 
 def accuracy(model: nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -43,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     train, test = digits(image=True)
     torch.manual_seed(0)
-    model = train_classifier(cnn(), train, epochs=args.epochs, seed=0)
+    model = train_classifier(digits_cnn(), train, epochs=args.epochs, seed=0)
     graph = cipm.trace(model, train[0][0])
     stats = cipm.collect(model, graph, train, progress=False)
     size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
