@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_figure", "write_text_atomic"]
+__all__ = ["save_figure", "save_model", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -41,6 +41,23 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
         os.replace(tmp, path)
     finally:
         plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` a whole model (class and weights) atomically: temporary file, rename."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    _default_mode(tmp)
+    try:
+        torch.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
     return path
 
