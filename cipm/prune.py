@@ -38,7 +38,7 @@ from cipm.resize import with_tensors
 from cipm.statistics import Statistics, unit_features
 from cipm.units import map_units, unit_matrix
 
-__all__ = ["PRUNABLE", "Method", "prune", "prune_plan"]
+__all__ = ["PRUNABLE", "GroupPlan", "Method", "prune", "prune_plan", "pruned_state"]
 
 Method = Literal["merge", "magnitude", "activation"]
 METHODS = ("merge", "magnitude", "activation")
