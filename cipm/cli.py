@@ -116,7 +116,8 @@ def _modify(args: argparse.Namespace) -> int:
     else:
         data = _batches(_load(args.data, "data"), args.batch) if args.data else None
         method: Method = args.method or ("merge" if data is not None else "magnitude")
-        stats = collect(model, graph, data) if data is not None else graph
+        needs_stats = method == "activation" and data is not None  # merge reads data itself
+        stats = collect(model, graph, data) if needs_stats else graph
         sizes = dict(_size(s) for s in args.size)
         result = prune(
             model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
