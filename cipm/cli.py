@@ -23,10 +23,12 @@ from cipm import zoo
 from cipm.canonical import canonicalize
 from cipm.collect import collect
 from cipm.errors import CipmError
+from cipm.graph import SymmetryGraph
 from cipm.io import save_model, write_text_atomic
 from cipm.modify import permute
 from cipm.plugins import list_plugins
 from cipm.prune import Method, prune
+from cipm.statistics import Statistics
 from cipm.tracer import trace
 
 __all__ = ["main"]
@@ -116,8 +118,9 @@ def _modify(args: argparse.Namespace) -> int:
     else:
         data = _batches(_load(args.data, "data"), args.batch) if args.data else None
         method: Method = args.method or ("merge" if data is not None else "magnitude")
-        needs_stats = method == "activation" and data is not None  # merge reads data itself
-        stats = collect(model, graph, data) if needs_stats else graph
+        stats: Statistics | SymmetryGraph = graph  # merge with data reads the data itself
+        if method == "activation" and data is not None:
+            stats = collect(model, graph, data)
         sizes = dict(_size(s) for s in args.size)
         result = prune(
             model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
