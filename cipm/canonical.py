@@ -2,22 +2,25 @@
 
 Each unit gets a key that depends only on its own weights as a *multiset* in every member
 tensor, so it is the same wherever any permutation of the symmetry graph moved the unit or
-its neighbours: sorting each unit's slice of a member tensor removes the order of every other
-group, and sums taken over the sorted values (a sequential scan, so bit-for-bit reproducible)
-summarize it. Units are then sorted by their keys: first by weight-path magnitude
-``||in|| * ||out||``, largest first (the standard order reads from the strongest unit down),
-then by each member's summaries in graph order. Permuted copies of a model therefore
+its neighbours: the sum, the sum of squares and the maximum of each unit's slice of a member
+tensor ignore the order of every other group, and the sums are taken exactly (values rounded
+to a fixed point 40 bits below the tensor's largest magnitude, then added as integers), so no
+order of addition can change a bit. Units are then sorted by their keys: first by weight-path
+magnitude ``||in|| * ||out||``, largest first (the standard order reads from the strongest
+unit down), then by each member's summaries in graph order. Permuted copies of a model therefore
 canonicalize to the very same tensors, and a canonical model is its own canonical form.
 
 With statistics, the primary key is the units' activation RMS (largest first), rounded to 28
 significant bits so that the last-bit noise of two runs over the same data cannot reorder
 them, and the weight keys break ties.
 
-Units whose keys tie exactly have identical weight multisets in every tensor (dead or
-duplicated units); they keep their relative order.
+Units whose keys tie exactly agree in every summary to 40 bits (dead or duplicated units, in
+practice); they keep their relative order.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -78,15 +81,24 @@ def _weight_keys(
         layout = graph.layout(m.key, m.dim)
         for occurrence in range(len(occurrences(layout, group.name)) or 1):
             cols = unit_matrix(tensors[m.key], m.dim, layout, group.name, occurrence)
-            slices = cols.to(torch.float64).T.sort(dim=1).values  # (units, values) multisets
-            total = slices.cumsum(dim=1)[:, -1]
-            square = slices.square().cumsum(dim=1)[:, -1]
-            summaries += [total, square, slices[:, -1]]
+            x = cols.to(torch.float64)
+            total, _ = _exact_sum(x)
+            square, scale = _exact_sum(x.square())
+            summaries += [total, square, x.amax(dim=0)]
             if m.consumes:
-                used += square
+                used += square.to(torch.float64) / scale
             else:
-                made += square
+                made += square.to(torch.float64) / scale
     return [-(made.sqrt() * used.sqrt()), *summaries]
+
+
+def _exact_sum(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Column sums of `x` that no order of its rows can change: every value is rounded to a
+    fixed point of 40 bits below the largest magnitude (a power-of-two scale, so the scaling
+    is exact) and the integers are summed exactly. Returns the sums and the scale."""
+    top = float(x.abs().max()) if x.numel() else 0.0
+    scale = math.ldexp(1.0, 40 - math.frexp(top)[1]) if top > 0 else 1.0
+    return torch.round(x * scale).to(torch.int64).sum(dim=0), scale
 
 
 def _round_bits(x: torch.Tensor, bits: int = 28) -> torch.Tensor:
