@@ -4,7 +4,7 @@ Each unit gets a key that depends only on its own weights as a *multiset* in eve
 tensor, so it is the same wherever any permutation of the symmetry graph moved the unit or
 its neighbours: the sum, the sum of squares and the maximum of each unit's slice of a member
 tensor ignore the order of every other group, and the sums are taken exactly (values rounded
-to a fixed point 40 bits below the tensor's largest magnitude, then added as integers), so no
+to a fixed point 36 bits below the tensor's largest magnitude, then added as integers), so no
 order of addition can change a bit. Units are then sorted by their keys: first by weight-path
 magnitude ``||in|| * ||out||``, largest first (the standard order reads from the strongest
 unit down), then by each member's summaries in graph order. Permuted copies of a model therefore
@@ -14,7 +14,7 @@ With statistics, the primary key is the units' activation RMS (largest first), r
 significant bits so that the last-bit noise of two runs over the same data cannot reorder
 them, and the weight keys break ties.
 
-Units whose keys tie exactly agree in every summary to 40 bits (dead or duplicated units, in
+Units whose keys tie exactly agree in every summary to 36 bits (dead or duplicated units, in
 practice); they keep their relative order.
 """
 
@@ -94,10 +94,10 @@ def _weight_keys(
 
 def _exact_sum(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Column sums of `x` that no order of its rows can change: every value is rounded to a
-    fixed point of 40 bits below the largest magnitude (a power-of-two scale, so the scaling
+    fixed point of 36 bits below the largest magnitude (a power-of-two scale, so the scaling
     is exact) and the integers are summed exactly. Returns the sums and the scale."""
     top = float(x.abs().max()) if x.numel() else 0.0
-    scale = math.ldexp(1.0, 40 - math.frexp(top)[1]) if top > 0 else 1.0
+    scale = math.ldexp(1.0, 36 - math.frexp(top)[1]) if top > 0 else 1.0  # 2^27 rows fit int64
     return torch.round(x * scale).to(torch.int64).sum(dim=0), scale
 
 
