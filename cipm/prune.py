@@ -21,7 +21,7 @@ reconstruction of channel-pruning methods, driven by the symmetry graph.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,15 +159,17 @@ def _merge_in_order(
 ) -> torch.nn.Module:
     """Prune group after group; each is folded on cross-moments between the original
     model's units and the partly pruned model's (see `prune`'s `data`)."""
-    batches = data if isinstance(data, Sequence) else list(data)
-    if not batches:
+    # a loader is read once per group; a one-shot iterator is kept in memory for that
+    batches = list(data) if iter(data) is data else data
+    first = next(iter(batches), None)
+    if first is None:
         raise CipmError("prune got no batches in data; it needs at least one")
     original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
     current: torch.nn.Module = model
     done: dict[str, int] = {}
     for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
         now = graph.resized(done)
-        recorder = _recorder(current, now, name, inputs(batches[0]))
+        recorder = _recorder(current, now, name, inputs(first))
         own, cross = _fold_moments(original, recorder, name, batches, inputs)
         tensors = fitted_tensors(current, now)
         out_norm = unit_features(tensors, now, now[name]).out_norm
@@ -208,7 +210,7 @@ def _fold_moments(
     original: SiteRecorder,
     current: SiteRecorder,
     name: str,
-    batches: Sequence[Any],
+    batches: Iterable[Any],
     inputs: Callable[[Any], Any],
 ) -> tuple[Moments, torch.Tensor | None]:
     """Moments of the group's units in the partly pruned model and E[z z'^T] against the

@@ -539,3 +539,15 @@ def test_merge_with_data_needs_batches() -> None:
     model, _, graph, _ = setup("mlp")
     with pytest.raises(cipm.CipmError, match="no batches"):
         cipm.prune(model, graph, ratio=0.5, data=[], progress=False)
+
+
+def test_merge_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, x, graph, _ = setup("mlp")
+    samples = torch.randn(128, x.shape[1], dtype=torch.float64, generator=torch.Generator())
+    loader = DataLoader(TensorDataset(samples), batch_size=32)
+    from_loader = cipm.prune(model, graph, ratio=0.5, data=loader, progress=False)
+    once = cipm.prune(model, graph, ratio=0.5, data=iter(samples.split(32)), progress=False)
+    for a, b in zip(from_loader.state_dict().values(), once.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
