@@ -46,3 +46,17 @@ def assert_state_equal(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@functools.cache
+def zoo_stats(name: str) -> tuple[torch.nn.Module, torch.Tensor, cipm.Statistics]:
+    """(float64 zoo model, its example input, statistics on that input and two more
+    batches), built once per test session."""
+    graph = traced(name)
+    model, x = as_double(*zoo.build(name))
+    if x.is_floating_point():
+        gen = torch.Generator().manual_seed(1)
+        loader = [x] + [torch.randn(x.shape, generator=gen).double() for _ in "ab"]
+    else:
+        loader = [x] + [zoo.build(name, seed=seed)[1] for seed in (1, 2)]
+    return model, x, cipm.collect(model, graph, loader, progress=False)

@@ -11,7 +11,7 @@ import pytest
 import test_transformers as hf
 import torch
 import torch.nn.functional as F
-from conftest import snapshot, traced
+from conftest import snapshot, zoo_stats
 from torch import nn
 
 import cipm
@@ -48,20 +48,11 @@ DEFAULT_KINDS = {"hidden", "channels", "heads"}
 @functools.cache
 def setup(name: str) -> tuple[nn.Module, object, SymmetryGraph, cipm.Statistics]:
     """(float64 model, example inputs, graph, statistics on a few batches), built once."""
-    if name in hf.MODELS:
-        model, x, graph = hf.traced(name)
-        loader = [x]
-    else:
-        graph = traced(name)
-        model, x = zoo.build(name)
-        model = model.double()
-        if x.is_floating_point():
-            gen = torch.Generator().manual_seed(1)
-            loader = [x.double()] + [torch.randn(x.shape, generator=gen).double() for _ in "ab"]
-        else:
-            loader = [x] + [zoo.build(name, seed=seed)[1] for seed in (1, 2)]
-        x = loader[0]
-    return model, x, graph, cipm.collect(model, graph, loader, progress=False)
+    if name not in hf.MODELS:
+        model, x, stats = zoo_stats(name)
+        return model, x, stats.graph, stats
+    model, x, graph = hf.traced(name)
+    return model, x, graph, cipm.collect(model, graph, [x], progress=False)
 
 
 def run(model: nn.Module, x: object) -> torch.Tensor:

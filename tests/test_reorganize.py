@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_function, traced
+from conftest import assert_same_function, zoo_stats
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -20,18 +20,9 @@ METHODS = ["spectral", "olo"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@functools.cache
 def setup(name: str) -> tuple[nn.Module, torch.Tensor, cipm.Statistics]:
     """(float64 zoo model, example input, statistics on a few batches), built once."""
-    graph = traced(name)
-    model, x = zoo.build(name)
-    model = model.double()
-    if x.is_floating_point():
-        gen = torch.Generator().manual_seed(1)
-        loader = [x.double()] + [torch.randn(x.shape, generator=gen).double() for _ in "ab"]
-    else:
-        loader = [x] + [zoo.build(name, seed=seed)[1] for seed in (1, 2)]
-    return model, loader[0], cipm.collect(model, graph, loader, progress=False)
+    return zoo_stats(name)
 
 
 # -- planted block structure ------------------------------------------------------------------
