@@ -50,6 +50,16 @@ def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
     assert target.read_text() == "{}" and len(list(tmp_path.iterdir())) == 1  # no temp left
 
 
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    from cipm.io import save_model
+
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(Exception):  # noqa: B017 (whatever pickling raises)
+        save_model(lambda: None, target)  # a lambda cannot be pickled
+    assert target.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+
+
 def saved(tmp_path: Path, name: str = "cnn_bn") -> tuple[Path, torch.nn.Module, torch.Tensor]:
     model, x = zoo.build(name)
     path = tmp_path / "model.pt"
