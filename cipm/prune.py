@@ -105,13 +105,13 @@ def prune(
             a group empty or exceeds it, a method needing statistics without them, or
             statistics made from another model.
     """
-    graph = stats.graph if isinstance(stats, Statistics) else stats
+    graph, targets = _checked(model, stats, ratio, sizes, method, kinds, data=data is not None)
     if method == "merge" and data is not None:
-        targets = _checked_targets(model, stats, ratio, sizes, method, kinds, data=True)
         pruned = _merge_in_order(model, graph, targets, data, inputs, progress)
     else:
-        plans = prune_plan(model, stats, ratio=ratio, sizes=sizes, method=method, kinds=kinds)
-        pruned = with_tensors(model, pruned_state(fitted_tensors(model, graph), graph, plans))
+        tensors = fitted_tensors(model, graph)
+        plans = _plans(tensors, stats, graph, targets, method)
+        pruned = with_tensors(model, pruned_state(tensors, graph, plans))
     if example_inputs is not None:
         _check_runs(pruned, example_inputs)
     return pruned
@@ -127,9 +127,18 @@ def prune_plan(
     kinds: tuple[GroupKind | str, ...] = PRUNABLE,
 ) -> dict[str, GroupPlan]:
     """What `prune` would do without `data`, per group that loses units (see `prune`)."""
-    targets = _checked_targets(model, stats, ratio, sizes, method, kinds, data=False)
-    graph = stats.graph if isinstance(stats, Statistics) else stats
-    tensors = fitted_tensors(model, graph)
+    graph, targets = _checked(model, stats, ratio, sizes, method, kinds, data=False)
+    return _plans(fitted_tensors(model, graph), stats, graph, targets, method)
+
+
+def _plans(
+    tensors: Mapping[str, torch.Tensor],
+    stats: Statistics | SymmetryGraph,
+    graph: SymmetryGraph,
+    targets: Mapping[str, int],
+    method: str,
+) -> dict[str, GroupPlan]:
+    """Each target group's plan, chosen from the weights (magnitude) or the statistics."""
     plans: dict[str, GroupPlan] = {}
     for name, k in targets.items():
         group = graph[name]
@@ -235,7 +244,7 @@ def _fold_moments(
     return m.b, m.cross / m.a.count + torch.outer(m.a.mean, m.b.mean)
 
 
-def _checked_targets(
+def _checked(
     model: torch.nn.Module,
     stats: Statistics | SymmetryGraph,
     ratio: float | None,
@@ -244,7 +253,8 @@ def _checked_targets(
     kinds: tuple[GroupKind | str, ...],
     *,
     data: bool,
-) -> dict[str, int]:
+) -> tuple[SymmetryGraph, dict[str, int]]:
+    """The graph and the units to keep per group, once the request is known to be sound."""
     if method not in METHODS:
         raise CipmError(f"method must be one of {METHODS}, not {method!r}")
     if isinstance(stats, Statistics):
@@ -260,7 +270,7 @@ def _checked_targets(
             )
     else:
         raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
-    return _targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
+    return graph, _targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
 
 
 def pruned_state(
