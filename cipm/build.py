@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 from cipm._nodes import module_path
@@ -32,7 +34,7 @@ def build_graph(
     params: dict[str, Axes],
     activations: list[tuple[torch.fx.Node, list[Axes | None]]],
     user_outputs: list[Axes | None],
-    consumed: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
+    consumed: Collection[tuple[str, int]] = (),
 ) -> SymmetryGraph:
     """Assemble the symmetry graph of a solved trace.
 

@@ -258,13 +258,12 @@ class SymmetryGraph:
             for g in self.groups
             if g.name not in gone
         )
+        outputs = tuple(replace(o, layout=cut(o.layout)) for o in self.outputs)
         return SymmetryGraph(
             self.model,
             groups,
             tuple(a for a in axes if a.groups()),
-            tuple(
-                replace(o, layout=cut(o.layout)) for o in self.outputs if groups_in(cut(o.layout))
-            ),
+            tuple(o for o in outputs if groups_in(o.layout)),
         )
 
     # -- JSON ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
+from cipm import zoo
 from cipm.graph import Leaf, Product, Sum
 from cipm.modify import index_map
 
@@ -75,3 +76,17 @@ def test_permutation_is_read_only_view() -> None:
     perm = cipm.Permutation(graph, source)
     source["0:hidden"][0] = 5  # mutating the input afterwards does not reach the permutation
     assert perm["0:hidden"][0] == 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20", "densenet", "encoder", "gpt"])
+def test_resized_graph_is_the_graph_of_the_pruned_model(name: str) -> None:
+    """SymmetryGraph.resized predicts, without tracing, what tracing a pruned model finds."""
+    from cipm.prune import prune_plan
+
+    graph = traced(name)
+    model, x = zoo.build(name)
+    sizes = {
+        n: len(p.keep) for n, p in prune_plan(model, graph, ratio=0.5, method="magnitude").items()
+    }
+    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    assert sizes and graph.resized(sizes) == cipm.trace(pruned, x)
