@@ -72,6 +72,11 @@ class SiteRecorder:
         self._captured = {}
         return units
 
+    def check(self, inputs: Any) -> None:
+        """Export for this input signature (cached for `run`) and check that every site is
+        there with the right shape; raises CipmError otherwise."""
+        self._program(inputs, 0)
+
     def _instrument(self, module: torch.fx.GraphModule) -> torch.fx.GraphModule:
         """Check every site exists with the right shape, and store it when computed."""
         nodes = {n.name: n for n in module.graph.nodes}

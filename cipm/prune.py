@@ -199,7 +199,7 @@ def _recorder(
     and the group found there by its members (names may shift when a group disappears)."""
     recorder = SiteRecorder(model, graph, {name: representative_site(graph[name])})  # the only site
     try:
-        recorder.run(example, 0)
+        recorder.check(example)
         return recorder
     except CipmError:
         from cipm.tracer import trace
