@@ -223,9 +223,8 @@ def cipm_resized(module: torch.nn.Module) -> None:
         module.out_features, module.in_features = module.weight.shape
     elif isinstance(module, nn.modules.conv._ConvNd):
         w = module.weight.shape
-        made = w[1] if module.transposed else w[0]
         if module.groups > 1 and module.out_channels == module.groups:  # depthwise
-            module.groups = made if module.transposed else int(w[0])
+            module.groups = int(w[0])  # one group per channel (in = out, dim 0 either way)
         g = module.groups
         channels = (w[1] * g, w[0]) if module.transposed else (w[0], w[1] * g)
         module.out_channels, module.in_channels = channels

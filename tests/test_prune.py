@@ -542,3 +542,16 @@ def test_merge_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
     once = cipm.prune(model, graph, ratio=0.5, data=iter(samples.split(32)), progress=False)
     for a, b in zip(from_loader.state_dict().values(), once.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d, nn.ConvTranspose2d])
+def test_depthwise_convs_keep_one_group_per_channel(conv: type[nn.Module]) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.ReLU(), conv(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 6, 6)
+    graph = cipm.trace(model, x)
+    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude", example_inputs=x)
+    depthwise = pruned[2]
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == 4
