@@ -3,9 +3,10 @@
 An accumulator adds batches into the count, the sum and the sum of outer products of the data
 minus a fixed shift (the first batch's mean): with the shift near the mean, the co-moment
 ``S2 - S1 S1^T / N`` read at the end does not cancel catastrophically. Products run in the
-data's dtype and are added into float64 sums every `FLUSH_SAMPLES` samples (float32 models:
-float32 products over at most 65536 samples, float64 sums; float64 models: float64
-throughout).
+data's dtype (float32 for half-precision data) and are added into float64 sums every
+`FLUSH_SAMPLES` samples (float32 models: float32 products over at most 65536 samples, float64
+sums; float64 models: float64 throughout). A group's own sum of outer products is symmetric,
+so only its lower triangle is computed: about half the work of the product.
 
 Read-out `Moments` (count, mean, co-moment) of separate shards, workers or clients merge with
 Chan et al.'s pairwise update: exact in real arithmetic, associative and stable. Activations
@@ -128,24 +129,22 @@ class MomentAccumulator:
         self.count = 0
         self.shift: torch.Tensor | None = None
         self.s1: torch.Tensor | None = None
-        self.s2: torch.Tensor | None = None
-        self._part: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None  # float64, from the first flush on
+        self._part: torch.Tensor | None = None  # lower triangle, since the last flush
         self._part_samples = 0
 
     def add(self, blocks: torch.Tensor) -> torch.Tensor:
         """Add one batch; returns its (float64) sum, so callers can check it is finite."""
-        blocks = blocks.detach()
+        blocks = _working(blocks.detach())
         pre, n, post = blocks.shape
         if self.shift is None:
             self.shift = blocks.double().mean((0, 2))
             self.s1 = torch.zeros(n, dtype=torch.float64)
-            self.s2 = torch.zeros(n, n, dtype=torch.float64)
-            self._part = torch.zeros(n, n, dtype=blocks.dtype)
         centered = blocks - self.shift.to(blocks.dtype)[:, None]
         total = centered.sum((0, 2)).double()
         self.s1 += total  # type: ignore[operator]
         if self.gram:
-            _add_gram(self._part, centered, centered)  # type: ignore[arg-type]
+            self._part = _add_own_gram(self._part, centered)
         self.count += pre * post
         self._part_samples += pre * post
         if self._part_samples >= self.FLUSH_SAMPLES:
@@ -154,16 +153,20 @@ class MomentAccumulator:
 
     def moments(self) -> Moments:
         self._flush()
-        assert self.shift is not None and self.s1 is not None and self.s2 is not None
+        assert self.shift is not None and self.s1 is not None
         mean_shifted = self.s1 / self.count
-        comoment = self.s2 - torch.outer(self.s1, mean_shifted)
+        if self.s2 is None:
+            comoment = torch.zeros(len(self.s1), len(self.s1), dtype=torch.float64)
+        else:
+            comoment = self.s2 - torch.outer(self.s1, mean_shifted)
         return Moments(self.count, self.shift + mean_shifted, comoment)
 
     def _flush(self) -> None:
-        if self._part is not None and self._part_samples:
-            self.s2 += self._part  # type: ignore[operator]
-            self._part.zero_()
-            self._part_samples = 0
+        if self._part is not None:
+            lower = self._part.tril().double()
+            full = lower + lower.tril(-1).T
+            self.s2 = full if self.s2 is None else self.s2.add_(full)
+            self._part, self._part_samples = None, 0
 
 
 class CrossAccumulator:
@@ -179,11 +182,8 @@ class CrossAccumulator:
         assert self.a.shift is not None and self.b.shift is not None
         ca = xa.detach() - self.a.shift.to(xa.dtype)[:, None]
         cb = xb.detach() - self.b.shift.to(xb.dtype)[:, None]
-        if self.cross is None:
-            self.cross = torch.zeros(xa.shape[1], xb.shape[1], dtype=torch.float64)
-        part = torch.zeros(xa.shape[1], xb.shape[1], dtype=ca.dtype)
-        _add_gram(part, ca, cb)
-        self.cross += part
+        part = _gram(_working(ca), _working(cb)).double()
+        self.cross = part if self.cross is None else self.cross.add_(part)
         return total_a, total_b
 
     def moments(self) -> CrossMoments:
@@ -203,13 +203,35 @@ def _rows(x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _add_gram(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """out += sum over samples of a b^T, for sample-aligned (pre, n, post) blocks, in place
-    (a GEMM with beta = 1: no temporary n x n product for the common matrix case)."""
+def _working(x: torch.Tensor) -> torch.Tensor:
+    """Products of half-precision activations run in float32."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _add_own_gram(out: torch.Tensor | None, x: torch.Tensor, strip: int = 256) -> torch.Tensor:
+    """`out` plus the sum over samples of x x^T for (pre, n, post) blocks (a new sum when
+    `out` is None), computed on the lower triangle only: read `out.tril()`. Strips of
+    `strip` rows, each a GEMM up to the diagonal, do a little over half the work of the
+    whole symmetric product."""
+    rows = _rows(x)
+    if rows is None and x.shape[0] != 1:
+        return _gram(x, x) if out is None else out.add_(_gram(x, x))
+    units = rows.T if rows is not None else x[0]  # (n, samples)
+    n = units.shape[0]
+    beta = 1.0
+    if out is None:  # beta = 0 ignores what torch.empty holds
+        out, beta = units.new_empty(n, n), 0.0
+    for i in range(0, n, strip):
+        j = min(i + strip, n)
+        out[i:j, :j].addmm_(units[i:j], units[:j].T, beta=beta)
+    return out
+
+
+def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The sum over samples of a b^T, for sample-aligned (pre, n, post) blocks."""
     ma, mb = _rows(a), _rows(b)
     if ma is not None and mb is not None:
-        out.addmm_(ma.T, mb)
-    elif a.shape[0] == 1:
-        out.addmm_(a[0], b[0].T)
-    else:
-        out += torch.bmm(a, b.transpose(1, 2)).sum(0)
+        return ma.T @ mb
+    if a.shape[0] == 1:
+        return a[0] @ b[0].T
+    return torch.bmm(a, b.transpose(1, 2)).sum(0)

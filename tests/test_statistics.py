@@ -11,7 +11,7 @@ from torch import nn
 
 import cipm
 from cipm import zoo
-from cipm.moments import CrossMoments, Moments
+from cipm.moments import CrossMoments, MomentAccumulator, Moments
 
 
 def batches(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -88,6 +88,46 @@ def test_moments_merge_is_exact_and_associative(sizes: list[int], shift: float, 
         assert m.count == whole.count
         torch.testing.assert_close(m.mean, whole.mean, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(m.comoment, whole.comoment, rtol=1e-10, atol=1e-10)
+
+
+@given(
+    n=st.sampled_from([1, 7, 255, 257, 600]),  # one strip, and several (256 rows each)
+    layout=st.sampled_from(["rows", "one block", "blocks"]),  # the three product paths
+    batches=st.integers(1, 4),
+    flush=st.sampled_from([1, 1 << 16]),  # fold into float64 after every batch, or at the end
+    seed=st.integers(0, 1000),
+)
+def test_accumulator_equals_direct_covariance(
+    n: int, layout: str, batches: int, flush: int, seed: int
+) -> None:
+    """The accumulator computes only the lower triangle of each batch's outer products (in
+    strips); its co-moment must still equal torch.cov of the stacked samples."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = {"rows": (9, n, 1), "one block": (1, n, 11), "blocks": (5, n, 3)}[layout]
+    blocks = [torch.randn(shape, generator=gen, dtype=torch.float64) + 3.0 for _ in range(batches)]
+    acc = MomentAccumulator()
+    acc.FLUSH_SAMPLES = flush
+    for b in blocks:
+        acc.add(b)
+    rows = torch.cat([b.movedim(1, -1).reshape(-1, n) for b in blocks])
+    m = acc.moments()
+    torch.testing.assert_close(m.mean, rows.mean(0), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m.cov, torch.cov(rows.T).reshape(n, n), rtol=1e-10, atol=1e-12)
+
+
+def test_half_precision_activations_accumulate_in_float32() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 40, generator=gen) * 0.3 + 1.0
+    m = Moments.of(x.bfloat16())
+    ref = torch.cov(x.bfloat16().double().T)  # the same bf16 values, in float64
+    torch.testing.assert_close(m.cov, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_only_accumulator_reads_zero_comoment() -> None:
+    acc = MomentAccumulator(gram=False)
+    acc.add(torch.randn(10, 3, 1, dtype=torch.float64) + 5.0)
+    acc.add(torch.randn(10, 3, 1, dtype=torch.float64) - 5.0)
+    assert torch.equal(acc.moments().comoment, torch.zeros(3, 3, dtype=torch.float64))
 
 
 def test_merged_shards_equal_the_whole() -> None:
