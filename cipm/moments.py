@@ -129,7 +129,7 @@ class MomentAccumulator:
         self.count = 0
         self.shift: torch.Tensor | None = None
         self.s1: torch.Tensor | None = None
-        self.s2: torch.Tensor | None = None  # float64, from the first flush on
+        self.s2: torch.Tensor | None = None  # float64 lower triangle, from the first flush on
         self._part: torch.Tensor | None = None  # lower triangle, since the last flush
         self._part_samples = 0
 
@@ -157,15 +157,16 @@ class MomentAccumulator:
         mean_shifted = self.s1 / self.count
         if self.s2 is None:
             comoment = torch.zeros(len(self.s1), len(self.s1), dtype=torch.float64)
-        else:
-            comoment = self.s2 - torch.outer(self.s1, mean_shifted)
+        else:  # the whole symmetric matrix from its lower triangle, minus S1 S1^T / N
+            comoment = self.s2 + self.s2.T
+            comoment.diagonal().sub_(self.s2.diagonal())
+            comoment.addr_(self.s1, mean_shifted, alpha=-1)
         return Moments(self.count, self.shift + mean_shifted, comoment)
 
     def _flush(self) -> None:
         if self._part is not None:
-            lower = self._part.tril().double()
-            full = lower + lower.tril(-1).T
-            self.s2 = full if self.s2 is None else self.s2.add_(full)
+            lower = self._part.tril_()  # in place: no n x n temporaries
+            self.s2 = lower.double() if self.s2 is None else self.s2.add_(lower)
             self._part, self._part_samples = None, 0
 
 
