@@ -98,28 +98,45 @@ def compare(
         rows.append(row("rebasin (PyPI)", t, b_copy))
     except Exception as e:  # report, don't hide: a peer that fails on a model is a result
         rows.append((name, f"rebasin failed: {type(e).__name__}", float("nan"), None, None))
-    total, solve, solves = solve_share(a, b, graph)
+    total, solve, moved = solve_share(a, b, graph)
     peer = next(r[2] for r in rows if "rebasin" in r[1])
-    return rows, (name, total, solve, solves, peer)
+    return rows, (name, total, solve, moved, peer, sweeps(a, b, graph, test_data))
 
 
-def solve_share(a: nn.Module, b: nn.Module, graph: cipm.SymmetryGraph) -> tuple[float, float, int]:
-    """(total seconds, seconds in linear_sum_assignment, number of solves) of weight
+def solve_share(
+    a: nn.Module, b: nn.Module, graph: cipm.SymmetryGraph
+) -> tuple[float, float, list[int]]:
+    """(total seconds, seconds in linear_sum_assignment, units each solve moved) of weight
     matching B to A."""
     solve = matching.linear_sum_assignment
-    spent, solves = [0.0], [0]
+    spent, moved = [0.0], []
 
     def timed_solve(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        try:
-            return solve(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - start
-            solves[0] += 1
+        rows, cols = solve(*args, **kwargs)
+        spent[0] += time.perf_counter() - start
+        moved.append(int((cols != rows).sum()))
+        return rows, cols
 
     with mock.patch.object(matching, "linear_sum_assignment", timed_solve):
         total, _ = timed(lambda: cipm.align(b, a, graph, restarts=1))
-    return total, spent[0], solves[0]
+    return total, spent[0], moved
+
+
+def sweeps(
+    a: nn.Module, b: nn.Module, graph: cipm.SymmetryGraph, test: Batches
+) -> list[tuple[str, float, float, float]]:
+    """Weight matching stopped after 1-5 sweeps and at its fixed point: (sweeps, matched
+    weights sum_W <W_A, P(W_B)>, loss barrier, error barrier)."""
+    out = []
+    for limit in (1, 2, 3, 4, 5, 100):
+        aligned = cipm.permute(b, cipm.align(b, a, graph, max_sweeps=limit))
+        state_b = aligned.state_dict()
+        match = sum(float((w * state_b[k]).sum()) for k, w in a.state_dict().items())
+        curve = cipm.barrier(a, aligned, test)
+        label = str(limit) if limit < 100 else "fixed point"
+        out.append((label, match, curve.loss_barrier, curve.error_barrier))
+    return out
 
 
 def perturbed_copy(model: nn.Module, graph: cipm.SymmetryGraph) -> nn.Module:
@@ -158,10 +175,10 @@ def main() -> None:
         "not B's)."
     )
     print("\nweight matching, where the time goes:")
-    for name, total, solve, solves, peer in (mlp_floor, cnn_floor):
+    for name, total, solve, moved, peer, _ in (mlp_floor, cnn_floor):
         print(
-            f"  {name:24s} total {total:6.3f} s  {solves:3d} assignment solves {solve:6.3f} s "
-            f"({solve / total:.0%}, {solve / solves * 1e3:.1f} ms each)  rebasin / 10 = "
+            f"  {name:24s} total {total:6.3f} s  {len(moved):4d} assignment solves {solve:6.3f} s "
+            f"({solve / total:.0%}, {solve / len(moved) * 1e3:.1f} ms each)  rebasin / 10 = "
             f"{peer / 10:.3f} s"
         )
     wide = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 10))
@@ -170,11 +187,18 @@ def main() -> None:
         ("BERT-base-sized encoder", *zoo.build("bert_base")),
     ):
         graph = cipm.trace(model, x)
-        total, solve, solves = solve_share(model, perturbed_copy(model, graph), graph)
+        total, solve, moved = solve_share(model, perturbed_copy(model, graph), graph)
         print(
-            f"  {label:24s} total {total:6.3f} s  {solves:3d} assignment solves {solve:6.3f} s "
+            f"  {label:24s} total {total:6.3f} s  {len(moved):4d} assignment solves {solve:6.3f} s "
             f"({solve / total:.0%}), {len(graph)} groups"
         )
+    name, _, _, moved, _, table = mlp_floor
+    print(f"\n{name}: units each solve moved, in order: {' '.join(map(str, moved))}")
+    print(
+        f"stopped after k sweeps: {'sweeps':>11s}  {'matched weights':>15s}  loss / error barrier"
+    )
+    for label, match, loss, error in table:
+        print(f"{'':23s} {label:>11s}  {match:15.4f}  {loss:.4f} / {error:.2%}")
 
 
 if __name__ == "__main__":
