@@ -92,6 +92,7 @@ def build_graph(
                     str(node.target),
                     dim,
                     None if isinstance(tree, Leaf) else _rename(tree, names),
+                    _samples(node, dim),
                 )
                 for node, dim, tree in seen[root]
             ),
@@ -134,3 +135,11 @@ def _rename(layout: Layout, names: dict[str, str]) -> Layout:
     if isinstance(layout, Product):
         return Product(tuple(_rename(f, names) for f in layout.factors))
     return Sum(tuple(_rename(p, names) for p in layout.parts))
+
+
+def _samples(node: torch.fx.Node, dim: int) -> int:
+    """Samples per unit an activation holds: its elements over the size of `dim`."""
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor) or not val.shape[dim]:
+        return 0
+    return val.numel() // val.shape[dim]

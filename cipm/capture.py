@@ -21,12 +21,14 @@ __all__ = ["SiteRecorder", "representative_site"]
 
 
 def representative_site(group: PermGroup) -> Site:
-    """The activation that stands for a group's units: the last one in the graph where the
-    group fills a whole dimension (after the nonlinearity for hidden units and channels, the
-    stream where it is last read for a residual stream, the per-head output for heads), or
-    the last site at all when the group only ever appears inside a larger dimension."""
-    whole = [s for s in group.sites if s.layout is None]
-    return (whole or list(group.sites))[-1]
+    """The activation that stands for a group's units: of the activations where the group
+    fills a whole dimension and that hold the most samples per unit, the last in the graph
+    (after the nonlinearity for hidden units and channels, but before pooling; the residual
+    stream where it is last read at every position; the per-head output for heads), or the
+    last site at all when the group only ever appears inside a larger dimension."""
+    candidates = [s for s in group.sites if s.layout is None] or list(group.sites)
+    most = max(s.samples for s in candidates)
+    return [s for s in candidates if s.samples == most][-1]
 
 
 class SiteRecorder:

@@ -145,6 +145,9 @@ class Site:
     op: str
     dim: int
     layout: Layout | None = None
+    # samples per unit the activation held when traced (0: not known); they rank a group's
+    # sites, which is all they are for, so they stay out of equality (`resized` keeps them)
+    samples: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -356,7 +359,14 @@ def _group_to_dict(g: PermGroup) -> dict[str, Any]:
         "within": g.within,
         "members": [[m.key, m.dim, m.unit, m.consumes] for m in g.members],
         "sites": [
-            [s.node, s.module, s.op, s.dim, _layout_to_dict(s.layout) if s.layout else None]
+            [
+                s.node,
+                s.module,
+                s.op,
+                s.dim,
+                _layout_to_dict(s.layout) if s.layout else None,
+                s.samples,
+            ]
             for s in g.sites
         ],
     }
@@ -369,8 +379,9 @@ def _group_from_dict(d: dict[str, Any]) -> PermGroup:
         kind=GroupKind(d["kind"]),
         members=tuple(Member(k, int(dim), int(u), bool(c)) for k, dim, u, c in d["members"]),
         sites=tuple(
-            Site(n, m, o, int(dim), _layout_from_dict(lay) if lay else None)
-            for n, m, o, dim, lay in d["sites"]
+            Site(n, m, o, int(dim), _layout_from_dict(lay) if lay else None, int(samples))
+            for n, m, o, dim, lay, *rest in d["sites"]
+            for samples in (rest[0] if rest else 0,)
         ),
         within=d.get("within"),
     )

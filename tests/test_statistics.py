@@ -11,6 +11,7 @@ from torch import nn
 
 import cipm
 from cipm import zoo
+from cipm.capture import SiteRecorder, representative_site
 from cipm.moments import CrossMoments, MomentAccumulator, Moments
 
 
@@ -67,6 +68,24 @@ def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:
     torch.testing.assert_close(s.cov, cov, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(s.corr, corr, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(s.std, cov.diagonal().sqrt(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "vgg", "mobilenet", "encoder", "transformer_pre_norm"])
+def test_each_group_is_observed_where_it_has_the_most_samples(name: str) -> None:
+    """Pooling, strided convs and token selection cut samples: a group's statistics come from
+    its activation with the most samples per unit (the last such one), as measured by running
+    the model with each candidate site observed in turn."""
+    model, x = zoo.build(name)
+    graph = traced(name)
+    for group in graph:
+        whole = [s for s in group.sites if s.layout is None] or list(group.sites)
+        counts = []
+        for site in whole:
+            blocks = SiteRecorder(model, graph, {group.name: site}).run(x, 0)[group.name]
+            counts.append(blocks.shape[0] * blocks.shape[2])
+        chosen = whole.index(representative_site(group))
+        assert counts[chosen] == max(counts), (group.name, counts)
+        assert max(counts[chosen + 1 :], default=0) < counts[chosen], (group.name, counts)
 
 
 @given(
