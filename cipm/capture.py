@@ -14,21 +14,27 @@ import torch
 
 from cipm._export import as_args, export
 from cipm.errors import CipmError, TraceError
-from cipm.graph import PermGroup, Site, SymmetryGraph
+from cipm.graph import GroupKind, PermGroup, Site, SymmetryGraph
 from cipm.units import unit_blocks
 
 __all__ = ["SiteRecorder", "representative_site"]
 
 
 def representative_site(group: PermGroup) -> Site:
-    """The activation that stands for a group's units: of the activations where the group
-    fills a whole dimension and that hold the most samples per unit, the last in the graph
-    (after the nonlinearity for hidden units and channels, but before pooling; the residual
-    stream where it is last read at every position; the per-head output for heads), or the
-    last site at all when the group only ever appears inside a larger dimension."""
-    candidates = [s for s in group.sites if s.layout is None] or list(group.sites)
-    most = max(s.samples for s in candidates)
-    return [s for s in candidates if s.samples == most][-1]
+    """The activation that stands for a group's units, among those where it fills a whole
+    dimension: the last one in the graph, which is what the group's consumer reads (after the
+    nonlinearity for hidden units, after any pooling for channels, the per-head output for
+    heads). A residual stream is read by many layers at every position, so it is the last of
+    those with the most samples per unit (after the final norm, not a pooled or [CLS]
+    vector that only the classifier reads). The last site at all when the group never fills
+    a dimension."""
+    whole = [s for s in group.sites if s.layout is None]
+    if not whole:
+        return group.sites[-1]
+    if group.kind is GroupKind.RESIDUAL:
+        most = max(s.samples for s in whole)
+        whole = [s for s in whole if s.samples == most]
+    return whole[-1]
 
 
 class SiteRecorder:

@@ -70,22 +70,44 @@ def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:
     torch.testing.assert_close(s.std, cov.diagonal().sqrt(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["cnn_bn", "vgg", "mobilenet", "encoder", "transformer_pre_norm"])
-def test_each_group_is_observed_where_it_has_the_most_samples(name: str) -> None:
-    """Pooling, strided convs and token selection cut samples: a group's statistics come from
-    its activation with the most samples per unit (the last such one), as measured by running
-    the model with each candidate site observed in turn."""
+def _samples_at_each_site(name: str, group: str) -> tuple[list[int], int]:
+    """Samples per unit at each whole-dimension site of a group, measured by running the
+    model with that site observed, and the index of the representative site."""
     model, x = zoo.build(name)
     graph = traced(name)
-    for group in graph:
-        whole = [s for s in group.sites if s.layout is None] or list(group.sites)
-        counts = []
-        for site in whole:
-            blocks = SiteRecorder(model, graph, {group.name: site}).run(x, 0)[group.name]
-            counts.append(blocks.shape[0] * blocks.shape[2])
-        chosen = whole.index(representative_site(group))
-        assert counts[chosen] == max(counts), (group.name, counts)
-        assert max(counts[chosen + 1 :], default=0) < counts[chosen], (group.name, counts)
+    whole = [s for s in graph[group].sites if s.layout is None]
+    counts = []
+    for site in whole:
+        blocks = SiteRecorder(model, graph, {group: site}).run(x, 0)[group]
+        counts.append(blocks.shape[0] * blocks.shape[2])
+    return counts, whole.index(representative_site(graph[group]))
+
+
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [
+        ("encoder", "tok:residual"),  # last read: the [CLS] vector (select)
+        ("transformer_pre_norm", "embed:residual"),  # last read: the mean over tokens
+        ("resnet20", "layer3.0.conv2.0:residual"),  # last read: the global average pool
+    ],
+)
+def test_residual_stream_is_observed_at_every_position(name: str, group: str) -> None:
+    """A residual stream is read by every layer at every position: its site is the last one
+    with the most samples per unit, not the pooled or selected vector the classifier reads."""
+    counts, chosen = _samples_at_each_site(name, group)
+    assert counts[chosen] == max(counts) > min(counts), counts
+    assert all(c < counts[chosen] for c in counts[chosen + 1 :]), counts
+
+
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [("cnn_bn", "2.0:channels"), ("vgg", "0:channels"), ("mobilenet", "8.0:channels")],
+)
+def test_chain_groups_are_observed_where_their_consumer_reads_them(name: str, group: str) -> None:
+    """Channels that feed a pool are observed after it (fewer samples, but what the next layer
+    reads, which least-squares folds when pruning need): the last whole-dimension site."""
+    counts, chosen = _samples_at_each_site(name, group)
+    assert chosen == len(counts) - 1 and counts[chosen] < max(counts), counts
 
 
 @given(
