@@ -372,16 +372,18 @@ def _group_to_dict(g: PermGroup) -> dict[str, Any]:
     }
 
 
+def _site_from_list(entry: list[Any]) -> Site:
+    node, module, op, dim, layout, *rest = entry  # graphs written before `samples` lack it
+    lay = _layout_from_dict(layout) if layout else None
+    return Site(node, module, op, int(dim), lay, int(rest[0]) if rest else 0)
+
+
 def _group_from_dict(d: dict[str, Any]) -> PermGroup:
     return PermGroup(
         name=d["name"],
         size=int(d["size"]),
         kind=GroupKind(d["kind"]),
         members=tuple(Member(k, int(dim), int(u), bool(c)) for k, dim, u, c in d["members"]),
-        sites=tuple(
-            Site(n, m, o, int(dim), _layout_from_dict(lay) if lay else None, int(samples))
-            for n, m, o, dim, lay, *rest in d["sites"]
-            for samples in (rest[0] if rest else 0,)
-        ),
+        sites=tuple(_site_from_list(entry) for entry in d["sites"]),
         within=d.get("within"),
     )

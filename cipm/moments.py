@@ -167,7 +167,8 @@ class MomentAccumulator:
         if self._part is not None:
             lower = self._part.tril_()  # in place: no n x n temporaries
             self.s2 = lower.double() if self.s2 is None else self.s2.add_(lower)
-            self._part, self._part_samples = None, 0
+            self._part = None
+        self._part_samples = 0
 
 
 class CrossAccumulator:
