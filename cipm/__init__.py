@@ -1,7 +1,7 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
 from cipm.align import align, align_many
-from cipm.barrier import BarrierCurve, barrier
+from cipm.barrier import BarrierCurve, barrier, plot_barriers
 from cipm.canonical import canonical_permutation, canonicalize
 from cipm.collect import collect, collect_cross
 from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
@@ -66,6 +66,7 @@ __all__ = [
     "network_graph",
     "partition",
     "permute",
+    "plot_barriers",
     "plot_correlation",
     "prune",
     "reorganize",

@@ -8,7 +8,7 @@ and the error barrier the same for the error rate.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from cipm._export import as_args
 from cipm.errors import CipmError
-from cipm.io import save_figure
+from cipm.io import pyplot, save_figure
 from cipm.merge import interpolate
 
-__all__ = ["BarrierCurve", "barrier"]
+__all__ = ["BarrierCurve", "barrier", "plot_barriers"]
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,12 +55,7 @@ class BarrierCurve:
 
     def plot(self, path: str | os.PathLike[str], title: str = "") -> Path:
         """Write loss and error against alpha as a PNG (atomically)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9, 3.5))
+        fig, (ax_loss, ax_err) = pyplot().subplots(1, 2, figsize=(9, 3.5))
         ax_loss.plot(self.alphas, self.losses, marker="o")
         ax_loss.set(xlabel="alpha (A = 0, B = 1)", ylabel="loss", title="loss")
         ax_err.plot(self.alphas, [100 * e for e in self.errors], marker="o", color="tab:red")
@@ -68,6 +63,32 @@ class BarrierCurve:
         fig.suptitle(title or f"loss barrier {self.loss_barrier:.3f}")
         fig.tight_layout()
         return save_figure(fig, path, dpi=120)
+
+
+def plot_barriers(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    xlabel: str,
+    title: str = "",
+    ylabel: str = "test loss barrier",
+    log_x: bool = False,
+) -> Path:
+    """Barriers of several alignments against one swept quantity (training epochs, pruning
+    level, width): a line per series, written as a PNG (atomically). With `log_x`, the x
+    axis is logarithmic and ticked at the values of `x`."""
+    fig, ax = pyplot().subplots(figsize=(5.2, 3.6))
+    for label, values in series.items():
+        ax.plot(x, values, marker="o", ms=3, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def barrier(

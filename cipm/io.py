@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_figure", "save_model", "write_text_atomic"]
+__all__ = ["pyplot", "save_figure", "save_model", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -18,6 +18,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend: figures for files, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:

@@ -27,7 +27,7 @@ import torch
 
 from cipm.errors import CipmError
 from cipm.graph import Layout, Leaf, Product, SymmetryGraph
-from cipm.io import save_figure
+from cipm.io import pyplot, save_figure
 from cipm.modify import fitted_tensors
 from cipm.permutation import Permutation
 from cipm.statistics import Statistics
@@ -272,11 +272,7 @@ def plot_correlation(
             units as they are and, beside them, in this order. Default: as they are only.
         title: figure title (default: the group's name).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     corr = stats[group].corr
     panels: list[tuple[str, torch.Tensor, tuple[range, ...]]] = [
         ("as is", torch.arange(corr.shape[0]), ())

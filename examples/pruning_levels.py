@@ -21,7 +21,6 @@ from torch import nn
 import cipm
 from cipm import zoo
 from cipm.data import digits, train_classifier
-from cipm.io import save_figure
 
 
 def masked_training(
@@ -80,29 +79,16 @@ def main() -> None:
     print(f"{'level':>5s}  {'sparsity':>8s}  {'unaligned':>9s}  {'final P':>9s}  {'own P':>9s}")
     for level, sparsity, *barriers in rows:
         print(f"{level:5d}  {sparsity:8.0%}  " + "  ".join(f"{v:9.4f}" for v in barriers))
-    plot(rows, args.out)
-    print(f"\nwrote {args.out}")
-
-
-def plot(rows: list[tuple], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    sparsity = [100 * r[1] for r in rows]
     labels = ("unaligned", "sparsest level's permutation", "each level's own permutation")
-    for i, label in enumerate(labels):
-        ax.plot(sparsity, [r[2 + i] for r in rows], marker="o", ms=3, label=label)
-    ax.set(
+    cipm.plot_barriers(
+        [100 * r[1] for r in rows],
+        {label: [r[2 + i] for r in rows] for i, label in enumerate(labels)},
+        args.out,
         xlabel="weights pruned (%)",
         ylabel="test loss barrier A-B",
         title="pruning levels on digits (3x256 MLP)",
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from torch import nn
 import cipm
 from cipm import zoo
 from cipm.data import digits, train_classifier
-from cipm.io import save_figure
+from cipm.io import pyplot, save_figure
 from cipm.zoo import BasicBlock
 
 
@@ -103,12 +103,7 @@ def main() -> None:
 
 
 def plot(results: dict[str, dict[str, cipm.BarrierCurve]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
+    fig, axes = pyplot().subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
     for ax, (name, curves) in zip(axes, results.items(), strict=True):
         for method, curve in curves.items():
             ax.plot(curve.alphas, curve.losses, marker="o", ms=3, label=method)

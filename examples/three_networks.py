@@ -19,7 +19,6 @@ from torch import nn
 import cipm
 from cipm import zoo
 from cipm.data import digits, train_classifier
-from cipm.io import save_figure
 
 BASE = 32
 
@@ -42,12 +41,7 @@ def main() -> None:
     rows = []
     for factor in (1, 2, 4, 8):
         width = BASE * factor
-        a, b, c = (
-            train_classifier(
-                (torch.manual_seed(s), mlp(width))[1], train, epochs=args.epochs, seed=s
-            )
-            for s in (1, 2, 3)
-        )
+        a, b, c = (trained(width, train, args.epochs, seed) for seed in (1, 2, 3))
         graph = cipm.trace(a, train[0][0])
         direct = cipm.permute(b, cipm.align(b, a, graph))
         indirect = cipm.permute(b, cipm.align(b, a, graph, via=c))
@@ -56,31 +50,17 @@ def main() -> None:
     print(f"{'width':>9s}  {'unaligned':>9s}  {'direct':>9s}  {'via C':>9s}")
     for factor, width, *barriers in rows:
         print(f"{width:5d} ({factor}x)  " + "  ".join(f"{v:9.4f}" for v in barriers))
-    plot(rows, args.out)
-    print(f"\nwrote {args.out}")
-
-
-def plot(rows: list[tuple], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    widths = [r[1] for r in rows]
-    for i, label in enumerate(("unaligned", "aligned directly", "aligned through C")):
-        ax.plot(widths, [r[2 + i] for r in rows], marker="o", label=label)
-    ax.set(
-        xscale="log",
+    labels = ("unaligned", "aligned directly", "aligned through C")
+    cipm.plot_barriers(
+        [r[1] for r in rows],
+        {label: [r[2 + i] for r in rows] for i, label in enumerate(labels)},
+        args.out,
         xlabel="hidden width",
         ylabel="test loss barrier A-B",
         title="three networks on digits (3-layer MLP)",
+        log_x=True,
     )
-    ax.minorticks_off()
-    ax.set_xticks(widths, [str(w) for w in widths])
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from torch import nn
 import cipm
 from cipm import zoo
 from cipm.data import digits, train_classifier
-from cipm.io import save_figure
 
 
 def mlp() -> nn.Module:
@@ -59,29 +58,16 @@ def main() -> None:
     print(f"{'epoch':>5s}  {'unaligned':>9s}  {'final P':>9s}  {'own P':>9s}")
     for epoch, *barriers in rows:
         print(f"{epoch:5d}  " + "  ".join(f"{v:9.4f}" for v in barriers))
-    plot(rows, args.out)
-    print(f"\nwrote {args.out}")
-
-
-def plot(rows: list[tuple], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    epochs = [r[0] for r in rows]
     labels = ("unaligned", "final permutation (found at the end)", "each epoch's own permutation")
-    for i, label in enumerate(labels):
-        ax.plot(epochs, [r[1 + i] for r in rows], marker="o", ms=3, label=label)
-    ax.set(
+    cipm.plot_barriers(
+        [r[0] for r in rows],
+        {label: [r[1 + i] for r in rows] for i, label in enumerate(labels)},
+        args.out,
         xlabel="epoch",
         ylabel="test loss barrier A_t-B_t",
         title="trajectories on digits (3x256 MLP)",
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

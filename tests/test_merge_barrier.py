@@ -61,6 +61,17 @@ def test_barrier_of_a_model_with_itself_is_zero(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_barriers_writes_a_png_and_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.png"
+    series = {"unaligned": [1.0, 0.8, 0.5], "aligned": [0.3, 0.1, 0.0]}
+    out = cipm.plot_barriers([32, 64, 128], series, path, xlabel="width", log_x=True)
+    assert out == path and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = path.read_bytes()
+    with pytest.raises(ValueError):  # a series of the wrong length: matplotlib refuses it
+        cipm.plot_barriers([32, 64, 128], {"short": [1.0]}, path, xlabel="width")
+    assert path.read_bytes() == before
+
+
 def test_barrier_between_aligned_permuted_copy_is_zero() -> None:
     graph = traced("resnet20")
     model = zoo.build("resnet20")[0].double()
