@@ -135,6 +135,10 @@ class MomentAccumulator:
 
     def add(self, blocks: torch.Tensor) -> torch.Tensor:
         """Add one batch; returns its (float64) sum, so callers can check it is finite."""
+        return self._add(blocks)[0]
+
+    def _add(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`add`, also returning the batch minus the shift (cross moments multiply it)."""
         blocks = _working(blocks.detach())
         pre, n, post = blocks.shape
         if self.shift is None:
@@ -149,7 +153,7 @@ class MomentAccumulator:
         self._part_samples += pre * post
         if self._part_samples >= self.FLUSH_SAMPLES:
             self._flush()
-        return total
+        return total, centered
 
     def moments(self) -> Moments:
         self._flush()
@@ -180,11 +184,8 @@ class CrossAccumulator:
         self.cross: torch.Tensor | None = None
 
     def add(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total_a, total_b = self.a.add(xa), self.b.add(xb)
-        assert self.a.shift is not None and self.b.shift is not None
-        ca = xa.detach() - self.a.shift.to(xa.dtype)[:, None]
-        cb = xb.detach() - self.b.shift.to(xb.dtype)[:, None]
-        part = _gram(_working(ca), _working(cb)).double()
+        (total_a, ca), (total_b, cb) = self.a._add(xa), self.b._add(xb)
+        part = _gram(ca, cb).double()
         self.cross = part if self.cross is None else self.cross.add_(part)
         return total_a, total_b
 
