@@ -15,7 +15,7 @@ import copy
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from unittest import mock
 
 import torch
@@ -58,11 +58,22 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, out
 
 
+class TimeSpent(NamedTuple):
+    """Where weight matching's time goes on one trained pair."""
+
+    model: str
+    total: float  # seconds of cipm.align
+    solve: float  # of which in linear_sum_assignment
+    moved: list[int]  # units each solve moved, in order
+    rebasin: float  # rebasin's seconds on the same pair
+    sweeps: list[tuple[str, float, float, float, float]]  # see `sweeps`
+
+
 def compare(
     name: str, make: Callable[[], nn.Module], image: bool, epochs: int
-) -> tuple[list[tuple], tuple]:
+) -> tuple[list[tuple], TimeSpent]:
     """Rows of (model, method, seconds, barrier curve, how far B's outputs moved), and where
-    weight matching's time goes (model, total, in solves, solves, rebasin's time)."""
+    weight matching's time goes."""
     train_data, test_data = digits(image)
     a = train(make, train_data, 1, epochs)
     b = train(make, train_data, 2, epochs)
@@ -100,7 +111,7 @@ def compare(
         rows.append((name, f"rebasin failed: {type(e).__name__}", float("nan"), None, None))
     total, solve, moved = solve_share(a, b, graph)
     peer = next(r[2] for r in rows if "rebasin" in r[1])
-    return rows, (name, total, solve, moved, peer, sweeps(a, b, graph, test_data))
+    return rows, TimeSpent(name, total, solve, moved, peer, sweeps(a, b, graph, test_data))
 
 
 def solve_share(
@@ -155,8 +166,8 @@ def perturbed_copy(model: nn.Module, graph: cipm.SymmetryGraph) -> nn.Module:
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    mlp_rows, mlp_floor = compare("digits MLP 3x512", mlp, image=False, epochs=20)
-    cnn_rows, cnn_floor = compare("digits CNN", cnn, image=True, epochs=10)
+    mlp_rows, mlp_time = compare("digits MLP 3x512", mlp, image=False, epochs=20)
+    cnn_rows, cnn_time = compare("digits CNN", cnn, image=True, epochs=10)
     rows = mlp_rows + cnn_rows
     print(
         f"{'model':18s}  {'method':26s}  {'time s':>7s}  {'loss barrier':>12s}  "
@@ -180,11 +191,11 @@ def main() -> None:
         "not B's)."
     )
     print("\nweight matching, where the time goes:")
-    for name, total, solve, moved, peer, _ in (mlp_floor, cnn_floor):
+    for t in (mlp_time, cnn_time):
         print(
-            f"  {name:24s} total {total:6.3f} s  {len(moved):4d} assignment solves {solve:6.3f} s "
-            f"({solve / total:.0%}, {solve / len(moved) * 1e3:.1f} ms each)  rebasin / 10 = "
-            f"{peer / 10:.3f} s"
+            f"  {t.model:24s} total {t.total:6.3f} s  {len(t.moved):4d} assignment solves "
+            f"{t.solve:6.3f} s ({t.solve / t.total:.0%}, {t.solve / len(t.moved) * 1e3:.1f} ms "
+            f"each)  rebasin / 10 = {t.rebasin / 10:.3f} s"
         )
     wide = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 10))
     for label, model, x in (
@@ -197,13 +208,13 @@ def main() -> None:
             f"  {label:24s} total {total:6.3f} s  {len(moved):4d} assignment solves {solve:6.3f} s "
             f"({solve / total:.0%}), {len(graph)} groups"
         )
-    name, _, _, moved, _, table = mlp_floor
-    print(f"\n{name}: units each solve moved, in order: {' '.join(map(str, moved))}")
+    moved = " ".join(map(str, mlp_time.moved))
+    print(f"\n{mlp_time.model}: units each solve moved, in order: {moved}")
     print(
         f"stopped after: {'sweeps':>20s}  {'time s':>7s}  {'matched weights':>15s}  "
         "loss / error barrier"
     )
-    for label, seconds, match, loss, error in table:
+    for label, seconds, match, loss, error in mlp_time.sweeps:
         print(f"{'':23s} {label:>11s}  {seconds:7.3f}  {match:15.4f}  {loss:.4f} / {error:.2%}")
 
 
