@@ -220,7 +220,8 @@ def _min_ncut(a: torch.Tensor, k: int) -> tuple[list[int], float]:
         s = starts[: max(end - least + 1, 0)]
         within = prefix[end, end] - prefix[s, end] - prefix[end, s] + prefix[s, s]
         volume = degree[end] - degree[s]
-        return torch.where(volume > 0, (volume - within) / volume.clamp_min(1e-300), 0.0)
+        leaving = (volume - within).clamp_min(0.0)  # >= 0 exactly; rounding can dip below
+        return torch.where(volume > 0, leaving / volume.clamp_min(1e-300), 0.0)
 
     inf = float("inf")
     best = torch.full((k + 1, n + 1), inf, dtype=torch.float64)
