@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 import cipm
-import cipm.matching as matching
-from cipm import zoo
-from cipm.data import Batches, digits, train_classifier
+import cipm.alignment.weight as matching
+from cipm.testing import zoo
+from cipm.testing.data import Batches, digits, train_classifier
 
 T = TypeVar("T")
 

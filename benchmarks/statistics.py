@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 import cipm
-from cipm import zoo
-from cipm.capture import SiteRecorder
-from cipm.moments import _add_own_gram
+from cipm.statistics.capture import SiteRecorder
+from cipm.statistics.moments import _add_own_gram
+from cipm.testing import zoo
 
 Batches = list[torch.Tensor]
 

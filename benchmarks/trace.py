@@ -19,8 +19,8 @@ from unittest import mock
 import torch
 
 import cipm
-import cipm.tracer
-from cipm import zoo
+import cipm.discovery.tracer
+from cipm.testing import zoo
 
 TARGET_S = 3.0
 
@@ -39,7 +39,7 @@ def timed_trace(
         finally:
             spent.append(time.perf_counter() - t)
 
-    with mock.patch.object(cipm.tracer.torch.export, "export", timed_export):
+    with mock.patch.object(cipm.discovery.tracer.torch.export, "export", timed_export):
         start = time.perf_counter()
         graph = cipm.trace(model, x, outputs=outputs)  # type: ignore[arg-type]
         total = time.perf_counter() - start

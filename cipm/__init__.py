@@ -1,10 +1,7 @@
 """cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
 
-from cipm.align import align, align_many
-from cipm.barrier import BarrierCurve, barrier, plot_barriers
-from cipm.canonical import canonical_permutation, canonicalize
-from cipm.collect import collect, collect_cross
-from cipm.corrgraph import bipartite_graph, correlation_graph, network_graph
+from cipm.alignment.dispatch import align, align_many
+from cipm.discovery.tracer import trace
 from cipm.errors import (
     CipmError,
     CipmWarning,
@@ -14,17 +11,20 @@ from cipm.errors import (
     TraceError,
     UnsupportedOpError,
 )
-from cipm.graph import GroupKind, Member, PermGroup, Site, SymmetryGraph, TensorAxis
-from cipm.hookspecs import hookimpl
-from cipm.merge import interpolate, merge, reset_batchnorm
-from cipm.modify import permute
-from cipm.permutation import Permutation
-from cipm.plugins import get_plugin_manager, list_plugins
-from cipm.prune import prune
-from cipm.reorganize import Partition, diagonality, partition, plot_correlation, reorganize
-from cipm.repair import repair
-from cipm.statistics import CrossStatistics, GroupStatistics, Statistics
-from cipm.tracer import trace
+from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import GroupKind, Member, PermGroup, Site, SymmetryGraph, TensorAxis
+from cipm.hooks.hookspecs import hookimpl
+from cipm.hooks.manager import get_plugin_manager, list_plugins
+from cipm.merging.average import interpolate, merge, reset_batchnorm
+from cipm.merging.connectivity import BarrierCurve, barrier, plot_barriers
+from cipm.merging.renormalize import repair
+from cipm.ordering.canonical import canonical_permutation, canonicalize
+from cipm.ordering.seriation import Partition, diagonality, partition, plot_correlation, reorganize
+from cipm.pruning.structured import prune
+from cipm.statistics.collection import collect, collect_cross
+from cipm.statistics.corrgraph import bipartite_graph, correlation_graph, network_graph
+from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
+from cipm.tensors.modify import permute
 
 __version__ = "0.1.0"
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import torch
 
-from cipm import zoo
-from cipm.canonical import canonicalize
-from cipm.collect import collect
+from cipm.discovery.tracer import trace
 from cipm.errors import CipmError
-from cipm.graph import SymmetryGraph
+from cipm.graph.symmetry import SymmetryGraph
+from cipm.hooks.manager import list_plugins
 from cipm.io import save_model, write_text_atomic
-from cipm.modify import permute
-from cipm.plugins import list_plugins
-from cipm.prune import Method, prune
-from cipm.statistics import Statistics
-from cipm.tracer import trace
+from cipm.ordering.canonical import canonicalize
+from cipm.pruning.structured import Method, prune
+from cipm.statistics.collection import collect
+from cipm.statistics.group import Statistics
+from cipm.tensors.modify import permute
+from cipm.testing import zoo
 
 __all__ = ["main"]
 

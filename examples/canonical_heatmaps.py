@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.data import digits, digits_cnn, train_classifier
+from cipm.testing.data import digits, digits_cnn, train_classifier
 
 
 def mlp() -> nn.Module:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 import cipm
-from cipm import zoo
-from cipm.data import digits, train_classifier
 from cipm.io import pyplot, save_figure
-from cipm.zoo import BasicBlock
+from cipm.testing import zoo
+from cipm.testing.data import digits, train_classifier
+from cipm.testing.zoo import BasicBlock
 
 
 def conv(c_in: int, c_out: int) -> list[nn.Module]:

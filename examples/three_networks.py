@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import cipm
-from cipm import zoo
-from cipm.data import digits, train_classifier
+from cipm.testing import zoo
+from cipm.testing.data import digits, train_classifier
 
 BASE = 32
 

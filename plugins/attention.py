@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from cipm import hookimpl
+from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast_axes
 from cipm.errors import CipmError
-from cipm.rules import OpCall, Rule, TensorRef, broadcast_axes
 
 
 def sdpa(call: OpCall) -> None:

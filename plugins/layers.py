@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cipm import hookimpl
-from cipm.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
+from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
 
 
 def linear(call: OpCall) -> None:

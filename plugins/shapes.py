@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cipm import hookimpl
-from cipm.rules import OpCall, Rule, broadcast_axes, reshape_axes, same_as_input
+from cipm.discovery.rules import OpCall, Rule, broadcast_axes, reshape_axes, same_as_input
 
 RESHAPES = (
     "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()

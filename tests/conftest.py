@@ -10,7 +10,7 @@ import torch
 from hypothesis import settings
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=8, deadline=None)

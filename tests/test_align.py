@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 ZOO_NAMES = sorted(zoo.ZOO)
 
@@ -129,8 +129,8 @@ def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
 
 @pytest.mark.parametrize("name", ["gpt", "cnn_groupnorm", "densenet"])
 def test_map_units_with_a_permutation_matrix_is_index_select(name: str) -> None:
-    from cipm.modify import index_map
-    from cipm.units import map_units
+    from cipm.tensors.modify import index_map
+    from cipm.tensors.units import map_units
 
     graph = traced(name)
     model, _ = zoo.build(name)
@@ -147,8 +147,8 @@ def test_map_units_with_a_permutation_matrix_is_index_select(name: str) -> None:
 
 
 def test_sinkhorn_rounding_alone_recovers_a_permuted_copy() -> None:
-    from cipm.modify import fitted_tensors
-    from cipm.sinkhorn import sinkhorn_matching
+    from cipm.alignment.sinkhorn import sinkhorn_matching
+    from cipm.tensors.modify import fitted_tensors
 
     graph = traced("mlp")
     model, _ = zoo.build("mlp")

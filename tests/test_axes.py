@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cipm._refine import refine_product, refine_sum
-from cipm.axes import AxisSolver
+from cipm.discovery.axes import AxisSolver
+from cipm.discovery.refine import refine_product, refine_sum
 
 
 def test_refine_product_nests_mixed_radix() -> None:

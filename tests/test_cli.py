@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import cipm
-from cipm import zoo
 from cipm.cli import main
+from cipm.testing import zoo
 
 
 def test_inspect_prints_groups_and_checks(

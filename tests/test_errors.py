@@ -9,7 +9,7 @@ from conftest import snapshot, traced
 from torch import nn
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 
 class PixelShuffleNet(nn.Module):

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm import zoo
-from cipm.graph import Leaf, Product, Sum
-from cipm.modify import index_map
+from cipm.graph.symmetry import Leaf, Product, Sum
+from cipm.tensors.modify import index_map
+from cipm.testing import zoo
 
 
 @pytest.mark.parametrize("name", ["resnet20", "gpt", "cnn_groupnorm"])
@@ -64,7 +64,7 @@ def test_inverse_and_compose(a: int, b: int) -> None:
 
 def test_compose_matches_sequential_permutes() -> None:
     graph = traced("gpt")
-    from cipm import zoo
+    from cipm.testing import zoo
 
     model, _ = zoo.build("gpt")
     p, q = graph.random_permutation(seed=1), graph.random_permutation(seed=2)
@@ -97,7 +97,7 @@ def test_permutation_is_read_only_view() -> None:
 @pytest.mark.parametrize("name", ["mlp", "resnet20", "densenet", "encoder", "gpt"])
 def test_resized_graph_is_the_graph_of_the_pruned_model(name: str) -> None:
     """SymmetryGraph.resized predicts, without tracing, what tracing a pruned model finds."""
-    from cipm.prune import prune_plan
+    from cipm.pruning.structured import prune_plan
 
     graph = traced(name)
     model, x = zoo.build(name)

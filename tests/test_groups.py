@@ -8,8 +8,8 @@ import pytest
 from conftest import traced
 
 import cipm
-from cipm import zoo
-from cipm.graph import GroupKind as K
+from cipm.graph.symmetry import GroupKind as K
+from cipm.testing import zoo
 
 
 def kinds(graph: cipm.SymmetryGraph) -> Counter[str]:

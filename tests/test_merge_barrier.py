@@ -11,7 +11,7 @@ from conftest import assert_same_function, snapshot, traced
 from torch import nn
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 
 def labelled(name: str, n: int = 3, classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -138,7 +138,7 @@ def test_repair_of_a_model_merged_with_itself_changes_nothing() -> None:
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_bn"])
 def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
-    from cipm.repair import _moments, _producer_site
+    from cipm.merging.renormalize import _moments, _producer_site
 
     graph = traced(name)
     a = zoo.build(name, seed=1)[0].double()

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 ZOO_NAMES = sorted(zoo.ZOO)
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cipm
-from cipm.plugins import get_plugin_manager, op_rules
-from cipm.rules import OpCall
+from cipm.discovery.rules import OpCall
+from cipm.hooks.manager import get_plugin_manager, op_rules
 
 BUILT_INS = {
     "torch_attention",
@@ -54,7 +54,7 @@ class ShuffleRules:
 def test_third_party_rule_plugin_extends_the_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
     pm = get_plugin_manager()
     pm.register(ShuffleRules(), name="shuffle")
-    monkeypatch.setattr("cipm.tracer.op_rules", lambda *a: op_rules(pm))
+    monkeypatch.setattr("cipm.discovery.tracer.op_rules", lambda *a: op_rules(pm))
 
     class Net(nn.Module):
         def __init__(self) -> None:

@@ -15,10 +15,10 @@ from conftest import snapshot, zoo_stats
 from torch import nn
 
 import cipm
-from cipm import zoo
-from cipm.data import digits, train_classifier
-from cipm.graph import Layout, Leaf, Product, SymmetryGraph
-from cipm.prune import prune_plan
+from cipm.graph.symmetry import Layout, Leaf, Product, SymmetryGraph
+from cipm.pruning.structured import prune_plan
+from cipm.testing import zoo
+from cipm.testing.data import digits, train_classifier
 
 # the zoo's statistics come from three small batches: fewer samples than units (tested below)
 pytestmark = pytest.mark.filterwarnings("ignore:.*least-squares fold is underdetermined")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import cipm
-from cipm import zoo
+from cipm.testing import zoo
 
 METHODS = ["spectral", "olo"]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import cipm
-from cipm import zoo
-from cipm.capture import SiteRecorder, representative_site
-from cipm.moments import CrossMoments, MomentAccumulator, Moments
+from cipm.statistics.capture import SiteRecorder, representative_site
+from cipm.statistics.moments import CrossMoments, MomentAccumulator, Moments
+from cipm.testing import zoo
 
 
 def batches(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:

@@ -1,0 +1,121 @@
+"""`Permutation`: one permutation per group of a symmetry graph."""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from cipm.errors import PermutationError
+from cipm.graph.symmetry import SymmetryGraph
+
+__all__ = ["Permutation"]
+
+
+class Permutation:
+    """A permutation of every group of a `SymmetryGraph`.
+
+    ``perm[name][i] = j`` means unit ``i`` of the permuted model is unit ``j`` of the original
+    (the convention of ``index_select``). Immutable; validated on construction.
+
+    Example:
+        >>> p = graph.random_permutation(seed=0)            # doctest: +SKIP
+        >>> restored = cipm.permute(cipm.permute(model, p), p.inverse())  # doctest: +SKIP
+    """
+
+    __slots__ = ("_indices", "graph")
+
+    def __init__(self, graph: SymmetryGraph, indices: Mapping[str, Any]) -> None:
+        checked: dict[str, torch.Tensor] = {}
+        extra = set(indices) - {g.name for g in graph.groups}
+        if extra:
+            raise PermutationError(
+                f"permutation names groups this graph ({graph.model}) does not have: "
+                f"{sorted(extra)}; was it made for another model?"
+            )
+        for group in graph.groups:
+            if group.name not in indices:
+                raise PermutationError(f"permutation is missing group '{group.name}'")
+            idx = torch.as_tensor(indices[group.name]).detach().to("cpu", torch.long).clone()
+            if idx.shape != (group.size,):
+                raise PermutationError(
+                    f"permutation of group '{group.name}' has shape {tuple(idx.shape)}, "
+                    f"the group has {group.size} units"
+                )
+            if not torch.equal(idx.sort().values, torch.arange(group.size)):
+                raise PermutationError(
+                    f"indices for group '{group.name}' are not a permutation of 0..{group.size - 1}"
+                )
+            checked[group.name] = idx
+        self.graph = graph
+        self._indices = MappingProxyType(checked)
+
+    # -- constructors ----------------------------------------------------------------------
+    @classmethod
+    def identity(cls, graph: SymmetryGraph) -> Permutation:
+        return cls(graph, {g.name: torch.arange(g.size) for g in graph.groups})
+
+    @classmethod
+    def random(cls, graph: SymmetryGraph, seed: int | None = None) -> Permutation:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return cls(graph, {g.name: torch.randperm(g.size, generator=gen) for g in graph.groups})
+
+    # -- algebra ---------------------------------------------------------------------------
+    def inverse(self) -> Permutation:
+        """The co-inverse: permuting by ``p`` then ``p.inverse()`` restores the original."""
+        return Permutation(self.graph, {k: torch.argsort(v) for k, v in self._indices.items()})
+
+    def compose(self, then: Permutation) -> Permutation:
+        """Permuting by ``self`` and then by ``then`` in one permutation."""
+        self._same_graph(then)
+        return Permutation(self.graph, {k: v[then[k]] for k, v in self._indices.items()})
+
+    def restore_output(self, output: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """The `index`-th output of a model permuted by this permutation, put back in the
+        original model's order (for graphs traced with ``outputs="free"``)."""
+        from cipm.tensors.modify import index_map
+
+        for axis in self.graph.outputs:
+            if axis.index == index:
+                order = torch.argsort(index_map(axis.layout, self))
+                output = output.index_select(axis.dim, order.to(output.device))
+        return output
+
+    def is_identity(self) -> bool:
+        return all(torch.equal(v, torch.arange(len(v))) for v in self._indices.values())
+
+    # -- mapping ---------------------------------------------------------------------------
+    def __getitem__(self, group: str) -> torch.Tensor:
+        try:
+            return self._indices[group]
+        except KeyError:
+            raise KeyError(f"no group '{group}' in this permutation") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._indices)
+
+    def items(self) -> ItemsView[str, torch.Tensor]:
+        return self._indices.items()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Permutation):
+            return NotImplemented
+        return self.graph == other.graph and all(
+            torch.equal(v, other._indices[k]) for k, v in self._indices.items()
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple((k, tuple(v.tolist())) for k, v in self._indices.items()))
+
+    def __repr__(self) -> str:
+        moved = sum(int((v != torch.arange(len(v))).sum()) for v in self._indices.values())
+        return f"Permutation({len(self._indices)} groups, {moved} units moved)"
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {k: v.tolist() for k, v in self._indices.items()}
+
+    def _same_graph(self, other: Permutation) -> None:
+        if other.graph != self.graph:
+            raise PermutationError("cannot compose permutations of different symmetry graphs")

@@ -1,0 +1,106 @@
+"""`cipm.canonicalize`: one standard order of every group's units, whatever order they came in.
+
+Each unit gets a key that depends only on its own weights as a *multiset* in every member
+tensor, so it is the same wherever any permutation of the symmetry graph moved the unit or
+its neighbours: the sum, the sum of squares and the maximum of each unit's slice of a member
+tensor ignore the order of every other group, and the sums are taken exactly (values rounded
+to a fixed point 36 bits below the tensor's largest magnitude, then added as integers), so no
+order of addition can change a bit. Units are then sorted by their keys: first by weight-path
+magnitude ``||in|| * ||out||``, largest first (the standard order reads from the strongest
+unit down), then by each member's summaries in graph order. Permuted copies of a model therefore
+canonicalize to the very same tensors, and a canonical model is its own canonical form.
+
+With statistics, the primary key is the units' activation RMS (largest first), rounded to 28
+significant bits so that the last-bit noise of two runs over the same data cannot reorder
+them, and the weight keys break ties.
+
+Units whose keys tie exactly agree in every summary to 36 bits (dead or duplicated units, in
+practice); they keep their relative order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import PermGroup, SymmetryGraph
+from cipm.statistics.group import Statistics
+from cipm.tensors.modify import fitted_tensors, permute
+from cipm.tensors.units import occurrences, unit_matrix
+
+__all__ = ["canonical_permutation", "canonicalize"]
+
+
+def canonicalize(
+    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+) -> torch.nn.Module:
+    """A copy of `model` with every group's units in canonical order (same function).
+
+    Args:
+        model: the model `graph` was traced from; it is not changed.
+        graph: its symmetry graph.
+        stats: optional `cipm.collect` statistics of this model: order units by activation
+            RMS instead of weight magnitude (data-free by default).
+
+    Example (``again`` holds the very same tensors as ``canon``):
+        >>> canon = cipm.canonicalize(model, graph)  # doctest: +SKIP
+        >>> p = graph.random_permutation(seed=0)     # doctest: +SKIP
+        >>> again = cipm.canonicalize(cipm.permute(model, p), graph)  # doctest: +SKIP
+    """
+    return permute(model, canonical_permutation(model, graph, stats=stats))
+
+
+def canonical_permutation(
+    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+) -> Permutation:
+    """The permutation that puts `model` in canonical form (see `canonicalize`)."""
+    tensors = fitted_tensors(model, graph)
+    order: dict[str, torch.Tensor] = {}
+    for group in graph:
+        keys = _weight_keys(tensors, graph, group)
+        if stats is not None:
+            s = stats[group.name].moments
+            rms = (s.comoment.diagonal() / s.count + s.mean.square()).sqrt()
+            keys.insert(0, -_round_bits(rms))
+        # np.lexsort sorts by the last key first; it is stable, so exact ties keep their order
+        order[group.name] = torch.from_numpy(np.lexsort([k.numpy() for k in reversed(keys)]))
+    return Permutation(graph, order)
+
+
+def _weight_keys(
+    tensors: dict[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> list[torch.Tensor]:
+    """Per unit: -||in|| * ||out||, then (sum, sum of squares, max) of each member slice."""
+    made = torch.zeros(group.size, dtype=torch.float64)
+    used = torch.zeros(group.size, dtype=torch.float64)
+    summaries: list[torch.Tensor] = []
+    for m in group.members:
+        layout = graph.layout(m.key, m.dim)
+        for occurrence in range(len(occurrences(layout, group.name)) or 1):
+            cols = unit_matrix(tensors[m.key], m.dim, layout, group.name, occurrence)
+            x = cols.to(torch.float64)
+            total, _ = _exact_sum(x)
+            square, scale = _exact_sum(x.square())
+            summaries += [total, square, x.amax(dim=0)]
+            if m.consumes:
+                used += square.to(torch.float64) / scale
+            else:
+                made += square.to(torch.float64) / scale
+    return [-(made.sqrt() * used.sqrt()), *summaries]
+
+
+def _exact_sum(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Column sums of `x` that no order of its rows can change: every value is rounded to a
+    fixed point of 36 bits below the largest magnitude (a power-of-two scale, so the scaling
+    is exact) and the integers are summed exactly. Returns the sums and the scale."""
+    top = float(x.abs().max()) if x.numel() else 0.0
+    scale = math.ldexp(1.0, 36 - math.frexp(top)[1]) if top > 0 else 1.0  # 2^27 rows fit int64
+    return torch.round(x * scale).to(torch.int64).sum(dim=0), scale
+
+
+def _round_bits(x: torch.Tensor, bits: int = 28) -> torch.Tensor:
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.round(torch.ldexp(mantissa, torch.tensor(bits))), exponent - bits)

@@ -1,0 +1,140 @@
+"""Correlation graphs of units as `torch_geometric.data.Data`, the meta-network's input.
+
+Node features per unit: activation mean and std, incoming and outgoing weight norms, bias.
+Edges: each unit's top-k |correlation| neighbours (O(n k) edges), correlation as edge attribute.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from cipm.errors import CipmError
+from cipm.graph.symmetry import Leaf
+from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
+
+
+def _data(**fields: object) -> Data:
+    # torch_geometric takes ~1.5 s to import: only pay for it when a graph is built
+    from torch_geometric.data import Data
+
+    return Data(**fields)
+
+
+__all__ = ["FEATURES", "bipartite_graph", "correlation_graph", "network_graph"]
+
+FEATURES = ("mean", "std", "in_norm", "out_norm", "bias")
+
+
+def node_features(s: GroupStatistics) -> torch.Tensor:
+    """(n, 5) float32 features, in the order of `FEATURES`."""
+    f = s.features
+    return torch.stack([s.mean, s.std, f.in_norm, f.out_norm, f.bias], dim=1).float()
+
+
+def correlation_graph(stats: Statistics, group: str, k: int = 16) -> Data:
+    """One group's units, linked to their `k` most correlated (by |corr|) other units.
+
+    Returns:
+        Data with ``x`` (n, 5), ``edge_index`` (2, n k') directed from each unit to its
+        neighbours, ``edge_attr`` (n k', 1) their correlations, and ``group`` the name;
+        k' = min(k, n - 1).
+    """
+    s = stats[group]
+    edge_index, edge_attr = _top_k(s.corr, k, exclude_self=True)
+    return _data(x=node_features(s), edge_index=edge_index, edge_attr=edge_attr, group=group)
+
+
+def bipartite_graph(cross: CrossStatistics, group: str, k: int = 16) -> Data:
+    """Model A's units (nodes 0..n-1) and model B's (n..2n-1), each linked to its `k` most
+    cross-correlated units of the other model, in both directions.
+
+    Node features: activation mean and std; ``side`` is 0 for A and 1 for B.
+    """
+    m = cross[group]
+    n_a = m.a.mean.numel()
+    corr = m.corr
+    ab_index, ab_attr = _top_k(corr, k)
+    ba_index, ba_attr = _top_k(corr.T, k)
+    ab_index[1] += n_a
+    ba_index[0] += n_a
+    x = torch.cat([torch.stack([m.a.mean, m.a.std], 1), torch.stack([m.b.mean, m.b.std], 1)])
+    side = torch.cat(
+        [torch.zeros(n_a, dtype=torch.long), torch.ones(len(m.b.mean), dtype=torch.long)]
+    )
+    return _data(
+        x=x.float(),
+        edge_index=torch.cat([ab_index, ba_index], 1),
+        edge_attr=torch.cat([ab_attr, ba_attr]),
+        side=side,
+        group=group,
+    )
+
+
+def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data:
+    """Every group's units in one graph, with consecutive groups linked through weights.
+
+    For each weight whose output axis (dim 0) is one group and input axis (dim 1) another,
+    every output unit is linked from its `k` largest-magnitude input units (|w| summed over
+    kernel positions); edge attribute the magnitude. Node features as `correlation_graph`,
+    plus ``node_group`` (the index of each unit's group) and ``groups`` (the names).
+    """
+    names = list(stats)
+    offsets: dict[str, int] = {}
+    total = 0
+    for name in names:
+        offsets[name] = total
+        total += stats.graph[name].size
+    state = model.state_dict()
+    indices, attrs = [], []
+    layouts = {(a.key, a.dim): a.layout for a in stats.graph.axes}
+    for (key, dim), out_layout in layouts.items():
+        in_layout = layouts.get((key, 1))
+        if dim != 0 or in_layout is None:
+            continue
+        if not (isinstance(out_layout, Leaf) and isinstance(in_layout, Leaf)):
+            continue  # heads and other nested layouts are linked through their own groups
+        if out_layout.group is None or in_layout.group is None or key not in state:
+            continue
+        w = state[key].detach().abs().to(torch.float64)
+        magnitude = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # (out, in)
+        index, attr = _top_k(magnitude, k)
+        index = torch.stack(
+            [index[1] + offsets[in_layout.group], index[0] + offsets[out_layout.group]]
+        )
+        indices.append(index)
+        attrs.append(attr)
+    return _data(
+        x=torch.cat([node_features(stats[n]) for n in names]),
+        edge_index=torch.cat(indices, 1) if indices else torch.zeros(2, 0, dtype=torch.long),
+        edge_attr=torch.cat(attrs) if attrs else torch.zeros(0, 1),
+        node_group=torch.cat(
+            [torch.full((stats.graph[n].size,), i, dtype=torch.long) for i, n in enumerate(names)]
+        ),
+        groups=names,
+    )
+
+
+def _top_k(
+    scores: torch.Tensor, k: int, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges from each row to its k columns of largest |score|; attribute the score."""
+    if k < 1:
+        raise CipmError(f"k must be at least 1, got {k}")
+    rows, cols = scores.shape
+    masked = scores.abs()
+    if exclude_self:
+        masked = masked.clone()
+        masked.fill_diagonal_(-1.0)
+    kk = min(k, cols - 1 if exclude_self else cols)
+    if kk < 1:
+        empty = torch.zeros(2, 0, dtype=torch.long)
+        return empty, torch.zeros(0, 1, dtype=torch.float32)
+    nbrs = masked.topk(kk, dim=1).indices
+    src = torch.arange(rows).repeat_interleave(kk)
+    dst = nbrs.reshape(-1)
+    return torch.stack([src, dst]), scores[src, dst].unsqueeze(1).float()

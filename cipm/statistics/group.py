@@ -1,0 +1,184 @@
+"""Per-group activation statistics of a model on data, and of two models on the same data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from cipm.errors import CipmError
+from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
+from cipm.statistics.moments import CrossMoments, Moments
+from cipm.tensors.units import unit_matrix
+
+__all__ = ["CrossStatistics", "GroupStatistics", "Statistics", "UnitFeatures", "unit_features"]
+
+
+@dataclass(frozen=True)
+class UnitFeatures:
+    """Per-unit weight features: norms of incoming and outgoing weights, and the bias."""
+
+    in_norm: torch.Tensor
+    out_norm: torch.Tensor
+    bias: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GroupStatistics:
+    """Statistics of one group's units at its representative site."""
+
+    group: PermGroup
+    site: Site
+    moments: Moments
+    features: UnitFeatures
+
+    @property
+    def count(self) -> int:
+        return self.moments.count
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.moments.mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.moments.std
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.moments.cov
+
+    @property
+    def corr(self) -> torch.Tensor:
+        return self.moments.corr
+
+
+class _ByGroup(Mapping[str, Any]):
+    """Read-only mapping from group name to per-group values, with merge by group."""
+
+    def __init__(self, graph: SymmetryGraph, groups: Mapping[str, object]) -> None:
+        missing = [g.name for g in graph if g.name not in groups]
+        if missing:
+            raise CipmError(f"statistics are missing groups {missing}")
+        self.graph = graph
+        self._groups = MappingProxyType(dict(groups))
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._groups[name]
+        except KeyError:
+            raise KeyError(f"no group '{name}'; groups are {list(self._groups)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._groups)
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def _same_graph(self, other: _ByGroup) -> None:
+        if other.graph != self.graph:
+            raise CipmError(
+                "cannot merge statistics of different symmetry graphs "
+                f"({self.graph.model} and {other.graph.model})"
+            )
+
+
+class Statistics(_ByGroup):
+    """`GroupStatistics` for every group of a graph; `merge` combines shards exactly."""
+
+    def __getitem__(self, name: str) -> GroupStatistics:
+        return super().__getitem__(name)
+
+    def merge(self, other: Statistics) -> Statistics:
+        """Statistics of the union of both shards' samples (exact and associative)."""
+        self._same_graph(other)
+        return Statistics(
+            self.graph,
+            {
+                name: GroupStatistics(
+                    s.group, s.site, s.moments.merge(other[name].moments), s.features
+                )
+                for name, s in ((n, self[n]) for n in self)
+            },
+        )
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise a CipmError unless these statistics were collected on `model` (they keep
+        the weight features of the model they came from, which are compared)."""
+        from cipm.tensors.modify import fitted_tensors
+
+        try:
+            tensors = fitted_tensors(model, self.graph)
+        except CipmError as e:
+            raise CipmError(f"the statistics are of another model: {e}") from None
+        for name in self:
+            s = self[name]
+            now = unit_features(tensors, self.graph, s.group)
+            if not torch.allclose(now.in_norm, s.features.in_norm, rtol=1e-6, atol=1e-9):
+                raise CipmError(
+                    f"the statistics were collected on another model (weights of group "
+                    f"'{name}' differ); collect them on the model you pass"
+                )
+
+    def __repr__(self) -> str:
+        count = self[next(iter(self))].count if len(self) else 0
+        return f"Statistics({self.graph.model}: {len(self)} groups, {count} samples per unit)"
+
+
+class CrossStatistics(_ByGroup):
+    """Per group, moments of model A's and model B's units and their cross co-moment."""
+
+    def __getitem__(self, name: str) -> CrossMoments:
+        return super().__getitem__(name)
+
+    def cov(self, name: str) -> torch.Tensor:
+        """Cross-covariance (n, n): rows are A's units, columns B's."""
+        return self[name].cov
+
+    def corr(self, name: str) -> torch.Tensor:
+        return self[name].corr
+
+    def merge(self, other: CrossStatistics) -> CrossStatistics:
+        self._same_graph(other)
+        return CrossStatistics(self.graph, {n: self[n].merge(other[n]) for n in self})
+
+    def __repr__(self) -> str:
+        return f"CrossStatistics({self.graph.model}: {len(self)} groups)"
+
+
+def unit_features(
+    state: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> UnitFeatures:
+    """Weight features of a group's units, read from a model's state (its member tensors).
+
+    A member that consumes the units (`Member.consumes`, a layer's input axis) holds
+    outgoing weights; any other member of two or more dims, incoming ones (a layer's output
+    axis, an embedding's columns). The bias is the 1-D `.bias` beside an incoming weight.
+    """
+    n = group.size
+    in_sq = torch.zeros(n, dtype=torch.float64)
+    out_sq = torch.zeros(n, dtype=torch.float64)
+    bias = torch.zeros(n, dtype=torch.float64)
+    incoming: set[str] = set()
+    for m in group.members:
+        t = state.get(m.key)
+        if t is None or t.dim() < 2 or not t.is_floating_point():
+            continue
+        cols = unit_matrix(t.detach(), m.dim, graph.layout(m.key, m.dim), group.name)
+        sq = cols.to(torch.float64).square().sum(0)
+        if m.consumes:
+            out_sq += sq
+        else:
+            in_sq += sq
+            incoming.add(m.key.rpartition(".")[0])
+    for m in group.members:
+        t = state.get(m.key)
+        module, _, name = m.key.rpartition(".")
+        if t is not None and t.dim() == 1 and name == "bias" and module in incoming:
+            bias = unit_matrix(t.detach(), 0, graph.layout(m.key, 0), group.name)
+            bias = bias.to(torch.float64).mean(0)  # per head: the mean over its dims
+            break
+    return UnitFeatures(in_sq.sqrt(), out_sq.sqrt(), bias)
