@@ -1,7 +1,21 @@
-"""cipm: find the permutation symmetries of any PyTorch model automatically, and use them."""
+"""cipm: find the permutation symmetries of any PyTorch model automatically, and use them.
 
-from cipm.alignment.dispatch import align, align_many
-from cipm.discovery.tracer import trace
+The package face: it only re-exports. The subpackages are the architecture::
+
+    discovery/   trace a model: symbolic axes, op rules, unification -> a SymmetryGraph
+    graph/       the symmetry graph, layouts of tensor dims, permutations, JSON
+    tensors/     reading units out of tensors, permuting, mapping, resizing models
+    statistics/  activations at group sites, float64 moments, correlation graphs
+    alignment/   re-basin: weight/activation/Sinkhorn/STE matching (methods are plugins)
+    merging/     averages, BatchNorm reset, REPAIR, loss barriers
+    pruning/     which units to keep, how to fold the rest, smaller models
+    ordering/    canonical form, reorganization, partitions
+    hooks/       hook specifications and the plugin manager
+    testing/     example models and data (not the core)
+"""
+
+from cipm.alignment import AlignConfig, AlignProblem, align, align_many, align_methods
+from cipm.discovery import trace
 from cipm.errors import (
     CipmError,
     CipmWarning,
@@ -11,24 +25,44 @@ from cipm.errors import (
     TraceError,
     UnsupportedOpError,
 )
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import GroupKind, Member, PermGroup, Site, SymmetryGraph, TensorAxis
-from cipm.hooks.hookspecs import hookimpl
-from cipm.hooks.manager import get_plugin_manager, list_plugins
-from cipm.merging.average import interpolate, merge, reset_batchnorm
-from cipm.merging.connectivity import BarrierCurve, barrier, plot_barriers
-from cipm.merging.renormalize import repair
-from cipm.ordering.canonical import canonical_permutation, canonicalize
-from cipm.ordering.seriation import Partition, diagonality, partition, plot_correlation, reorganize
-from cipm.pruning.structured import prune
-from cipm.statistics.collection import collect, collect_cross
-from cipm.statistics.corrgraph import bipartite_graph, correlation_graph, network_graph
-from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
-from cipm.tensors.modify import permute
+from cipm.graph import GroupKind, Member, PermGroup, Permutation, Site, SymmetryGraph, TensorAxis
+from cipm.hooks import get_plugin_manager, hookimpl, list_plugins
+from cipm.merging import (
+    BarrierCurve,
+    barrier,
+    interpolate,
+    merge,
+    plot_barriers,
+    repair,
+    reset_batchnorm,
+)
+from cipm.ordering import (
+    Partition,
+    canonical_permutation,
+    canonicalize,
+    diagonality,
+    partition,
+    plot_correlation,
+    reorganize,
+)
+from cipm.pruning import prune
+from cipm.statistics import (
+    CrossStatistics,
+    GroupStatistics,
+    Statistics,
+    bipartite_graph,
+    collect,
+    collect_cross,
+    correlation_graph,
+    network_graph,
+)
+from cipm.tensors import permute
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignConfig",
+    "AlignProblem",
     "BarrierCurve",
     "CipmError",
     "CipmWarning",
@@ -50,6 +84,7 @@ __all__ = [
     "UnsupportedOpError",
     "align",
     "align_many",
+    "align_methods",
     "barrier",
     "bipartite_graph",
     "canonical_permutation",

@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["pyplot", "save_figure", "save_model", "write_text_atomic"]
+from cipm.errors import CipmError
+
+__all__ = ["figure", "save_figure", "save_model", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -20,25 +22,24 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         os.fsync(f.fileno())
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend: figures for files, no display needed."""
-    import matplotlib
+def figure(**kwargs: Any) -> Any:
+    """A matplotlib `Figure` for a file: made without pyplot, so it touches neither the
+    caller's backend (a notebook's stays as it is) nor pyplot's list of open figures.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    Raises:
+        CipmError: matplotlib is not installed (``pip install cipm[plot]``).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise CipmError("plots need matplotlib: pip install 'cipm[plot]'") from e
+    return Figure(**kwargs)
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with _atomic(path, ".png") as tmp:
-            fig.savefig(tmp, dpi=dpi)
-    finally:
-        plt.close(fig)
+    """Save a matplotlib figure as PNG atomically (temporary file, then rename)."""
+    with _atomic(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
     return Path(path)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from cipm import hookimpl
 from cipm.discovery.rules import OpCall, Rule, broadcast, same_as_input
+from cipm.hooks.hookspecs import OpRole
 
 UNARY = """
 relu relu_ gelu silu sigmoid tanh hardtanh hardswish hardsigmoid leaky_relu elu selu celu
@@ -29,7 +30,7 @@ hypot copysign xlogy __and__ __or__ __xor__ bitwise_left_shift bitwise_right_shi
 TERNARY = "where masked_fill lerp addcmul addcdiv clamp.Tensor".split()
 
 # Results whose values depend on position: every axis fixed (a rule that sets no output).
-POSITIONAL = (
+POSITION_DEPENDENT = (
     "arange linspace eye rand randn randint randperm rand_like randn_like bernoulli".split()
 )
 
@@ -56,7 +57,7 @@ def native_dropout(call: OpCall) -> None:
     call.set_output(x.axes, 1)
 
 
-def positional(call: OpCall) -> None:
+def position_dependent(call: OpCall) -> None:
     """Outputs stay unset, so they are fixed."""
 
 
@@ -71,6 +72,15 @@ def cipm_rules() -> Mapping[str, Rule]:
     rules.update({f"aten.{op}": ternary for op in TERNARY})
     rules.update({f"aten.{op}": filled for op in FILLED.split()})
     rules.update({f"aten.{op}": filled for op in ("zeros", "ones", "full", "scalar_tensor")})
-    rules.update({f"aten.{op}": positional for op in POSITIONAL})
+    rules.update({f"aten.{op}": position_dependent for op in POSITION_DEPENDENT})
     rules["aten.native_dropout"] = native_dropout
     return rules
+
+
+# ops that only copy or re-type a tensor: a weight seen through them is still the weight
+VIEWS = "contiguous clone alias detach to _to_copy type_as".split()
+
+
+@hookimpl
+def cipm_op_roles() -> Mapping[str, OpRole]:
+    return {f"aten.{op}": "view" for op in VIEWS}

@@ -6,13 +6,14 @@ makes new units shared by the weight's output axis, the bias and the output (the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from cipm import hookimpl
 from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
+from cipm.hooks.hookspecs import OpRole
 
 
 def linear(call: OpCall) -> None:
@@ -214,6 +215,35 @@ def cipm_rules() -> Mapping[str, Rule]:
         }
     )
     return rules
+
+
+# ops whose output is weight x input + bias per output unit of the module that calls them
+AFFINE = """
+linear addmm conv1d conv2d conv3d conv_transpose1d conv_transpose2d convolution _convolution
+batch_norm native_batch_norm _native_batch_norm_legit _native_batch_norm_legit_no_training
+layer_norm native_layer_norm group_norm native_group_norm
+""".split()
+
+
+@hookimpl
+def cipm_op_roles() -> Mapping[str, OpRole]:
+    return {f"aten.{op}": "affine" for op in AFFINE}
+
+
+@hookimpl
+def cipm_reset_running_stats(module: torch.nn.Module) -> Callable[[], None] | None:
+    """BatchNorm: running mean and variance reset, a cumulative average over what follows."""
+    if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return None
+    momentum = module.momentum
+    module.reset_running_stats()
+    module.momentum = None  # cumulative moving average: every batch weighs the same
+    module.train()
+
+    def restore() -> None:
+        module.momentum = momentum
+
+    return restore
 
 
 @hookimpl

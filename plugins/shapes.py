@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, broadcast_axes, reshape_axes, same_as_input
+from cipm.discovery.rules import OpCall, Rule, broadcast_axes, reshape_axes
+from cipm.hooks.hookspecs import OpRole
 
 RESHAPES = (
     "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()
@@ -243,7 +244,15 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.flip": fix_dims,
             "aten.roll": fix_dims,
             "aten.diff": fix_dims,
-            "aten.lift_fresh_copy": same_as_input,
         }
     )
     return rules
+
+
+# ops that only re-view a tensor: a weight seen through them is still the weight
+VIEWS = "t transpose permute view reshape _unsafe_view expand".split()
+
+
+@hookimpl
+def cipm_op_roles() -> Mapping[str, OpRole]:
+    return {f"aten.{op}": "view" for op in VIEWS}

@@ -27,7 +27,8 @@ def test_weight_matching_recovers_the_inverse(name: str, seed: int) -> None:
     permuted = cipm.permute(model, perm)
     # restarts: layers cloned from one another (nn.TransformerEncoder) leave a local optimum
     # in about 2 % of group orders; a second order escapes it
-    found = cipm.align(permuted, model, graph, method="weight", seed=seed, restarts=3)
+    config = cipm.AlignConfig(seed=seed, restarts=3)
+    found = cipm.align(permuted, model, graph, method="weight", config=config)
     assert found == perm.inverse()
     assert_state_equal(cipm.permute(permuted, found), model)
 
@@ -129,7 +130,7 @@ def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
 
 @pytest.mark.parametrize("name", ["gpt", "cnn_groupnorm", "densenet"])
 def test_map_units_with_a_permutation_matrix_is_index_select(name: str) -> None:
-    from cipm.tensors.modify import index_map
+    from cipm.graph.layout import index_map
     from cipm.tensors.units import map_units
 
     graph = traced(name)

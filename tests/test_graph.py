@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm.graph.symmetry import Leaf, Product, Sum
-from cipm.tensors.modify import index_map
+from cipm.graph.layout import Leaf, Product, Sum, index_map
 from cipm.testing import zoo
 
 
@@ -97,7 +96,7 @@ def test_permutation_is_read_only_view() -> None:
 @pytest.mark.parametrize("name", ["mlp", "resnet20", "densenet", "encoder", "gpt"])
 def test_resized_graph_is_the_graph_of_the_pruned_model(name: str) -> None:
     """SymmetryGraph.resized predicts, without tracing, what tracing a pruned model finds."""
-    from cipm.pruning.structured import prune_plan
+    from cipm.pruning import prune_plan
 
     graph = traced(name)
     model, x = zoo.build(name)

@@ -8,7 +8,7 @@ import pytest
 from conftest import traced
 
 import cipm
-from cipm.graph.symmetry import GroupKind as K
+from cipm.graph import GroupKind as K
 from cipm.testing import zoo
 
 

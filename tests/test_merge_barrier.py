@@ -138,7 +138,7 @@ def test_repair_of_a_model_merged_with_itself_changes_nothing() -> None:
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_bn"])
 def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
-    from cipm.merging.renormalize import _moments, _producer_site
+    from cipm.merging.renormalize import _moments, producer_sites
 
     graph = traced(name)
     a = zoo.build(name, seed=1)[0].double()
@@ -151,7 +151,7 @@ def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
     if name == "mlp":  # no BatchNorm: merge(repair=True) is merge then repair
         for key, value in repaired.state_dict().items():
             torch.testing.assert_close(via_merge.state_dict()[key], value)
-    sites = {g.name: s for g in graph if (s := _producer_site(g)) is not None}
+    sites = producer_sites(graph)
     assert sites, "no group has a producer to repair: the test would prove nothing"
     got = _moments(repaired, graph, sites, data)
     ends = [_moments(m, graph, sites, data) for m in (a, b)]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +13,7 @@ from torch import nn
 
 import cipm
 from cipm.discovery.rules import OpCall
-from cipm.hooks.manager import get_plugin_manager, op_rules
+from cipm.hooks.manager import get_plugin_manager, new_plugin_manager, op_roles, op_rules
 
 BUILT_INS = {
     "torch_attention",
@@ -51,11 +55,18 @@ class ShuffleRules:
         return {"aten.pixel_shuffle": pixel_shuffle}
 
 
-def test_third_party_rule_plugin_extends_the_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def registered(plugin: object, name: str) -> Iterator[None]:
+    """`plugin` registered in-process on the manager every cipm call uses, for the block."""
     pm = get_plugin_manager()
-    pm.register(ShuffleRules(), name="shuffle")
-    monkeypatch.setattr("cipm.discovery.tracer.op_rules", lambda *a: op_rules(pm))
+    pm.register(plugin, name=name)
+    try:
+        yield
+    finally:
+        pm.unregister(plugin)
 
+
+def test_third_party_rule_plugin_extends_the_tracer() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -68,7 +79,10 @@ def test_third_party_rule_plugin_extends_the_tracer(monkeypatch: pytest.MonkeyPa
 
     model = Net().eval().double()
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    graph = cipm.trace(model, x)
+    with pytest.raises(cipm.UnsupportedOpError, match="pixel_shuffle"):
+        cipm.trace(model, x)
+    with registered(ShuffleRules(), "shuffle"):
+        graph = cipm.trace(model, x)
     assert sorted(g.size for g in graph) == [2, 4]  # conv's channel groups, head's channels
     permuted = cipm.permute(model, graph.random_permutation(seed=3))
     torch.testing.assert_close(model(x), permuted(x), rtol=1e-9, atol=1e-10)
@@ -80,7 +94,153 @@ def test_malformed_plugin_is_a_plugin_error() -> None:
         def cipm_rules(self):  # type: ignore[no-untyped-def]
             return ["aten.relu"]
 
-    pm = get_plugin_manager()
+    pm = new_plugin_manager()
     pm.register(Bad(), name="bad")
     with pytest.raises(cipm.PluginError, match="mapping"):
         op_rules(pm)
+
+
+def test_built_in_plugins_give_no_two_rules_for_one_op() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cipm.CipmWarning)
+        rules, roles = op_rules(), op_roles()
+    assert "aten.linear" in rules and roles["aten.linear"] == "affine"
+    assert roles["aten.transpose"] == roles["aten.detach"] == "view"
+
+
+class Relu:
+    """Two plugins with a rule for aten.relu: the second registered is called first."""
+
+    def __init__(self, *, tryfirst: bool = False) -> None:
+        @cipm.hookimpl(tryfirst=tryfirst)
+        def cipm_rules():  # type: ignore[no-untyped-def]
+            return {"aten.relu": self.rule}
+
+        self.cipm_rules = cipm_rules
+
+    def rule(self, call: OpCall) -> None:
+        call.set_output(call.tensor(0).axes)
+
+
+def test_two_rules_for_one_op_say_which_won() -> None:
+    pm = new_plugin_manager()
+    pm.register(Relu(), name="first")
+    second = Relu()
+    pm.register(second, name="second")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", cipm.CipmWarning)
+        assert op_rules(pm)["aten.relu"] == second.rule
+    assert sorted(str(w.message).split("'")[3] for w in said) == ["first", "torch_elementwise"]
+    assert all("'second' wins" in str(w.message) for w in said)
+    deliberate = Relu(tryfirst=True)
+    pm.register(deliberate, name="deliberate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cipm.CipmWarning)
+        assert op_rules(pm)["aten.relu"] == deliberate.rule
+
+
+def test_blocking_an_unknown_plugin_is_an_error() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with pytest.raises(cipm.PluginError, match=r"no plugin named \['torch_layer'\]"):
+        cipm.trace(model, torch.randn(2, 3), blocked_plugins=("torch_layer",))
+
+
+class Width(nn.Module):
+    """A layer that records its width, which only a plugin of its own can update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 8)
+        self.width = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.proj(x)).reshape(-1, self.width)
+
+
+class WidthRules:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @cipm.hookimpl
+    def cipm_resized(self, module: nn.Module) -> None:
+        if isinstance(module, Width):
+            self.seen.append("width")
+            module.width = module.proj.weight.shape[0]
+
+
+def test_blocked_plugins_apply_to_every_hook_called_for_the_graph() -> None:
+    model = nn.Sequential(Width(), nn.Linear(8, 2)).eval().double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    spy = WidthRules()
+    with registered(spy, "width_rules"):
+        free = cipm.trace(model, x)
+        blocked = cipm.trace(model, x, blocked_plugins=("width_rules",))
+        assert blocked.blocked_plugins == ("width_rules",)
+        again = cipm.SymmetryGraph.from_json(blocked.to_json())
+        assert again.blocked_plugins == ("width_rules",)
+        small = cipm.prune(model, free, ratio=0.5, method="magnitude", example_inputs=x)
+        assert spy.seen == ["width"] and small[0].width == 4
+        with pytest.raises(cipm.CipmError, match="does not run"):
+            cipm.prune(model, again, ratio=0.5, method="magnitude", example_inputs=x)
+    assert spy.seen == ["width"]  # the blocked graph's prune never called the plugin
+
+
+class Counting(nn.Module):
+    """A module with a running statistic (the mean of its inputs) that no built-in knows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("mean", torch.zeros(3))
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen += len(x)
+            self.mean += (x.sum(0) - len(x) * self.mean) / self.seen
+        return self.lin(x - self.mean)
+
+
+class CountingStats:
+    @cipm.hookimpl
+    def cipm_reset_running_stats(self, module: nn.Module):  # type: ignore[no-untyped-def]
+        if not isinstance(module, Counting):
+            return None
+        module.mean.zero_()
+        module.seen.zero_()
+        module.train()
+        return lambda: None
+
+
+def test_a_plugin_resets_running_statistics_of_its_own_modules() -> None:
+    model = Counting().double().eval()
+    data = [torch.randn(5, 3, dtype=torch.float64) + 2.0 for _ in range(3)]
+    untouched = cipm.merge([model, model], data=data)
+    assert torch.equal(untouched.mean, torch.zeros(3))  # no plugin knows it: left as it was
+    with registered(CountingStats(), "counting_stats"):
+        merged = cipm.merge([model, model], data=data)
+    torch.testing.assert_close(merged.mean, torch.cat(data).mean(0), rtol=1e-12, atol=1e-12)
+    assert not merged.training and not model.training
+
+
+class Reverse:
+    """A third-party alignment method: B's units in reverse order."""
+
+    @cipm.hookimpl
+    def cipm_align_methods(self):  # type: ignore[no-untyped-def]
+        def reverse(problem: cipm.AlignProblem) -> cipm.Permutation:
+            graph = problem.graph
+            return cipm.Permutation(graph, {g.name: torch.arange(g.size).flip(0) for g in graph})
+
+        return {"reverse": reverse}
+
+
+def test_a_plugin_adds_an_alignment_method() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    graph = cipm.trace(model, torch.randn(2, 3))
+    with pytest.raises(cipm.CipmError, match="unknown alignment method 'reverse'"):
+        cipm.align(model, model, graph, method="reverse")
+    with registered(Reverse(), "reverse"):
+        assert "reverse" in cipm.align_methods()
+        perm = cipm.align(model, model, graph, method="reverse")
+    assert torch.equal(perm[graph.groups[0].name], torch.tensor([3, 2, 1, 0]))

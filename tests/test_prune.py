@@ -15,8 +15,8 @@ from conftest import snapshot, zoo_stats
 from torch import nn
 
 import cipm
-from cipm.graph.symmetry import Layout, Leaf, Product, SymmetryGraph
-from cipm.pruning.structured import prune_plan
+from cipm.graph import Layout, Leaf, Product, SymmetryGraph
+from cipm.pruning import prune_plan
 from cipm.testing import zoo
 from cipm.testing.data import digits, train_classifier
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from cipm.alignment.methods import AlignProblem
 from cipm.alignment.weight import assign, weight_matching
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph, TensorAxis
 from cipm.tensors.units import map_units
 
-__all__ = ["sinkhorn_matching"]
+__all__ = ["sinkhorn_matching", "sinkhorn_method"]
 
 
 def sinkhorn_matching(
@@ -31,9 +32,7 @@ def sinkhorn_matching(
     polish: bool = True,
 ) -> Permutation:
     """Permutation of B towards A by relaxed, annealed optimization (see module docstring)."""
-    by_key: dict[str, list[TensorAxis]] = {}
-    for axis in graph.axes:
-        by_key.setdefault(axis.key, []).append(axis)
+    by_key = graph.by_key
     keys = sorted(by_key)
     a = {k: state_a[k].detach().to(torch.float64) for k in keys}
     b = {k: state_b[k].detach().to(torch.float64) for k in keys}
@@ -70,8 +69,15 @@ def _sinkhorn(logits: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     return log.exp()
 
 
+def sinkhorn_method(problem: AlignProblem) -> Permutation:
+    """The built-in ``"sinkhorn"`` method of `cipm.align` (data-free)."""
+    return sinkhorn_matching(
+        problem.state_a, problem.state_b, problem.graph, seed=problem.config.seed
+    )
+
+
 def _soft_permute(
-    t: torch.Tensor, axes: list[TensorAxis], soft: dict[str, torch.Tensor]
+    t: torch.Tensor, axes: tuple[TensorAxis, ...], soft: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     for axis in axes:
         t = map_units(t, axis.dim, axis.layout, soft)

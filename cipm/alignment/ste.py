@@ -10,23 +10,21 @@ lines B up with A so that their midpoint does well on data, not only so that wei
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from cipm.alignment.methods import AlignProblem
 from cipm.alignment.weight import weight_matching
-from cipm.discovery.export import as_args
-from cipm.errors import CipmError
+from cipm.batches import Loss, as_args, batch_list
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.tensors.modify import permute_state
 
-__all__ = ["ste_matching"]
-
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["ste_matching", "ste_method"]
 
 
 def ste_matching(
@@ -44,9 +42,7 @@ def ste_matching(
 
     `data` yields (inputs, targets) batches and is cycled for `steps` steps.
     """
-    batches = list(data)
-    if not batches:
-        raise CipmError("STE matching needs data: the loader yielded no batches")
+    batches = batch_list(data, "ste matching")
     state_a = {k: v.detach() for k, v in model_a.state_dict().items()}
     state_b = {k: v.detach() for k, v in model_b.state_dict().items()}
     keys = [k for k, v in state_a.items() if v.is_floating_point()]
@@ -66,3 +62,11 @@ def ste_matching(
         opt.step()
     current = {k: v.detach() for k, v in theta.items()}
     return weight_matching(current, state_b, graph, seed=seed, start=perm)
+
+
+def ste_method(problem: AlignProblem) -> Permutation:
+    """The built-in ``"ste"`` method of `cipm.align`: `data` yields (inputs, targets)."""
+    data = problem.needs_data("ste")
+    return ste_matching(
+        problem.model_a, problem.model_b, problem.graph, data, seed=problem.config.seed
+    )

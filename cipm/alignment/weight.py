@@ -12,14 +12,14 @@ import math
 from collections.abc import Mapping
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from cipm.alignment.methods import AlignProblem
+from cipm.graph.layout import Leaf, Path, Product, index_map, node_at, occurrences
 from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import Leaf, Product, SymmetryGraph, TensorAxis
-from cipm.tensors.modify import index_map
-from cipm.tensors.units import occurrences, pair_matrix, unit_matrix
+from cipm.graph.symmetry import SymmetryGraph, TensorAxis
+from cipm.tensors.units import pair_matrix, unit_matrix
 
-__all__ = ["EVIDENCE", "assign", "weight_matching"]
+__all__ = ["EVIDENCE", "assign", "weight_matching", "weight_method"]
 
 # how much activation evidence outweighs the (normalized) weight cost when both are given
 EVIDENCE = 1e3
@@ -76,11 +76,10 @@ class _Plan:
     def __init__(self, graph: SymmetryGraph, evidence: dict[str, torch.Tensor]) -> None:
         self.graph, self.evidence = graph, evidence
         self.axes_of: dict[str, list[TensorAxis]] = {}
-        self.by_key: dict[str, list[TensorAxis]] = {}
+        self.by_key = graph.by_key
         self.inner = {g.within: g.name for g in graph if g.within}  # one nested group each
         self.neighbours: dict[str, set[str]] = {g.name: set() for g in graph}
         for axis in graph.axes:
-            self.by_key.setdefault(axis.key, []).append(axis)
             for name in dict.fromkeys(axis.groups()):
                 self.axes_of.setdefault(name, []).append(axis)
         for axes in self.by_key.values():  # groups sharing a tensor change each other's cost
@@ -174,6 +173,8 @@ class _Descent:
                 pair = torch.einsum("rki,rlj->ijkl", a3.double(), b3.double())
                 blocks = pair if blocks is None else blocks + pair
         if blocks is not None:
+            from scipy.optimize import linear_sum_assignment
+
             for i in range(size):
                 for j in range(size):
                     rows, cols = linear_sum_assignment(blocks[i, j].numpy(), maximize=True)
@@ -204,13 +205,11 @@ def _total(
     return total
 
 
-def _sibling(axis: TensorAxis, path: tuple[int, ...], inner: str | None) -> int | None:
+def _sibling(axis: TensorAxis, path: Path, inner: str | None) -> int | None:
     """Index of `inner` among the factors of the product that holds the group at `path`."""
     if inner is None or not path:
         return None
-    node = axis.layout
-    for i in path[:-1]:
-        node = node.factors[i] if isinstance(node, Product) else node.parts[i]  # type: ignore[union-attr]
+    node = node_at(axis.layout, path[:-1])
     if not isinstance(node, Product):
         return None
     for k, factor in enumerate(node.factors):
@@ -219,7 +218,22 @@ def _sibling(axis: TensorAxis, path: tuple[int, ...], inner: str | None) -> int 
     return None
 
 
+def weight_method(problem: AlignProblem) -> Permutation:
+    """The built-in ``"weight"`` method of `cipm.align` (data-free)."""
+    c = problem.config
+    return weight_matching(
+        problem.state_a,
+        problem.state_b,
+        problem.graph,
+        seed=c.seed,
+        max_sweeps=c.max_sweeps,
+        restarts=c.restarts,
+    )
+
+
 def assign(score: torch.Tensor) -> torch.Tensor:
     """perm[i] = the B unit assigned to A's unit i, maximizing the total score."""
+    from scipy.optimize import linear_sum_assignment  # scipy.optimize: ~0.3 s, at first use
+
     _, cols = linear_sum_assignment(score.detach().cpu().numpy(), maximize=True)
     return torch.as_tensor(cols, dtype=torch.long)

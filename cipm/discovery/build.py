@@ -9,20 +9,15 @@ import torch
 from cipm.discovery.axes import Atom, AxisSolver
 from cipm.discovery.nodes import module_path
 from cipm.discovery.rules import Axes
+from cipm.graph.layout import Layout, Leaf, Product, Sum, groups_in, placements, relabel
 from cipm.graph.symmetry import (
     GroupKind,
-    Layout,
-    Leaf,
     Member,
     OutputAxis,
     PermGroup,
-    Product,
     Site,
-    Sum,
     SymmetryGraph,
     TensorAxis,
-    groups_in,
-    placements,
 )
 
 __all__ = ["build_graph"]
@@ -130,11 +125,7 @@ def _names(members: dict[str, list[Member]], kinds: dict[str, GroupKind]) -> dic
 
 
 def _rename(layout: Layout, names: dict[str, str]) -> Layout:
-    if isinstance(layout, Leaf):
-        return Leaf(layout.size, names.get(layout.group or ""))
-    if isinstance(layout, Product):
-        return Product(tuple(_rename(f, names) for f in layout.factors))
-    return Sum(tuple(_rename(p, names) for p in layout.parts))
+    return relabel(layout, lambda leaf: Leaf(leaf.size, names.get(leaf.group or "")))
 
 
 def _samples(node: torch.fx.Node, dim: int) -> int:

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
+from cipm.batches import as_args
 from cipm.errors import CipmWarning, TraceError
 
-__all__ = ["as_args", "eval_semantics", "export"]
+__all__ = ["eval_semantics", "export"]
 
 
 def export(model: torch.nn.Module, inputs: Any, *, warn_training: bool = True) -> ExportedProgram:
@@ -30,15 +31,6 @@ def export(model: torch.nn.Module, inputs: Any, *, warn_training: bool = True) -
             raise TraceError(
                 f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {first}"
             ) from e
-
-
-def as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A tensor, a tuple/list of positional inputs, or a dict of keyword inputs."""
-    if isinstance(inputs, dict):
-        return (), dict(inputs)
-    if isinstance(inputs, tuple | list):
-        return tuple(inputs), {}
-    return (inputs,), {}
 
 
 @contextlib.contextmanager

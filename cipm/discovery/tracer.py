@@ -8,7 +8,8 @@ outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.build`.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -22,7 +23,7 @@ from cipm.discovery.nodes import module_path, source_line
 from cipm.discovery.rules import Axes, OpCall, Rule, freeze
 from cipm.errors import CipmError, RuleError, UnsupportedOpError
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.hooks.manager import get_plugin_manager, op_rules
+from cipm.hooks.manager import for_op, op_roles, op_rules
 
 __all__ = ["trace"]
 
@@ -52,7 +53,8 @@ def trace(
             ``"free"``: groups may reach the outputs (a residual stream that a model returns
             as its embeddings), so a permuted model returns permuted outputs, which
             `Permutation.restore_output` puts back in the original order.
-        blocked_plugins: names of rule plugins not to use.
+        blocked_plugins: names of plugins not to use, for tracing and for every hook later
+            called for this graph's model (the graph records them).
 
     Returns:
         The model's `SymmetryGraph`.
@@ -74,11 +76,13 @@ def trace(
         raise CipmError(f"outputs must be 'fixed' or 'free', not {outputs!r}")
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"cipm.trace needs a torch.nn.Module, got {type(model).__name__}")
+    blocked = tuple(sorted(set(blocked_plugins)))
+    rules = op_rules(blocked=blocked)
+    views = {op: role for op, role in op_roles(blocked).items() if role == "view"}
     program = export(model, example_inputs)
-    rules = op_rules(get_plugin_manager(blocked_plugins)) if blocked_plugins else op_rules()
-    state = _propagate(program, rules, unknown, outputs)
+    state = _propagate(program, rules, views, unknown, outputs)
     _tie_shared(state, model)
-    return build_graph(
+    graph = build_graph(
         type(model).__name__,
         state.solver,
         state.params,
@@ -86,6 +90,7 @@ def trace(
         state.outputs,
         state.consumed,
     )
+    return replace(graph, blocked_plugins=blocked) if blocked else graph
 
 
 def _tie_shared(state: _State, model: torch.nn.Module) -> None:
@@ -105,6 +110,7 @@ def _tie_shared(state: _State, model: torch.nn.Module) -> None:
 @dataclass
 class _State:
     rules: dict[str, Rule]
+    views: Mapping[str, str]  # ops that only re-view a tensor (role "view")
     unknown: Unknown
     free_outputs: bool
     root: torch.nn.Module  # the exported graph module, which owns any subgraphs
@@ -122,9 +128,13 @@ class _State:
 
 
 def _propagate(
-    program: ExportedProgram, rules: dict[str, Rule], unknown: Unknown, outputs: Outputs
+    program: ExportedProgram,
+    rules: dict[str, Rule],
+    views: Mapping[str, str],
+    unknown: Unknown,
+    outputs: Outputs,
 ) -> _State:
-    state = _State(rules, unknown, outputs == "free", program.graph_module)
+    state = _State(rules, views, unknown, outputs == "free", program.graph_module)
     specs: dict[str, list[Any]] = {}  # placeholder -> its specs (tied weights have several)
     for spec in program.graph_signature.input_specs:
         if hasattr(spec.arg, "name"):
@@ -218,7 +228,7 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     positional = [a.name for a in schema.arguments] if schema else []
     args = _bind(node, schema)
     call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
-    rule = state.rules.get(op) or state.rules.get(op.rsplit(".", 1)[0])
+    rule = for_op(state.rules, op)
     if rule is None:
         if state.unknown == "error":
             raise UnsupportedOpError(op, module_path(node), source_line(node))
@@ -235,31 +245,12 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
         state.activations.append((node, results))
 
 
-# Ops that only re-view or re-type a tensor: a weight seen through them is still the weight.
-_VIEWS = {
-    "aten.t",
-    "aten.transpose",
-    "aten.permute",
-    "aten.view",
-    "aten.reshape",
-    "aten._unsafe_view",
-    "aten.expand",
-    "aten.contiguous",
-    "aten.clone",
-    "aten.alias",
-    "aten.detach",
-    "aten.to",
-    "aten._to_copy",
-    "aten.type_as",
-}
-
-
 def _record_consumed(state: _State, node: torch.fx.Node, atoms: set[int]) -> None:
     """Parameter axes this call sums over: a contracted atom of a parameter (or of a view of
     one) that is an argument of this very call. An activation carries its producer's output
     atom too, so being contracted somewhere is not enough."""
     for arg in node.all_input_nodes:
-        while arg.op == "call_function" and _op_name(arg.target).rsplit(".", 1)[0] in _VIEWS:
+        while arg.op == "call_function" and for_op(state.views, _op_name(arg.target)):
             arg = arg.all_input_nodes[0]
         for key in state.keys.get(arg, ()):
             for dim, atom in enumerate(state.params[key]):

@@ -1,17 +1,14 @@
 """The symmetry graph: a model's permutation groups, where each one lives (layouts of tensor
 dimensions), and permutations of them."""
 
+from cipm.graph.layout import Layout, Leaf, Product, Sum
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import (
     GroupKind,
-    Layout,
-    Leaf,
     Member,
     OutputAxis,
     PermGroup,
-    Product,
     Site,
-    Sum,
     SymmetryGraph,
     TensorAxis,
 )

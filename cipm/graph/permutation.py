@@ -9,12 +9,13 @@ from typing import Any
 import torch
 
 from cipm.errors import PermutationError
+from cipm.graph.layout import index_map
 from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["Permutation"]
 
 
-class Permutation:
+class Permutation(Mapping[str, torch.Tensor]):
     """A permutation of every group of a `SymmetryGraph`.
 
     ``perm[name][i] = j`` means unit ``i`` of the permuted model is unit ``j`` of the original
@@ -75,8 +76,6 @@ class Permutation:
     def restore_output(self, output: torch.Tensor, index: int = 0) -> torch.Tensor:
         """The `index`-th output of a model permuted by this permutation, put back in the
         original model's order (for graphs traced with ``outputs="free"``)."""
-        from cipm.tensors.modify import index_map
-
         for axis in self.graph.outputs:
             if axis.index == index:
                 order = torch.argsort(index_map(axis.layout, self))
@@ -95,6 +94,9 @@ class Permutation:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
 
     def items(self) -> ItemsView[str, torch.Tensor]:
         return self._indices.items()

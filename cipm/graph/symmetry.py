@@ -1,9 +1,8 @@
 """The symmetry graph: a model's permutation groups and where each one lives.
 
-All data here is frozen. A `Layout` describes one tensor dimension as a tree: a `Leaf` of one
-group (or of no group: a fixed or trivial axis), a `Product` of factors (outer to inner, e.g.
-heads x head_dim) or a `Sum` of segments (e.g. q|k|v). Permuting a group permutes every leaf of
-it in every layout, which is what makes the permutation co-inverse.
+All data here is frozen. Each tensor dimension a group lives in has a `Layout` (see
+`cipm.graph.layout`); permuting a group permutes every leaf of it in every layout, which is
+what makes the permutation co-inverse.
 """
 
 from __future__ import annotations
@@ -12,27 +11,23 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from math import prod
-from typing import TYPE_CHECKING, Any, Union
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from cipm.errors import CipmError
+from cipm.graph.layout import Layout, Leaf, groups_in, placements, relabel
 
 if TYPE_CHECKING:
     from cipm.graph.permutation import Permutation
 
 __all__ = [
     "GroupKind",
-    "Leaf",
     "Member",
     "OutputAxis",
     "PermGroup",
-    "Product",
     "Site",
-    "Sum",
     "SymmetryGraph",
     "TensorAxis",
-    "groups_in",
-    "placements",
 ]
 
 
@@ -60,39 +55,6 @@ class GroupKind(str, Enum):
             if kind.value in tags:
                 return kind
         return cls.OTHER
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """Units of one group (`group` is None for an axis no permutation touches)."""
-
-    size: int
-    group: str | None = None
-
-
-@dataclass(frozen=True)
-class Product:
-    """A dimension that is the product of its factors, outer to inner (row-major)."""
-
-    factors: tuple[Layout, ...]
-
-    @property
-    def size(self) -> int:
-        return prod(f.size for f in self.factors)
-
-
-@dataclass(frozen=True)
-class Sum:
-    """A dimension that is its segments laid end to end."""
-
-    parts: tuple[Layout, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(p.size for p in self.parts)
-
-
-Layout = Union[Leaf, Product, Sum]  # noqa: UP007 (a runtime alias)
 
 
 @dataclass(frozen=True)
@@ -181,6 +143,9 @@ class SymmetryGraph:
     groups: tuple[PermGroup, ...]
     axes: tuple[TensorAxis, ...]
     outputs: tuple[OutputAxis, ...] = ()
+    # plugins left out when the graph was traced; every hook cipm calls for this graph's
+    # model (resizing, statistics resets, alignment methods) leaves them out too
+    blocked_plugins: tuple[str, ...] = ()
     _by_name: dict[str, PermGroup] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -206,14 +171,20 @@ class SymmetryGraph:
         return len(self.groups)
 
     def __str__(self) -> str:
-        from cipm.graph.display import graph_table
+        return _table(self)
 
-        return graph_table(self)
+    @cached_property
+    def by_key(self) -> Mapping[str, tuple[TensorAxis, ...]]:
+        """The axes groups live in, by tensor name (tensors and their axes in graph order)."""
+        index: dict[str, list[TensorAxis]] = {}
+        for axis in self.axes:
+            index.setdefault(axis.key, []).append(axis)
+        return {key: tuple(axes) for key, axes in index.items()}
 
     def layout(self, key: str, dim: int) -> Layout:
         """Layout of one parameter/buffer dimension that a group lives in."""
-        for axis in self.axes:
-            if axis.key == key and axis.dim == dim:
+        for axis in self.by_key.get(key, ()):
+            if axis.dim == dim:
                 return axis.layout
         raise KeyError(f"no group lives in {key}:{dim}")
 
@@ -239,14 +210,13 @@ class SymmetryGraph:
                 raise CipmError(f"group '{name}' cannot have {k} units (it has {self[name].size})")
         gone = {name for name, k in sizes.items() if k < 2}
 
+        def leaf(leaf: Leaf) -> Leaf:
+            if leaf.group is None or leaf.group not in sizes:
+                return leaf
+            return Leaf(sizes[leaf.group], None if leaf.group in gone else leaf.group)
+
         def cut(layout: Layout) -> Layout:
-            if isinstance(layout, Leaf):
-                if layout.group is None or layout.group not in sizes:
-                    return layout
-                return Leaf(sizes[layout.group], None if layout.group in gone else layout.group)
-            if isinstance(layout, Product):
-                return Product(tuple(cut(f) for f in layout.factors))
-            return Sum(tuple(cut(p) for p in layout.parts))
+            return relabel(layout, leaf)
 
         axes = tuple(TensorAxis(a.key, a.dim, cut(a.layout)) for a in self.axes)
         units = {(a.key, a.dim, g): unit for a in axes for g, unit, _ in placements(a.layout)}
@@ -267,39 +237,20 @@ class SymmetryGraph:
             groups,
             tuple(a for a in axes if a.groups()),
             tuple(o for o in outputs if groups_in(o.layout)),
+            self.blocked_plugins,
         )
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "groups": [_group_to_dict(g) for g in self.groups],
-            "axes": [
-                {"key": a.key, "dim": a.dim, "layout": _layout_to_dict(a.layout)} for a in self.axes
-            ],
-            "outputs": [
-                {"index": o.index, "dim": o.dim, "layout": _layout_to_dict(o.layout)}
-                for o in self.outputs
-            ],
-        }
+        from cipm.graph.serialize import graph_to_dict
+
+        return graph_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SymmetryGraph:
-        try:
-            return cls(
-                model=data["model"],
-                groups=tuple(_group_from_dict(g) for g in data["groups"]),
-                axes=tuple(
-                    TensorAxis(a["key"], a["dim"], _layout_from_dict(a["layout"]))
-                    for a in data["axes"]
-                ),
-                outputs=tuple(
-                    OutputAxis(o["index"], o["dim"], _layout_from_dict(o["layout"]))
-                    for o in data.get("outputs", [])
-                ),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise CipmError(f"not a cipm symmetry graph: {e!r}") from e
+        from cipm.graph.serialize import graph_from_dict
+
+        return graph_from_dict(data)
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -309,81 +260,25 @@ class SymmetryGraph:
         return cls.from_dict(json.loads(text))
 
 
-def groups_in(layout: Layout) -> list[str]:
-    """Groups of every leaf in a layout, in order (a group may repeat: rotary halves)."""
-    if isinstance(layout, Leaf):
-        return [layout.group] if layout.group else []
-    children = layout.factors if isinstance(layout, Product) else layout.parts
-    return [g for c in children for g in groups_in(c)]
-
-
-def placements(
-    layout: Layout, unit: int = 1, outer: str | None = None
-) -> Iterator[tuple[str, int, str | None]]:
-    """(group, unit span, nearest outer group) for every group leaf in a layout."""
-    if isinstance(layout, Leaf):
-        if layout.group is not None:
-            yield layout.group, unit, outer
-    elif isinstance(layout, Sum):
-        for part in layout.parts:
-            yield from placements(part, unit, outer)
-    else:
-        factors = layout.factors
-        for i, factor in enumerate(factors):
-            inner = prod(f.size for f in factors[i + 1 :])
-            outers = [f.group for f in factors[:i] if isinstance(f, Leaf) and f.group]
-            yield from placements(factor, unit * inner, outers[-1] if outers else outer)
-
-
-def _layout_to_dict(layout: Layout) -> dict[str, Any]:
-    if isinstance(layout, Leaf):
-        return {"leaf": layout.size, "group": layout.group}
-    if isinstance(layout, Product):
-        return {"product": [_layout_to_dict(f) for f in layout.factors]}
-    return {"sum": [_layout_to_dict(p) for p in layout.parts]}
-
-
-def _layout_from_dict(d: dict[str, Any]) -> Layout:
-    if "leaf" in d:
-        return Leaf(int(d["leaf"]), d["group"])
-    if "product" in d:
-        return Product(tuple(_layout_from_dict(f) for f in d["product"]))
-    return Sum(tuple(_layout_from_dict(p) for p in d["sum"]))
-
-
-def _group_to_dict(g: PermGroup) -> dict[str, Any]:
-    return {
-        "name": g.name,
-        "size": g.size,
-        "kind": g.kind.value,
-        "within": g.within,
-        "members": [[m.key, m.dim, m.unit, m.consumes] for m in g.members],
-        "sites": [
-            [
-                s.node,
-                s.module,
-                s.op,
-                s.dim,
-                _layout_to_dict(s.layout) if s.layout else None,
-                s.samples,
-            ]
-            for s in g.sites
-        ],
-    }
-
-
-def _site_from_list(entry: list[Any]) -> Site:
-    node, module, op, dim, layout, *rest = entry  # graphs written before `samples` lack it
-    lay = _layout_from_dict(layout) if layout else None
-    return Site(node, module, op, int(dim), lay, int(rest[0]) if rest else 0)
-
-
-def _group_from_dict(d: dict[str, Any]) -> PermGroup:
-    return PermGroup(
-        name=d["name"],
-        size=int(d["size"]),
-        kind=GroupKind(d["kind"]),
-        members=tuple(Member(k, int(dim), int(u), bool(c)) for k, dim, u, c in d["members"]),
-        sites=tuple(_site_from_list(entry) for entry in d["sites"]),
-        within=d.get("within"),
-    )
+def _table(graph: SymmetryGraph, max_members: int = 3) -> str:
+    """One row per group: name, kind, size (x unit span), nesting, member axes."""
+    rows = [("group", "kind", "size", "within", "members")]
+    for g in graph.groups:
+        size = f"{g.size}" + (f" x {g.unit}" if g.kind.value == "heads" else "")
+        shown = ", ".join(f"{m.key}:{m.dim}" for m in g.members[:max_members])
+        more = len(g.members) - max_members
+        rows.append(
+            (g.name, g.kind.value, size, g.within or "", shown + (f" +{more}" if more > 0 else ""))
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    ]
+    lines.insert(1, "-" * max(len(ln) for ln in lines))
+    kinds: dict[str, int] = {}
+    for g in graph.groups:
+        kinds[g.kind.value] = kinds.get(g.kind.value, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    header = f"SymmetryGraph of {graph.model}: {len(graph.groups)} groups ({summary})"
+    return "\n".join([header, *lines])

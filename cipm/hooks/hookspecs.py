@@ -6,24 +6,35 @@ the specs below. Register it under the ``cipm`` entry-point group of your packag
     [project.entry-points.cipm]
     my_rules = "my_package.cipm_rules"
 
-Built-in plugins register the same way, so any of them can be blocked by name.
+or, to try it without packaging, in-process: ``cipm.get_plugin_manager().register(module)``
+(every cipm call from then on uses it). Built-in plugins register through entry points, so any
+of them can be blocked by name (``cipm.trace(..., blocked_plugins=...)``; the graph it returns
+carries the names, and every hook called for that graph's model leaves them out too).
+
+Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
+what else an op is (`cipm_op_roles`), how a module follows resized tensors (`cipm_resized`),
+which modules keep running statistics (`cipm_reset_running_stats`), and which alignment
+methods exist (`cipm_align_methods`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal
 
 import pluggy
 import torch
 
 if TYPE_CHECKING:
+    from cipm.alignment.methods import AlignMethod
     from cipm.discovery.rules import Rule
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["OpRole", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("cipm")
 hookimpl = pluggy.HookimplMarker("cipm")
+
+OpRole = Literal["view", "affine"]
 
 
 @hookspec
@@ -32,15 +43,33 @@ def cipm_rules() -> Mapping[str, Rule]:  # type: ignore[empty-body]
 
     A key is an op packet (``"aten.linear"``, every overload) or one overload
     (``"aten.add.Tensor"``); an overload's rule wins over its packet's. A rule is a function
-    ``rule(call: cipm.rules.OpCall) -> None`` that states, for one call of the op, which input
-    and output axes are the same, which are fixed and which are products or sums of others.
-    See ``cipm.rules`` for the primitives and ``plugins/`` for the built-in rules.
+    ``rule(call: cipm.discovery.rules.OpCall) -> None`` that states, for one call of the op,
+    which input and output axes are the same, which are fixed and which are products or sums
+    of others. See `cipm.discovery.rules` for the primitives and ``plugins/`` for the
+    built-in rules.
 
-    When two plugins give a rule for the same key, the plugin called first wins; mark your
-    implementation ``@hookimpl(tryfirst=True)`` to override a built-in rule.
+    When two plugins give a rule for the same key, the plugin called first wins, and cipm
+    says so in a `CipmWarning` naming both; mark your implementation
+    ``@hookimpl(tryfirst=True)`` to override a built-in rule on purpose (then nothing is said).
 
     Returns:
         A mapping from op name to rule.
+    """
+
+
+@hookspec
+def cipm_op_roles() -> Mapping[str, OpRole]:  # type: ignore[empty-body]
+    """What ops are beyond their symmetry rule, keyed by op name as `cipm_rules`.
+
+    ``"view"``: the op only re-views or re-types a tensor (transpose, reshape, a cast), so a
+    weight seen through it is still that weight (the tracer follows it back to find which
+    parameter axes a layer sums over). ``"affine"``: its output is a layer's pre-activation,
+    ``weight`` times the input plus ``bias`` per output unit of the module that calls it
+    (linear, convolution, a norm's affine step), so REPAIR can fold a per-unit rescaling
+    into that module's weight and bias.
+
+    Returns:
+        A mapping from op name to role.
     """
 
 
@@ -53,5 +82,36 @@ def cipm_resized(module: torch.nn.Module) -> None:
     so where its forward or its repr reads them. Called once for every module whose own
     tensors or whose submodules' tensors changed shape, innermost first, so an attention
     module sees its projections already resized. Implementations check the module's type
-    and return without doing anything for modules they don't know.
+    and return without doing anything for modules they don't know. Raise a `CipmError` for a
+    module that cannot take its new sizes at all.
+    """
+
+
+@hookspec(firstresult=True)
+def cipm_reset_running_stats(module: torch.nn.Module) -> Callable[[], None] | None:
+    """Prepare a module that keeps running statistics of its inputs to estimate them anew.
+
+    Averaging aligned models averages BatchNorm's running mean and variance too, which
+    no longer describe the merged model's activations; `cipm.reset_batchnorm` re-estimates
+    them on data. For a module it knows, an implementation resets the statistics, makes the
+    module average every batch it sees equally and puts it in training mode; the batches
+    that follow then estimate them.
+
+    Returns:
+        A function that restores the module's settings (not the new statistics) once the
+        batches are through, or None for a module without running statistics.
+    """
+
+
+@hookspec
+def cipm_align_methods() -> Mapping[str, AlignMethod]:  # type: ignore[empty-body]
+    """Alignment methods for `cipm.align`, keyed by the name passed as ``method=``.
+
+    A method is a function ``method(problem: cipm.alignment.AlignProblem) ->
+    cipm.Permutation`` returning the permutation of model B that lines it up with model A
+    (see `cipm.alignment.methods`). Conflicts between plugins are resolved and reported as
+    for `cipm_rules`.
+
+    Returns:
+        A mapping from method name to method.
     """

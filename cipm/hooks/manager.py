@@ -1,68 +1,181 @@
-"""The plugin manager: hook specs, built-in and third-party plugins from the `cipm` entry points."""
+"""The plugin manager: one per process, holding cipm's hook specs, the plugins of the `cipm`
+entry-point group, and any plugin registered in-process.
+
+Every hook cipm calls goes through `get_plugin_manager()`, so ``register`` and ``set_blocked``
+(pluggy's own methods) take effect for every hook at once; a call that names
+``blocked_plugins`` leaves those out of that call only.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import torch
 
+from cipm.errors import CipmWarning, PluginError
 from cipm.hooks import hookspecs
 
 if TYPE_CHECKING:
     from cipm.discovery.rules import Rule
-from cipm.errors import PluginError
+    from cipm.hooks.hookspecs import OpRole
 
-__all__ = ["get_plugin_manager", "list_plugins", "op_rules", "resized"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "for_op",
+    "get_plugin_manager",
+    "hook_caller",
+    "list_plugins",
+    "new_plugin_manager",
+    "op_roles",
+    "op_rules",
+    "plugin_table",
+    "reset_running_stats",
+    "resized",
+]
 
 ENTRY_POINT_GROUP = "cipm"
+_shared: pluggy.PluginManager | None = None
 
 
-def get_plugin_manager(blocked: Iterable[str] = ()) -> pluggy.PluginManager:
-    """A plugin manager with every `cipm` entry-point plugin loaded except the `blocked` ones.
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager: cipm's hook specs and every `cipm` entry-point plugin.
 
-    Args:
-        blocked: plugin names (entry-point names, e.g. ``"torch_layers"``) not to load.
+    Raises:
+        PluginError: an entry-point plugin failed to import or implements an unknown hook.
     """
     pm = pluggy.PluginManager("cipm")
     pm.add_hookspecs(hookspecs)
-    for name in blocked:
-        pm.set_blocked(name)
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    except Exception as e:  # an import error inside someone's plugin
+        pm.check_pending()
+    except Exception as e:  # an import error inside someone's plugin, a misspelt hook
         raise PluginError(f"loading a '{ENTRY_POINT_GROUP}' entry-point plugin failed: {e}") from e
-    pm.check_pending()
     return pm
 
 
-@functools.lru_cache(maxsize=8)
-def _default_manager(blocked: tuple[str, ...]) -> pluggy.PluginManager:
-    return get_plugin_manager(blocked)
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager every cipm call uses, made on first use.
+
+    Try a plugin without packaging it: ``cipm.get_plugin_manager().register(my_module)``;
+    every later `cipm.trace`, `cipm.prune`, ... uses its hooks. ``.unregister(my_module)``
+    takes it out again, ``.set_blocked(name)`` leaves a plugin out of everything.
+    """
+    global _shared
+    if _shared is None:
+        _shared = new_plugin_manager()
+    return _shared
 
 
 def list_plugins(blocked: Iterable[str] = ()) -> list[str]:
-    """Names of the loaded plugins."""
-    pm = _default_manager(tuple(sorted(blocked)))
-    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
+    """Names of the loaded plugins, but the `blocked` ones."""
+    pm = get_plugin_manager()
+    left_out = set(_checked(pm, blocked))
+    return sorted(
+        name
+        for name, plugin in pm.list_name_plugin()
+        if plugin is not None and name not in left_out
+    )
 
 
-def op_rules(pm: pluggy.PluginManager | None = None) -> dict[str, Rule]:
-    """Every plugin's rules merged into one table; the first plugin called wins a key."""
-    pm = pm or _default_manager(())
-    table: dict[str, Rule] = {}
-    for rules in pm.hook.cipm_rules():
-        if not hasattr(rules, "items"):
-            raise PluginError(f"cipm_rules must return a mapping of op name to rule, got {rules!r}")
-        for op, rule in rules.items():
-            if not callable(rule):
-                raise PluginError(f"rule for '{op}' is not callable: {rule!r}")
-            table.setdefault(op, rule)
+def hook_caller(
+    name: str, blocked: Iterable[str] = (), pm: pluggy.PluginManager | None = None
+) -> Any:
+    """The hook `name` of the shared manager (or `pm`), leaving the `blocked` plugins out.
+
+    Raises:
+        PluginError: a blocked name is no plugin's.
+    """
+    pm = pm or get_plugin_manager()
+    plugins = [pm.get_plugin(n) for n in _checked(pm, blocked)]
+    hook = getattr(pm.hook, name)
+    if not any(p is not None for p in plugins):
+        return hook
+    return pm.subset_hook_caller(name, remove_plugins=[p for p in plugins if p is not None])
+
+
+def plugin_table(
+    name: str,
+    what: str,
+    blocked: Iterable[str] = (),
+    pm: pluggy.PluginManager | None = None,
+    check: Callable[[Any], bool] = callable,
+) -> dict[str, Any]:
+    """The mappings every plugin returns from hook `name` merged into one table: the
+    plugin called first wins a key, and a `CipmWarning` names both plugins, unless the
+    winner is marked ``tryfirst`` (an override on purpose).
+
+    Raises:
+        PluginError: a plugin returned something other than a mapping, or a value that
+            fails `check` (naming the plugin and the key).
+    """
+    table: dict[str, Any] = {}
+    source: dict[str, Any] = {}
+    for impl in reversed(hook_caller(name, blocked, pm).get_hookimpls()):  # call order
+        result = impl.function()
+        if not isinstance(result, Mapping):
+            raise PluginError(
+                f"{name} of plugin '{impl.plugin_name}' must return a mapping of name to "
+                f"{what}, got {result!r}"
+            )
+        for key, value in result.items():
+            if not check(value):
+                raise PluginError(
+                    f"{what} for '{key}' from plugin '{impl.plugin_name}' is not valid: {value!r}"
+                )
+            if key not in table:
+                table[key], source[key] = value, impl
+            elif not source[key].tryfirst:
+                warnings.warn(
+                    f"plugins '{source[key].plugin_name}' and '{impl.plugin_name}' both give "
+                    f"a {what} for '{key}'; '{source[key].plugin_name}' wins. Mark the "
+                    "winner's hook @cipm.hookimpl(tryfirst=True) if it overrides on purpose.",
+                    CipmWarning,
+                    stacklevel=3,
+                )
     return table
 
 
-def resized(module: torch.nn.Module, pm: pluggy.PluginManager | None = None) -> None:
+def op_rules(
+    pm: pluggy.PluginManager | None = None, *, blocked: Iterable[str] = ()
+) -> dict[str, Rule]:
+    """Every plugin's symmetry rules merged into one table (see `plugin_table`)."""
+    return plugin_table("cipm_rules", "rule", blocked, pm)
+
+
+def op_roles(blocked: Iterable[str] = ()) -> dict[str, OpRole]:
+    """Every plugin's op roles merged into one table (see `cipm_op_roles`)."""
+    return plugin_table("cipm_op_roles", "role", blocked, check=lambda r: r in ("view", "affine"))
+
+
+def resized(module: torch.nn.Module, blocked: Iterable[str] = ()) -> None:
     """Let every plugin update `module`'s size attributes to its resized tensors."""
-    (pm or _default_manager(())).hook.cipm_resized(module=module)
+    hook_caller("cipm_resized", blocked)(module=module)
+
+
+def reset_running_stats(
+    module: torch.nn.Module, blocked: Iterable[str] = ()
+) -> Callable[[], None] | None:
+    """The first plugin's preparation of `module` to re-estimate its running statistics, or
+    None if no plugin says it keeps any (see `cipm_reset_running_stats`)."""
+    result: Callable[[], None] | None = hook_caller("cipm_reset_running_stats", blocked)(
+        module=module
+    )
+    return result
+
+
+def for_op(table: Mapping[str, Any], op: str) -> Any:
+    """What `table` (keyed by op overload or packet) holds for op overload `op`
+    ("aten.add.Tensor"): the overload's entry, else its packet's ("aten.add"), else None."""
+    return table.get(op) or table.get(op.rsplit(".", 1)[0])
+
+
+def _checked(pm: pluggy.PluginManager, blocked: Iterable[str]) -> list[str]:
+    names = sorted(set(blocked))
+    unknown = [n for n in names if pm.get_plugin(n) is None and not pm.is_blocked(n)]
+    if unknown:
+        known = sorted(n for n, p in pm.list_name_plugin() if p is not None)
+        raise PluginError(f"no plugin named {unknown} to block; plugins are {known}")
+    return names

@@ -1,4 +1,4 @@
-"""`cipm.merge`: average aligned models, then reset BatchNorm statistics on data."""
+"""`cipm.merge`: average aligned models, then re-estimate running statistics on data."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
-from cipm.discovery.export import as_args
+from cipm.batches import as_args, batch_list, model_inputs
 from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.statistics.collection import model_inputs
+from cipm.hooks.manager import reset_running_stats
+from cipm.merging.renormalize import repair as repair_units
 from cipm.tensors.modify import fitted_tensors
 
 __all__ = ["interpolate", "merge", "reset_batchnorm"]
@@ -32,7 +33,7 @@ def merge(
         models: two or more models of one architecture (and, if given, fitting `graph`).
         weights: one weight per model, summing to 1 (default: equal).
         data: batches to recompute BatchNorm running statistics on, which averaging breaks
-            (variance collapse); ignored for models without BatchNorm.
+            (variance collapse; `reset_batchnorm`); ignored for models without BatchNorm.
         repair: then also REPAIR every unit's pre-activation statistics to the models'
             weighted average (`cipm.repair`; needs `graph` and `data`).
 
@@ -61,13 +62,12 @@ def merge(
                 )
                 target.copy_(mean)
     if data is not None:
-        data = list(data)
-        reset_batchnorm(merged, data)
+        blocked = graph.blocked_plugins if graph is not None else ()
+        batches = batch_list(data, "merge")
+        reset_batchnorm(merged, batches, blocked_plugins=blocked)
         if repair:
-            from cipm.merging.renormalize import repair as repair_units
-
-            assert graph is not None
-            merged = repair_units(merged, models, graph, data, weights=weights)
+            assert graph is not None  # checked above
+            merged = repair_units(merged, models, graph, batches, weights=weights)
     return merged
 
 
@@ -78,19 +78,20 @@ def interpolate(
     return merge([model_a, model_b], weights=[1.0 - alpha, alpha], **kwargs)
 
 
-def reset_batchnorm(model: torch.nn.Module, data: Iterable[Any]) -> torch.nn.Module:
+def reset_batchnorm(
+    model: torch.nn.Module, data: Iterable[Any], *, blocked_plugins: Sequence[str] = ()
+) -> torch.nn.Module:
     """Recompute every BatchNorm's running mean and variance of `model` on `data` (in place,
-    cumulative average over all batches); the model's modes are restored afterwards."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model
+    cumulative average over all batches); the model's modes are restored afterwards. Modules
+    of other kinds with running statistics join through the `cipm_reset_running_stats` hook.
+    """
     modes = {m: m.training for m in model.modules()}
-    momenta = {m: m.momentum for m in norms}
     model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs the same
-        m.train()
+    restores = [r for m in model.modules() if (r := reset_running_stats(m, blocked_plugins))]
+    if not restores:
+        for module, training in modes.items():
+            module.training = training
+        return model
     seen = False
     try:
         with torch.no_grad():
@@ -99,8 +100,8 @@ def reset_batchnorm(model: torch.nn.Module, data: Iterable[Any]) -> torch.nn.Mod
                 model(*args, **kwargs)
                 seen = True
     finally:
-        for m, momentum in momenta.items():
-            m.momentum = momentum
+        for restore in restores:
+            restore()
         for module, training in modes.items():
             module.training = training
     if not seen:
@@ -130,7 +131,4 @@ def _check_same(
                 raise CipmError(f"model {i} has non-finite values in '{key}'")
     if graph is not None:
         for i, m in enumerate(models):
-            try:
-                fitted_tensors(m, graph)
-            except CipmError as e:
-                raise CipmError(f"model {i}: {e}") from None
+            fitted_tensors(m, graph, f"models[{i}]")

@@ -8,7 +8,7 @@ and the error barrier the same for the error rate.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cipm.discovery.export import as_args
+from cipm.batches import Loss, as_args, batch_list
 from cipm.errors import CipmError
-from cipm.io import pyplot, save_figure
+from cipm.io import figure, save_figure
 from cipm.merging.average import interpolate
 
 __all__ = ["BarrierCurve", "barrier", "plot_barriers"]
-
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,8 @@ class BarrierCurve:
 
     def plot(self, path: str | os.PathLike[str], title: str = "") -> Path:
         """Write loss and error against alpha as a PNG (atomically)."""
-        fig, (ax_loss, ax_err) = pyplot().subplots(1, 2, figsize=(9, 3.5))
+        fig = figure(figsize=(9, 3.5))
+        ax_loss, ax_err = fig.subplots(1, 2)
         ax_loss.plot(self.alphas, self.losses, marker="o")
         ax_loss.set(xlabel="alpha (A = 0, B = 1)", ylabel="loss", title="loss")
         ax_err.plot(self.alphas, [100 * e for e in self.errors], marker="o", color="tab:red")
@@ -78,7 +77,8 @@ def plot_barriers(
     """Barriers of several alignments against one swept quantity (training epochs, pruning
     level, width): a line per series, written as a PNG (atomically). With `log_x`, the x
     axis is logarithmic and ticked at the values of `x`."""
-    fig, ax = pyplot().subplots(figsize=(5.2, 3.6))
+    fig = figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
     for label, values in series.items():
         ax.plot(x, values, marker="o", ms=3, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -113,9 +113,7 @@ def barrier(
     """
     if steps < 2:
         raise CipmError(f"a barrier needs at least 2 steps, got {steps}")
-    batches = list(loader)
-    if not batches:
-        raise CipmError("barrier: the loader yielded no batches")
+    batches = batch_list(loader, "barrier")
     alphas = tuple(i / (steps - 1) for i in range(steps))
     losses, errors = [], []
     for alpha in alphas:

@@ -17,16 +17,15 @@ from typing import Any
 
 import torch
 
+from cipm.batches import batch_list
 from cipm.errors import CipmError
-from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
+from cipm.graph.symmetry import Site, SymmetryGraph
+from cipm.hooks.manager import for_op, op_roles
 from cipm.statistics.capture import SiteRecorder
-from cipm.statistics.collection import model_inputs
-from cipm.statistics.moments import MomentAccumulator, Moments
+from cipm.statistics.collection import accumulate
+from cipm.statistics.moments import Moments
 
-__all__ = ["repair"]
-
-# ops whose output is a group's pre-activation, made by a module with `weight` and `bias`
-PRODUCERS = ("linear", "conv", "batch_norm", "group_norm", "layer_norm", "addmm")
+__all__ = ["producer_sites", "repair"]
 
 
 def repair(
@@ -50,16 +49,14 @@ def repair(
     weights = list(weights) if weights is not None else [1.0 / len(endpoints)] * len(endpoints)
     if len(weights) != len(endpoints):
         raise CipmError(f"{len(weights)} weights given for {len(endpoints)} endpoints")
-    batches = list(data)
-    if not batches:
-        raise CipmError("repair: the data yielded no batches")
-    sites = {g.name: site for g in graph if (site := _producer_site(g)) is not None}
+    batches = batch_list(data, "repair")
+    sites = producer_sites(graph)
     ends = [_moments(m, graph, sites, batches) for m in endpoints]
     repaired = copy.deepcopy(merged)
     # the exported program shares the copy's parameters, so one export sees every correction
     recorder = SiteRecorder(repaired, graph, sites)
     for name, site in sites.items():
-        now = _measure(recorder, batches, [name])[name]
+        now = accumulate(recorder, batches, groups=[name], what="repair")[name]
         mean = torch.stack([w * e[name].mean for w, e in zip(weights, ends, strict=True)]).sum(0)
         std = torch.stack([w * e[name].std for w, e in zip(weights, ends, strict=True)]).sum(0)
         scale = torch.where(now.std > 0, std / now.std.clamp_min(1e-12), torch.ones_like(std))
@@ -72,15 +69,21 @@ def repair(
     return repaired
 
 
-def _producer_site(group: PermGroup) -> Site | None:
-    """The first activation where a layer with weight and bias makes this group's units."""
-    members = {(m.key, m.dim) for m in group.members}
-    for site in group.sites:
-        if site.layout is not None or not any(op in site.op for op in PRODUCERS):
-            continue
-        if {(f"{site.module}.weight", 0), (f"{site.module}.bias", 0)} <= members:
-            return site
-    return None
+def producer_sites(graph: SymmetryGraph) -> dict[str, Site]:
+    """Per group that has one, the first activation where a layer with weight and bias
+    makes its units: an op of role ``"affine"`` (`cipm_op_roles`) called by a module whose
+    ``weight`` and ``bias`` are members of the group along dim 0."""
+    affine = {op: role for op, role in op_roles(graph.blocked_plugins).items() if role == "affine"}
+    sites: dict[str, Site] = {}
+    for group in graph:
+        members = {(m.key, m.dim) for m in group.members}
+        for site in group.sites:
+            if site.layout is not None or not for_op(affine, site.op):
+                continue
+            if {(f"{site.module}.weight", 0), (f"{site.module}.bias", 0)} <= members:
+                sites[group.name] = site
+                break
+    return sites
 
 
 def _moments(
@@ -89,13 +92,4 @@ def _moments(
     sites: dict[str, Site],
     batches: list[Any],
 ) -> dict[str, Moments]:
-    return _measure(SiteRecorder(model, graph, sites), batches, list(sites))
-
-
-def _measure(recorder: SiteRecorder, batches: list[Any], groups: list[str]) -> dict[str, Moments]:
-    totals = {name: MomentAccumulator() for name in groups}
-    for i, batch in enumerate(batches):
-        units = recorder.run(model_inputs(batch), i)
-        for name in groups:
-            totals[name].add(units[name])
-    return {name: acc.moments() for name, acc in totals.items()}
+    return accumulate(SiteRecorder(model, graph, sites), batches, what="repair")

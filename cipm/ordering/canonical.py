@@ -28,8 +28,8 @@ import torch
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import PermGroup, SymmetryGraph
 from cipm.statistics.group import Statistics
+from cipm.tensors.features import unit_slices
 from cipm.tensors.modify import fitted_tensors, permute
-from cipm.tensors.units import occurrences, unit_matrix
 
 __all__ = ["canonical_permutation", "canonicalize"]
 
@@ -77,18 +77,11 @@ def _weight_keys(
     made = torch.zeros(group.size, dtype=torch.float64)
     used = torch.zeros(group.size, dtype=torch.float64)
     summaries: list[torch.Tensor] = []
-    for m in group.members:
-        layout = graph.layout(m.key, m.dim)
-        for occurrence in range(len(occurrences(layout, group.name)) or 1):
-            cols = unit_matrix(tensors[m.key], m.dim, layout, group.name, occurrence)
-            x = cols.to(torch.float64)
-            total, _ = _exact_sum(x)
-            square, scale = _exact_sum(x.square())
-            summaries += [total, square, x.amax(dim=0)]
-            if m.consumes:
-                used += square.to(torch.float64) / scale
-            else:
-                made += square.to(torch.float64) / scale
+    for m, x in unit_slices(tensors, graph, group, every_occurrence=True):
+        total, _ = _exact_sum(x)
+        square, scale = _exact_sum(x.square())
+        summaries += [total, square, x.amax(dim=0)]
+        (used if m.consumes else made).add_(square.to(torch.float64) / scale)
     return [-(made.sqrt() * used.sqrt()), *summaries]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from cipm.discovery.export import as_args, export
+from cipm.batches import as_args
+from cipm.discovery.export import export
 from cipm.errors import CipmError, TraceError
 from cipm.graph.symmetry import GroupKind, PermGroup, Site, SymmetryGraph
 from cipm.tensors.units import unit_blocks
@@ -84,6 +85,16 @@ class SiteRecorder:
         """Export for this input signature (cached for `run`) and check that every site is
         there with the right shape; raises CipmError otherwise."""
         self._program(inputs, 0)
+
+    def block_shape(self, inputs: Any, group: str) -> torch.Size:
+        """The (pre, units, post) shape `run` gives for `group` on inputs of this signature,
+        read from the exported program: nothing runs."""
+        site = self.sites[group]
+        nodes = {n.name: n for n in self._program(inputs, 0).graph.nodes}
+        val = nodes[site.node].meta["val"]
+        return unit_blocks(
+            torch.empty(val.shape, device="meta"), site.dim, site.layout, group
+        ).shape
 
     def _instrument(self, module: torch.fx.GraphModule) -> torch.fx.GraphModule:
         """Check every site exists with the right shape, and store it when computed."""

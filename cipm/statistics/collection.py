@@ -1,33 +1,27 @@
-"""`cipm.collect` and `cipm.collect_cross`: statistics of every group's units on data."""
+"""`cipm.collect` and `cipm.collect_cross`: statistics of every group's units on data.
+
+Every statistic cipm gathers on data (these two, REPAIR's, pruning's folds) is one loop:
+batch -> model inputs -> a `SiteRecorder` run -> float64 accumulators, in `accumulate` and
+`accumulate_cross`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from cipm.errors import CipmError, PermutationError
+from cipm.batches import Inputs, model_inputs, progress
+from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.capture import SiteRecorder
-from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics, unit_features
-from cipm.statistics.moments import CrossAccumulator, MomentAccumulator
+from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
+from cipm.statistics.moments import CrossAccumulator, CrossMoments, MomentAccumulator, Moments
+from cipm.tensors.features import unit_features
 from cipm.tensors.modify import fitted_tensors
 
-__all__ = ["collect", "collect_cross", "model_inputs", "subsample"]
-
-Inputs = Callable[[Any], Any]
-
-
-def model_inputs(batch: Any) -> Any:
-    """The model inputs in a batch: a tensor, the first item of an (inputs, targets) pair,
-    or a dict of keyword inputs."""
-    if isinstance(batch, tuple | list):
-        if not batch:
-            raise CipmError("an empty batch has no model inputs")
-        return batch[0]
-    return batch
+__all__ = ["accumulate", "accumulate_cross", "collect", "collect_cross", "subsample"]
 
 
 def collect(
@@ -60,21 +54,14 @@ def collect(
             activation (naming group and batch), a graph of another model, or a bad `sample`.
     """
     _check_sample(sample)
-    _check_fits(model, graph, "model")
+    tensors = fitted_tensors(model, graph)
     recorder = SiteRecorder(model, graph)
-    totals = {g.name: MomentAccumulator() for g in graph}
-    for i, batch in enumerate(_progress(loader, progress, "collect")):
-        for name, x in recorder.run(inputs(batch), i).items():
-            x = subsample(x, sample, i)
-            _check_finite(totals[name].add(x), x, name, i)
-    if len(graph) and not totals[graph.groups[0].name].count:
-        raise CipmError("the loader yielded no batches; statistics need at least one")
-    state = model.state_dict()
+    moments = accumulate(recorder, loader, inputs=inputs, sample=sample, show=progress)
     return Statistics(
         graph,
         {
             g.name: GroupStatistics(
-                g, recorder.sites[g.name], totals[g.name].moments(), unit_features(state, graph, g)
+                g, recorder.sites[g.name], moments[g.name], unit_features(tensors, graph, g)
             )
             for g in graph
         },
@@ -98,21 +85,73 @@ def collect_cross(
         CipmError: as `collect`, or when a model does not fit the graph (naming the group).
     """
     _check_sample(sample)
-    _check_fits(model_a, graph, "model_a")
-    _check_fits(model_b, graph, "model_b")
+    fitted_tensors(model_a, graph, "model_a")
+    fitted_tensors(model_b, graph, "model_b")
     rec_a, rec_b = SiteRecorder(model_a, graph), SiteRecorder(model_b, graph)
-    totals = {g.name: CrossAccumulator() for g in graph}
-    for i, batch in enumerate(_progress(loader, progress, "collect_cross")):
+    moments = accumulate_cross(
+        rec_a, rec_b, loader, inputs=inputs, sample=sample, show=progress, what="collect_cross"
+    )
+    return CrossStatistics(graph, moments)
+
+
+def accumulate(
+    recorder: SiteRecorder,
+    loader: Iterable[Any],
+    *,
+    inputs: Inputs = model_inputs,
+    groups: Collection[str] | None = None,
+    sample: float = 1.0,
+    show: bool = False,
+    what: str = "collect",
+) -> dict[str, Moments]:
+    """Moments of each group's units at the recorder's sites (or of `groups` only) over
+    `loader`, streamed.
+
+    Raises:
+        CipmError: an empty loader, or a non-finite activation (naming group and batch).
+    """
+    names = list(recorder.sites if groups is None else groups)
+    totals = {name: MomentAccumulator() for name in names}
+    for i, batch in enumerate(progress(loader, show, what)):
+        for name, x in recorder.run(inputs(batch), i, groups).items():
+            x = subsample(x, sample, i)
+            _check_finite(totals[name].add(x), x, name, i)
+    _check_seen(names, totals[names[0]].count if names else 1, what)
+    return {name: acc.moments() for name, acc in totals.items()}
+
+
+def accumulate_cross(
+    rec_a: SiteRecorder,
+    rec_b: SiteRecorder,
+    loader: Iterable[Any],
+    *,
+    inputs: Inputs = model_inputs,
+    pairs: Mapping[str, str] | None = None,
+    grams: tuple[bool, bool] = (True, True),
+    sample: float = 1.0,
+    show: bool = False,
+    what: str = "collect_cross",
+) -> dict[str, CrossMoments]:
+    """Cross moments of two models' units on the same batches: per group of A (`pairs`
+    maps A's groups to B's; default: every group of A to B's of the same name), keyed by
+    A's names. `grams` says whether A's and B's own co-moments are needed.
+
+    Raises:
+        CipmError: an empty loader, or a non-finite activation (naming model, group, batch).
+    """
+    pairs = dict(pairs) if pairs is not None else {n: n for n in rec_a.sites}
+    totals = {name: CrossAccumulator(grams) for name in pairs}
+    for i, batch in enumerate(progress(loader, show, what)):
         x = inputs(batch)
-        units_a, units_b = rec_a.run(x, i), rec_b.run(x, i)
-        for name, xa in units_a.items():
-            xa, xb = subsample(xa, sample, i), subsample(units_b[name], sample, i)
+        units_a, units_b = rec_a.run(x, i, pairs), rec_b.run(x, i, pairs.values())
+        for name, b_name in pairs.items():
+            xa, xb = subsample(units_a[name], sample, i), subsample(units_b[b_name], sample, i)
             sum_a, sum_b = totals[name].add(xa, xb)
             _check_finite(sum_a, xa, name, i, "model_a")
             _check_finite(sum_b, xb, name, i, "model_b")
-    if len(graph) and not totals[graph.groups[0].name].a.count:
-        raise CipmError("the loader yielded no batches; statistics need at least one")
-    return CrossStatistics(graph, {name: acc.moments() for name, acc in totals.items()})
+    names = list(pairs)
+    _check_seen(names, totals[names[0]].a.count if names else 1, what)
+    return {name: acc.moments() for name, acc in totals.items()}
 
 
 def subsample(blocks: torch.Tensor, fraction: float, batch: int) -> torch.Tensor:
@@ -135,11 +174,9 @@ def _check_sample(sample: float) -> None:
         raise CipmError(f"sample must be a fraction in (0, 1], got {sample}")
 
 
-def _check_fits(model: torch.nn.Module, graph: SymmetryGraph, which: str) -> None:
-    try:
-        fitted_tensors(model, graph)
-    except PermutationError as e:
-        raise CipmError(f"{which}: {e}") from None
+def _check_seen(names: list[str], count: int, what: str) -> None:
+    if names and not count:
+        raise CipmError(f"{what}: the loader yielded no batches; statistics need at least one")
 
 
 def _check_finite(
@@ -152,8 +189,3 @@ def _check_finite(
             f"{which} produced {bad} non-finite (NaN or Inf) activations in group '{group}' "
             f"on batch {batch}; check the inputs and weights of that batch"
         )
-
-
-def _progress(loader: Iterable[Any], show: bool, what: str) -> Iterable[Any]:
-    total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    return tqdm(loader, total=total, desc=what, unit="batch", disable=not show, leave=False)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.symmetry import Leaf
+from cipm.graph.layout import Leaf
 from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
 
 if TYPE_CHECKING:

@@ -12,18 +12,10 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
 from cipm.statistics.moments import CrossMoments, Moments
-from cipm.tensors.units import unit_matrix
+from cipm.tensors.features import UnitFeatures, unit_features
+from cipm.tensors.modify import fitted_tensors
 
-__all__ = ["CrossStatistics", "GroupStatistics", "Statistics", "UnitFeatures", "unit_features"]
-
-
-@dataclass(frozen=True)
-class UnitFeatures:
-    """Per-unit weight features: norms of incoming and outgoing weights, and the bias."""
-
-    in_norm: torch.Tensor
-    out_norm: torch.Tensor
-    bias: torch.Tensor
+__all__ = ["CrossStatistics", "GroupStatistics", "Statistics"]
 
 
 @dataclass(frozen=True)
@@ -105,11 +97,14 @@ class Statistics(_ByGroup):
             },
         )
 
-    def check_model(self, model: torch.nn.Module) -> None:
-        """Raise a CipmError unless these statistics were collected on `model` (they keep
-        the weight features of the model they came from, which are compared)."""
-        from cipm.tensors.modify import fitted_tensors
+    def check_model(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """`model`'s tensors that the groups live in (`fitted_tensors`), once these
+        statistics are known to be of `model`: they keep the weight features of the model
+        they came from, which are compared.
 
+        Raises:
+            CipmError: the statistics were collected on another model.
+        """
         try:
             tensors = fitted_tensors(model, self.graph)
         except CipmError as e:
@@ -122,6 +117,7 @@ class Statistics(_ByGroup):
                     f"the statistics were collected on another model (weights of group "
                     f"'{name}' differ); collect them on the model you pass"
                 )
+        return tensors
 
     def __repr__(self) -> str:
         count = self[next(iter(self))].count if len(self) else 0
@@ -147,38 +143,3 @@ class CrossStatistics(_ByGroup):
 
     def __repr__(self) -> str:
         return f"CrossStatistics({self.graph.model}: {len(self)} groups)"
-
-
-def unit_features(
-    state: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
-) -> UnitFeatures:
-    """Weight features of a group's units, read from a model's state (its member tensors).
-
-    A member that consumes the units (`Member.consumes`, a layer's input axis) holds
-    outgoing weights; any other member of two or more dims, incoming ones (a layer's output
-    axis, an embedding's columns). The bias is the 1-D `.bias` beside an incoming weight.
-    """
-    n = group.size
-    in_sq = torch.zeros(n, dtype=torch.float64)
-    out_sq = torch.zeros(n, dtype=torch.float64)
-    bias = torch.zeros(n, dtype=torch.float64)
-    incoming: set[str] = set()
-    for m in group.members:
-        t = state.get(m.key)
-        if t is None or t.dim() < 2 or not t.is_floating_point():
-            continue
-        cols = unit_matrix(t.detach(), m.dim, graph.layout(m.key, m.dim), group.name)
-        sq = cols.to(torch.float64).square().sum(0)
-        if m.consumes:
-            out_sq += sq
-        else:
-            in_sq += sq
-            incoming.add(m.key.rpartition(".")[0])
-    for m in group.members:
-        t = state.get(m.key)
-        module, _, name = m.key.rpartition(".")
-        if t is not None and t.dim() == 1 and name == "bias" and module in incoming:
-            bias = unit_matrix(t.detach(), 0, graph.layout(m.key, 0), group.name)
-            bias = bias.to(torch.float64).mean(0)  # per head: the mean over its dims
-            break
-    return UnitFeatures(in_sq.sqrt(), out_sq.sqrt(), bias)

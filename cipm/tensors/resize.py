@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -13,14 +13,18 @@ from cipm.hooks.manager import resized
 __all__ = ["with_tensors"]
 
 
-def with_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+def with_tensors(
+    model: torch.nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    blocked_plugins: Iterable[str] = (),
+) -> torch.nn.Module:
     """A copy of `model` whose parameters and buffers named in `tensors` hold those values.
 
     Tensors may change shape (a pruned layer): the copy gets new parameters of the new shape
     (tied names stay tied, ``requires_grad`` and dtype are kept), and every module whose
     tensors, or whose submodules' tensors, changed shape is handed to the plugins'
     ``cipm_resized`` hook, innermost first, to update attributes such as ``in_features`` or a
-    head count. `model` itself is not changed.
+    head count (`blocked_plugins` left out). `model` itself is not changed.
     """
     new = copy.deepcopy(model)
     named: dict[str, torch.Tensor] = dict(new.named_parameters(remove_duplicate=False))
@@ -53,5 +57,5 @@ def with_tensors(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) ->
                 parts = path.split(".") if path else []
                 changed.update(".".join(parts[:i]) for i in range(len(parts) + 1))
     for path in sorted(changed, key=lambda p: p.count(".") + bool(p), reverse=True):
-        resized(new.get_submodule(path))
+        resized(new.get_submodule(path), blocked_plugins)
     return new

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import torch
 
-from cipm.graph.symmetry import Layout, Leaf, Product, Sum, groups_in
+from cipm.graph.layout import Layout, Leaf, Path, Product, Sum, groups_in, occurrences
 
-__all__ = ["map_units", "occurrences", "pair_matrix", "unit_blocks", "unit_matrix"]
+__all__ = ["map_units", "pair_matrix", "unit_blocks", "unit_matrix"]
 
 
 def unit_matrix(
@@ -28,9 +28,7 @@ def unit_matrix(
     return _descend(x, layout, occurrences(layout, group)[occurrence])[0]
 
 
-def pair_matrix(
-    t: torch.Tensor, dim: int, layout: Layout, path: tuple[int, ...], inner: int
-) -> torch.Tensor:
+def pair_matrix(t: torch.Tensor, dim: int, layout: Layout, path: Path, inner: int) -> torch.Tensor:
     """(samples, inner units, outer units) for the group at `path` (a factor of a product)
     and the sibling factor at index `inner` of that product, e.g. (.., head_dim, heads)."""
     x, parent = _descend(t.movedim(dim, -1).reshape(-1, t.shape[dim]), layout, path[:-1])
@@ -42,7 +40,7 @@ def pair_matrix(
     return x.reshape(-1, parent.factors[inner].size, parent.factors[outer].size)
 
 
-def _descend(x: torch.Tensor, node: Layout, path: tuple[int, ...]) -> tuple[torch.Tensor, Layout]:
+def _descend(x: torch.Tensor, node: Layout, path: Path) -> tuple[torch.Tensor, Layout]:
     """Follow `path` from a (samples, node.size) matrix to the sub-layout it names."""
     for i in path:
         if isinstance(node, Product):
@@ -54,14 +52,6 @@ def _descend(x: torch.Tensor, node: Layout, path: tuple[int, ...]) -> tuple[torc
             x = x[:, start : start + node.parts[i].size]
             node = node.parts[i]
     return x, node
-
-
-def occurrences(layout: Layout, group: str) -> list[tuple[int, ...]]:
-    """Paths (child indices from the root) to every leaf of `group` in a layout."""
-    if isinstance(layout, Leaf):
-        return [()] if layout.group == group else []
-    children = layout.factors if isinstance(layout, Product) else layout.parts
-    return [(i, *path) for i, c in enumerate(children) for path in occurrences(c, group)]
 
 
 def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""Activation matching: each group assigned on the cross-correlation of the two models' units
+on the same data (`cipm.collect_cross`), with weights breaking ties."""
+
+from __future__ import annotations
+
+from cipm.alignment.methods import AlignProblem
+from cipm.alignment.weight import weight_matching
+from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import GroupKind
+from cipm.statistics.collection import collect_cross
+
+__all__ = ["activation_method"]
+
+
+def activation_method(problem: AlignProblem) -> Permutation:
+    """The built-in ``"activation"`` method of `cipm.align`.
+
+    Correlations decide every group observed on its own. Nested groups (attention heads and
+    the dims within them, GroupNorm groups and the channels within them), whose activations
+    only compare once the other is aligned, and ties (dead units) go by weights.
+    """
+    graph, config = problem.graph, problem.config
+    data = problem.needs_data("activation")
+    cross = collect_cross(problem.model_a, problem.model_b, graph, data, progress=config.progress)
+    nesting = {g.within for g in graph} | {g.name for g in graph if g.within}
+    evidence = {
+        g.name: cross.corr(g.name)
+        for g in graph
+        if g.kind not in (GroupKind.HEADS, GroupKind.WITHIN_HEAD) and g.name not in nesting
+    }
+    return weight_matching(
+        problem.state_a,
+        problem.state_b,
+        graph,
+        seed=config.seed,
+        max_sweeps=config.max_sweeps,
+        restarts=config.restarts,
+        evidence=evidence,
+    )

@@ -1,0 +1,114 @@
+"""Pruning with calibration data: group after group, each folded so that its consumers see
+the *original* model's units as closely as the partly pruned model allows (cross-model least
+squares), which keeps the errors of successive groups from compounding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cipm.batches import Inputs
+from cipm.discovery.tracer import trace
+from cipm.errors import CipmError
+from cipm.graph.symmetry import SymmetryGraph
+from cipm.pruning.choose import second_moment, warn_if_few
+from cipm.pruning.fold import merge_plan, pruned_state
+from cipm.statistics.capture import SiteRecorder, representative_site
+from cipm.statistics.collection import accumulate, accumulate_cross
+from cipm.statistics.moments import Moments
+from cipm.tensors.features import unit_features
+from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.resize import with_tensors
+
+__all__ = ["merge_in_order"]
+
+
+def merge_in_order(
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    targets: Mapping[str, int],
+    data: Iterable[Any],
+    inputs: Inputs,
+    progress: bool,
+) -> torch.nn.Module:
+    """Prune group after group; each is folded on cross-moments between the original
+    model's units and the partly pruned model's (see `cipm.prune`'s `data`)."""
+    # a loader is read once per group; a one-shot iterator is kept in memory for that
+    batches = list(data) if iter(data) is data else data
+    first = next(iter(batches), None)
+    if first is None:
+        raise CipmError("prune got no batches in data; it needs at least one")
+    original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
+    current: torch.nn.Module = model
+    done: dict[str, int] = {}
+    for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
+        now = graph.resized(done)
+        recorder = _recorder(current, now, name, inputs(first))
+        own, cross = _fold_moments(original, recorder, name, batches, inputs(first), inputs)
+        tensors = fitted_tensors(current, now)
+        out_norm = unit_features(tensors, now, now[name]).out_norm
+        warn_if_few(own.count, k, name)
+        second = second_moment(own)
+        plan = merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
+        pruned = pruned_state(tensors, now, {name: plan})
+        current = with_tensors(current, pruned, graph.blocked_plugins)
+        done[name] = k
+    return current
+
+
+def _recorder(
+    model: torch.nn.Module, graph: SymmetryGraph, name: str, example: Any
+) -> SiteRecorder:
+    """A recorder of one group's units in a partly pruned model. Its graph is the original
+    one resized; where pruning changed the exported graph itself (LLaMA skips repeating
+    keys and values once a key/value head serves one query head), the model is traced anew
+    and the group found there by its members (names may shift when a group disappears)."""
+    recorder = SiteRecorder(model, graph, {name: representative_site(graph[name])})  # the only site
+    try:
+        recorder.check(example)
+        return recorder
+    except CipmError:
+        retraced = trace(
+            model,
+            example,
+            outputs="free" if graph.outputs else "fixed",
+            blocked_plugins=graph.blocked_plugins,
+        )
+        places = {(m.key, m.dim, m.unit) for m in graph[name].members}
+        same = [g for g in retraced if {(m.key, m.dim, m.unit) for m in g.members} == places]
+        if not same:
+            raise CipmError(
+                f"group '{name}' is no longer found in the partly pruned "
+                f"{type(model).__name__}; prune it without data= (from statistics)"
+            ) from None
+        return SiteRecorder(model, retraced, {same[0].name: representative_site(same[0])})
+
+
+def _fold_moments(
+    original: SiteRecorder,
+    current: SiteRecorder,
+    name: str,
+    batches: Iterable[Any],
+    example: Any,
+    inputs: Inputs,
+) -> tuple[Moments, torch.Tensor | None]:
+    """Moments of the group's units in the partly pruned model and E[z z'^T] against the
+    original's. Where the site's samples span a group already pruned (query heads of a
+    key/value head that lost some), the two models' samples don't pair up: then the group
+    is folded on the pruned model's own moments (cross is None)."""
+    (now_name,) = current.sites
+    if original.block_shape(example, name) != current.block_shape(example, now_name):
+        return accumulate(current, batches, inputs=inputs, what="prune")[now_name], None
+    m = accumulate_cross(
+        original,
+        current,
+        batches,
+        inputs=inputs,
+        pairs={name: now_name},
+        grams=(False, True),  # the original's own gram is not needed
+        what="prune",
+    )[name]
+    return m.b, m.cross / m.a.count + torch.outer(m.a.mean, m.b.mean)

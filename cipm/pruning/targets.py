@@ -1,0 +1,70 @@
+"""What to prune: how many units each group keeps, and which groups can lose units at all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cipm.errors import CipmError
+from cipm.graph.symmetry import GroupKind, PermGroup, SymmetryGraph
+
+__all__ = ["PRUNABLE", "targets"]
+
+# kinds a global ratio prunes by default; the residual stream is pruned when named
+PRUNABLE = (GroupKind.HIDDEN, GroupKind.CHANNELS, GroupKind.HEADS)
+
+
+def targets(
+    graph: SymmetryGraph,
+    ratio: float | None,
+    sizes: Mapping[str, int],
+    kinds: tuple[GroupKind, ...],
+) -> dict[str, int]:
+    """Units to keep per group that loses any.
+
+    Raises:
+        CipmError: neither `ratio` nor `sizes`, a ratio outside [0, 1), an unknown or
+            unprunable group, or a size that would leave a group empty or exceeds it.
+    """
+    if ratio is None and not sizes:
+        raise CipmError("say how much to prune: ratio=... (a fraction) or sizes={group: units}")
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise CipmError(f"ratio must be in [0, 1), got {ratio}")
+    names = {g.name for g in graph}
+    kept: dict[str, int] = {}
+    if ratio is not None:
+        for g in graph:
+            if g.kind in kinds and _unprunable(graph, g) is None:
+                kept[g.name] = max(1, round(g.size * (1.0 - ratio)))
+    for name, k in sizes.items():
+        if name not in names:
+            raise CipmError(
+                f"'{name}' is not a permutation group of {graph.model}: its axes are fixed "
+                f"(model inputs/outputs) or it does not exist; groups are {sorted(names)}"
+            )
+        group = graph[name]
+        why = _unprunable(graph, group)
+        if why is not None:
+            raise CipmError(f"group '{name}' cannot be pruned: {why}")
+        if not 1 <= int(k) <= group.size:
+            raise CipmError(
+                f"cannot keep {k} units of group '{name}' ({group.size} units): "
+                + ("that would leave it empty" if int(k) < 1 else "it has fewer")
+            )
+        kept[name] = int(k)
+    return {n: k for n, k in kept.items() if k < graph[n].size}
+
+
+def _unprunable(graph: SymmetryGraph, group: PermGroup) -> str | None:
+    """Why a group can't lose units, or None if it can."""
+    if group.kind == GroupKind.WITHIN_HEAD:
+        return (
+            "it holds dims within attention heads, and pruning them would change the attention "
+            f"scale; prune whole heads (group '{group.within}') instead"
+        )
+    inner = [g.name for g in graph if g.within == group.name]
+    if inner and group.kind != GroupKind.HEADS:
+        return (
+            f"its units are blocks of the units of '{inner[0]}' (such as GroupNorm groups), "
+            "whose count the layer records; prune the units within the blocks instead"
+        )
+    return None

@@ -1,0 +1,98 @@
+"""Per-unit weight features: each unit's slices of its member tensors, and their norms.
+
+A member that consumes a group's units (`Member.consumes`: the next layer's input columns)
+holds the units' outgoing weights; every other member makes or scales them (a layer's output
+rows, its bias, a norm's parameters): their incoming weights. Pruning ranks units by these
+norms, canonical form sorts by them (summed exactly), and the meta-network reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from cipm.graph.layout import occurrences
+from cipm.graph.symmetry import Member, PermGroup, SymmetryGraph
+from cipm.tensors.units import unit_matrix
+
+__all__ = ["UnitFeatures", "unit_features", "unit_slices", "weight_norms"]
+
+
+@dataclass(frozen=True)
+class UnitFeatures:
+    """Per-unit weight features: norms of incoming and outgoing weights, and the bias."""
+
+    in_norm: torch.Tensor
+    out_norm: torch.Tensor
+    bias: torch.Tensor
+
+
+def unit_slices(
+    tensors: Mapping[str, torch.Tensor],
+    graph: SymmetryGraph,
+    group: PermGroup,
+    *,
+    every_occurrence: bool = False,
+) -> Iterator[tuple[Member, torch.Tensor]]:
+    """Each member's slices of the group's units, as (rows, units) float64 matrices (see
+    `unit_matrix`); a member missing from `tensors` is skipped. Where a group appears more
+    than once in a dim (rotary halves), the first occurrence, or with `every_occurrence`
+    one matrix each."""
+    for m in group.members:
+        t = tensors.get(m.key)
+        if t is None:
+            continue
+        layout = graph.layout(m.key, m.dim)
+        count = (len(occurrences(layout, group.name)) or 1) if every_occurrence else 1
+        for k in range(count):
+            yield m, unit_matrix(t.detach(), m.dim, layout, group.name, k).to(torch.float64)
+
+
+def weight_norms(
+    tensors: Mapping[str, torch.Tensor],
+    graph: SymmetryGraph,
+    group: PermGroup,
+    *,
+    matrices_only: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, the norms of its incoming (made) and outgoing (consumed) weights over every
+    member tensor; with `matrices_only`, only floating-point members of two or more dims
+    (weights, not biases, norm parameters or integer buffers)."""
+    made = torch.zeros(group.size, dtype=torch.float64)
+    used = torch.zeros(group.size, dtype=torch.float64)
+    for m, cols in unit_slices(tensors, graph, group):
+        t = tensors[m.key]
+        if matrices_only and (t.dim() < 2 or not t.is_floating_point()):
+            continue
+        (used if m.consumes else made).add_(cols.square().sum(0))
+    return made.sqrt(), used.sqrt()
+
+
+def unit_features(
+    state: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+) -> UnitFeatures:
+    """Weight features of a group's units, read from a model's state (its member tensors).
+
+    The norms are those of `weight_norms` over weight matrices; the bias is the 1-D
+    `.bias` beside an incoming weight (per head: the mean over its dims).
+    """
+    in_norm, out_norm = weight_norms(state, graph, group, matrices_only=True)
+    incoming = {
+        m.key.rpartition(".")[0]
+        for m in group.members
+        if not m.consumes
+        and m.key in state
+        and state[m.key].dim() >= 2
+        and state[m.key].is_floating_point()
+    }
+    bias = torch.zeros(group.size, dtype=torch.float64)
+    for m in group.members:
+        t = state.get(m.key)
+        module, _, name = m.key.rpartition(".")
+        if t is not None and t.dim() == 1 and name == "bias" and module in incoming:
+            bias = unit_matrix(t.detach(), 0, graph.layout(m.key, 0), group.name)
+            bias = bias.to(torch.float64).mean(0)
+            break
+    return UnitFeatures(in_norm, out_norm, bias)
