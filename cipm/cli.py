@@ -25,7 +25,7 @@ from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import list_plugins
 from cipm.io import save_model, write_text_atomic
 from cipm.ordering.canonical import canonicalize
-from cipm.pruning.structured import Method, prune
+from cipm.pruning.structured import METHODS, Method, prune
 from cipm.statistics.collection import collect
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import permute
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     prune_cmd.add_argument(
         "--size", action="append", default=[], metavar="GROUP=UNITS", help="units to keep"
     )
-    prune_cmd.add_argument("--method", choices=("merge", "magnitude", "activation"))
+    prune_cmd.add_argument("--method", choices=METHODS)
     prune_cmd.add_argument(
         "--data", type=Path, help="calibration inputs (.pt: a tensor of samples, or a list of "
         "batches); needed by merge (the default with data) and activation"

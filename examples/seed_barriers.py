@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.io import pyplot, save_figure
+from cipm.io import figure, save_figure
 from cipm.testing import zoo
 from cipm.testing.data import digits, train_classifier
 from cipm.testing.zoo import BasicBlock
@@ -103,7 +103,8 @@ def main() -> None:
 
 
 def plot(results: dict[str, dict[str, cipm.BarrierCurve]], path: Path) -> None:
-    fig, axes = pyplot().subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
+    fig = figure(figsize=(4.2 * len(results), 3.4))
+    axes = fig.subplots(1, len(results))
     for ax, (name, curves) in zip(axes, results.items(), strict=True):
         for method, curve in curves.items():
             ax.plot(curve.alphas, curve.losses, marker="o", ms=3, label=method)

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 def _data(**fields: object) -> Data:
     # torch_geometric takes ~1.5 s to import: only pay for it when a graph is built
-    from torch_geometric.data import Data
+    try:
+        from torch_geometric.data import Data
+    except ImportError as e:
+        raise CipmError("correlation graphs need torch-geometric: pip install 'cipm[meta]'") from e
 
     return Data(**fields)
 

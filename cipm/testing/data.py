@@ -21,7 +21,7 @@ def digits(image: bool = False, batch: int = 128, seed: int = 0) -> tuple[Batche
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise CipmError("digits need scikit-learn: pip install scikit-learn") from e
+        raise CipmError("digits need scikit-learn: pip install 'cipm[data]'") from e
     x_np, y_np = load_digits(return_X_y=True)
     x = torch.tensor(x_np, dtype=torch.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
@@ -61,15 +61,20 @@ def digits_cnn(width: int = 32) -> torch.nn.Module:
 def train_classifier(
     model: torch.nn.Module, data: Batches, *, epochs: int, seed: int, lr: float = 1e-3
 ) -> torch.nn.Module:
-    """Train `model` in place with Adam and cross-entropy; returns it in eval mode."""
-    torch.manual_seed(seed)
+    """Train `model` in place with Adam and cross-entropy; returns it in eval mode.
+
+    `seed` fixes the batch order and any randomness inside the model (dropout), on a fork
+    of torch's global generator: the caller's random state is left as it was.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(epochs):
-        for i in torch.randperm(len(data), generator=gen).tolist():
-            x, y = data[i]
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            for i in torch.randperm(len(data), generator=gen).tolist():
+                x, y = data[i]
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
     return model.eval()
