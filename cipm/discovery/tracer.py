@@ -2,7 +2,7 @@
 
 The pass is a loop over the exported graph's nodes, as torch.fx passes are: placeholders get
 fresh atoms (parameters and buffers free, user inputs fixed), each call runs its op's rule,
-outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.build`.
+outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.discovery.build`.
 """
 
 from __future__ import annotations
