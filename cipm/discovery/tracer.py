@@ -62,6 +62,7 @@ def trace(
     Raises:
         TraceError: torch.export failed (the cause is chained).
         UnsupportedOpError: an op has no rule and ``unknown="error"``.
+        PluginError: a blocked name is no plugin's, or a plugin returned something malformed.
 
     Example:
         >>> import torch, cipm
