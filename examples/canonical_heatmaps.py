@@ -13,6 +13,7 @@ shows its correlation heatmap as is and partitioned.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,9 +34,10 @@ def same_tensors(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in pairs)
 
 
-def study(name: str, model: nn.Module, image: bool, epochs: int, out: Path) -> None:
+def study(name: str, make: Callable[[], nn.Module], image: bool, epochs: int, out: Path) -> None:
     train, _ = digits(image=image)
-    model = train_classifier(model, train, epochs=epochs, seed=0)
+    torch.manual_seed(0)  # the initialization
+    model = train_classifier(make(), train, epochs=epochs, seed=0)
     graph = cipm.trace(model, train[0][0])
     canon = cipm.canonicalize(model, graph)
     shuffled = cipm.permute(model, graph.random_permutation(seed=1))
@@ -70,9 +72,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/heatmaps"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    study("mlp", mlp(), image=False, epochs=args.epochs, out=args.out)
-    study("cnn", digits_cnn(), image=True, epochs=args.epochs, out=args.out)
+    study("mlp", mlp, image=False, epochs=args.epochs, out=args.out)
+    study("cnn", digits_cnn, image=True, epochs=args.epochs, out=args.out)
 
 
 if __name__ == "__main__":
