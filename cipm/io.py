@@ -11,7 +11,7 @@ from typing import Any
 
 from cipm.errors import CipmError
 
-__all__ = ["figure", "save_figure", "save_model", "write_text_atomic"]
+__all__ = ["figure", "save_exported", "save_figure", "save_model", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -49,6 +49,19 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
 
     with _atomic(path, ".tmp") as tmp:
         torch.save(model, tmp)
+    return Path(path)
+
+
+def save_exported(model: Any, example_inputs: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.export`` `model` on `example_inputs` and save the archive (.pt2) atomically:
+    a file that loads with ``torch.export.load`` and needs no pickle."""
+    import torch
+
+    from cipm.discovery.export import export
+
+    program = export(model, example_inputs, warn_training=False)
+    with _atomic(path, ".pt2") as tmp:
+        torch.export.save(program, tmp)
     return Path(path)
 
 

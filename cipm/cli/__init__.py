@@ -1,0 +1,208 @@
+"""The `cipm` command line: inspect, canonicalize or prune a model, list the plugins."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cipm.cli.sources import FORMATS, batches, check_output, example_input, load_model, load_tensors
+from cipm.discovery.tracer import trace
+from cipm.errors import CipmError
+from cipm.graph.symmetry import SymmetryGraph
+from cipm.hooks.manager import list_plugins
+from cipm.io import save_exported, save_model, write_text_atomic
+from cipm.ordering.canonical import canonicalize
+from cipm.pruning.structured import METHODS, Method, prune
+from cipm.statistics.collection import collect
+from cipm.statistics.group import Statistics
+from cipm.tensors.modify import permute
+from cipm.testing import zoo
+
+__all__ = ["main"]
+
+EXAMPLES = """examples:
+  cipm inspect resnet20                        a built-in example: its groups, a float64 check
+  cipm inspect model.safetensors --factory mypkg.models:build --input 1,3,32,32
+  cipm canonicalize hf_model/ --input ids.pt -o canonical.pt
+  cipm prune model.pt2 --input 1,3,32,32 --ratio 0.5 --data calibration.pt -o small.pt
+  cipm plugins --block torch_attention
+
+models: a Hugging Face folder, safetensors (or state-dict .pt) weights with --factory
+MODULE:CALLABLE that builds the model, a torch.export archive (.pt2), or a built-in example
+(cipm inspect --help lists them). A whole pickled model (torch.save(model)) is loaded only
+with --unsafe-pickle: unpickling runs any code the file holds. --input and --data files are
+loaded as tensors only. Results are written atomically: -o FILE.pt2 as a torch.export
+archive (no pickle needed to load it), any other name as a pickled whole model."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "plugins":
+            print("\n".join(list_plugins(blocked=args.block)))
+            return 0
+        if args.command == "inspect":
+            return _inspect(args)
+        return _modify(args)
+    except CipmError as e:
+        print(f"cipm: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file cipm had to write or read, failing after the checks
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"cipm: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cipm",
+        description="Find the permutation symmetries of a PyTorch model and use them.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    examples = ", ".join(sorted({**zoo.ZOO, **zoo.LARGE}))
+    inspect = sub.add_parser("inspect", help="trace a model and print its groups")
+    _model_args(inspect, f"a model file or folder, or a built-in example: {examples}")
+    inspect.add_argument("--json", type=Path, help="also write the symmetry graph as JSON")
+    inspect.add_argument(
+        "--no-check", action="store_true", help="skip checking a random permutation in float64"
+    )
+    for name, what in (("canonicalize", "put a model's units in canonical order"),
+                       ("prune", "prune a model into a smaller one")):  # fmt: skip
+        cmd = sub.add_parser(name, help=what)
+        _model_args(cmd, f"the model: {FORMATS}")
+        cmd.add_argument("-o", "--output", type=Path, required=True, help="where to save it")
+    prune_cmd = sub.choices["prune"]
+    prune_cmd.add_argument("--ratio", type=float, help="fraction of units to remove per group")
+    prune_cmd.add_argument(
+        "--size", action="append", default=[], metavar="GROUP=UNITS",
+        help="units to keep in a group (names: cipm inspect MODEL)",
+    )  # fmt: skip
+    prune_cmd.add_argument("--method", choices=METHODS)
+    prune_cmd.add_argument(
+        "--data", type=Path, help="calibration inputs (.pt: a tensor of samples, or a list of "
+        "batches); needed by merge (the default with data) and activation"
+    )  # fmt: skip
+    prune_cmd.add_argument("--batch", type=int, default=64, help="batch size for a tensor --data")
+    prune_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+    plugins = sub.add_parser("plugins", help="list the loaded plugins")
+    plugins.add_argument("--block", action="append", default=[], help="plugin name to block")
+    return parser
+
+
+def _model_args(cmd: argparse.ArgumentParser, what: str) -> None:
+    cmd.add_argument("model", help=what)
+    cmd.add_argument(
+        "--input",
+        help="example input to trace with: a shape such as 1,3,32,32 (random floats) or a .pt "
+        "file of a tensor or a dict of keyword inputs (needed unless MODEL is a built-in example)",
+    )
+    cmd.add_argument("--factory", metavar="MODULE:CALLABLE", help="builds the model for weights")
+    cmd.add_argument(
+        "--unsafe-pickle", action="store_true",
+        help="allow loading a whole pickled model: this runs any code the file holds",
+    )  # fmt: skip
+
+
+def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, Any]:
+    """The model and its example input."""
+    if args.model in {**zoo.ZOO, **zoo.LARGE} and args.input is None:
+        return zoo.build(args.model)
+    if args.input is None:
+        if not Path(args.model).exists():
+            raise CipmError(f"model {args.model} does not exist (give {FORMATS})")
+        raise CipmError(f"{args.model}: give --input (a shape like 1,3,32,32 or a .pt file)")
+    example = example_input(args.input)
+    return load_model(args.model, factory=args.factory, unsafe_pickle=args.unsafe_pickle), example
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        check_output(args.json)
+    model, x = _source(args)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = trace(model, x)
+    elapsed = time.perf_counter() - start
+    print(graph)
+    print(f"\ntraced in {elapsed:.2f} s")
+    if args.json is not None:
+        write_text_atomic(args.json, graph.to_json(indent=1))
+        print(f"wrote {args.json}")
+    if not args.no_check and isinstance(x, torch.Tensor):
+        model, x = model.double(), (x.double() if x.is_floating_point() else x)
+        permuted = permute(model, graph.random_permutation(seed=0))
+        with torch.no_grad():
+            err = (model(x) - permuted(x)).abs().max().item()
+        moved = sum(g.size for g in graph)
+        print(
+            f"random permutation of all {len(graph)} groups ({moved} units): "
+            f"max |output difference| in float64 = {err:.1e}"
+        )
+    return 0
+
+
+def _modify(args: argparse.Namespace) -> int:
+    """canonicalize / prune a model and save the result (atomically)."""
+    check_output(args.output)
+    sizes: dict[str, int] = {}
+    data: list[Any] | None = None
+    if args.command == "prune":
+        sizes = dict(_size(s) for s in args.size)
+        if args.ratio is None and not sizes:
+            raise CipmError("say how much to prune: --ratio FRACTION or --size GROUP=UNITS")
+        if args.method in ("merge", "activation") and args.data is None:
+            raise CipmError(f"--method {args.method} needs --data (calibration inputs)")
+        data = batches(load_tensors(args.data, "data"), args.batch) if args.data else None
+    model, example = _source(args)
+    graph = trace(model, example)
+    if args.command == "canonicalize":
+        result = canonicalize(model, graph)
+    else:
+        show = not args.quiet and sys.stderr.isatty()
+        method: Method = args.method or ("merge" if data is not None else "magnitude")
+        stats: Statistics | SymmetryGraph = graph  # merge with data reads the data itself
+        if method == "activation":
+            stats = collect(model, graph, data or [], progress=show)
+        result = prune(
+            model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
+            example_inputs=example, progress=show,
+        )  # fmt: skip
+    _save(result, example, args.output)
+    before, after = (sum(p.numel() for p in m.parameters()) for m in (model, result))
+    print(f"{args.command}: {len(graph)} groups; {before:,} -> {after:,} parameters")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _save(model: torch.nn.Module, example: Any, path: Path) -> None:
+    """A .pt2 path gets a torch.export archive; any other a pickled whole model."""
+    if path.suffix == ".pt2":
+        save_exported(model, example, path)
+        return
+    try:
+        save_model(model, path)
+    except (RuntimeError, TypeError, AttributeError) as e:  # pickle refusing an object
+        raise CipmError(
+            f"the result cannot be pickled ({e}); write it as a torch.export archive: "
+            f"-o {path.with_suffix('.pt2')}"
+        ) from None
+
+
+def _size(spec: str) -> tuple[str, int]:
+    name, _, units = spec.rpartition("=")
+    if not name or not units.isdigit():
+        raise CipmError(f"--size takes GROUP=UNITS, not {spec!r}")
+    return name, int(units)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

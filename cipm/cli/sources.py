@@ -1,0 +1,189 @@
+"""Where the command line reads models, example inputs and calibration data from.
+
+Nothing read here runs code from a file unless the user opted in: inputs and data are loaded
+with ``torch.load(weights_only=True)`` (tensors, lists, dicts, numbers); a model comes from a
+Hugging Face folder, from safetensors or state-dict weights plus a ``module:factory`` that
+builds the model, or from a ``torch.export`` archive (.pt2). A whole pickled model can only be
+loaded by unpickling it, which runs whatever code the file holds: that needs
+``--unsafe-pickle``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cipm.errors import CipmError
+from cipm.testing import zoo
+
+__all__ = ["batches", "check_output", "example_input", "load_model", "load_tensors"]
+
+FORMATS = (
+    "a Hugging Face model folder, safetensors or state-dict weights with --factory "
+    "MODULE:CALLABLE, a torch.export archive (.pt2), or a built-in example"
+)
+
+
+def load_model(
+    source: str, *, factory: str | None = None, unsafe_pickle: bool = False
+) -> torch.nn.Module:
+    """The model named by `source`: a built-in example name or a file/folder (see module).
+
+    Raises:
+        CipmError: the file is missing or not a model of a supported format; a pickle
+            without `unsafe_pickle`.
+    """
+    if source in {**zoo.ZOO, **zoo.LARGE}:
+        return zoo.build(source)[0]
+    path = Path(source)
+    if not path.exists():
+        raise CipmError(f"model {path} does not exist (give {FORMATS})")
+    if path.is_dir():
+        model = _huggingface(path)
+    elif factory is not None:
+        model = _from_weights(path, factory)
+    elif path.suffix == ".pt2":
+        model = _exported(path)
+    elif unsafe_pickle:
+        model = _unpickled(path)
+    else:
+        raise CipmError(
+            f"{path} would have to be unpickled, which runs any code the file holds; pass "
+            f"--unsafe-pickle only if you trust it, or give {FORMATS}"
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise CipmError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def load_tensors(path: Path, what: str) -> Any:
+    """Tensors (alone or in lists, tuples and dicts) from a .pt file, never running code."""
+    if not path.is_file():
+        raise CipmError(f"{what} file {path} does not exist")
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CipmError(
+            f"{what} file {path} holds more than tensors, numbers, lists and dicts; cipm "
+            f"does not unpickle code from {what} files"
+        ) from None
+    except Exception as e:
+        raise CipmError(f"cannot read {what} from {path}: {e}") from e
+
+
+def example_input(spec: str) -> Any:
+    """``--input``: a shape such as ``1,3,32,32`` (random floats) or a .pt file of tensors."""
+    if spec.endswith(".pt"):
+        return load_tensors(Path(spec), "input")
+    try:
+        shape = [int(n) for n in spec.split(",")]
+    except ValueError:
+        raise CipmError(
+            f"--input must be a shape like 1,3,32,32 or a .pt file, not {spec!r}"
+        ) from None
+    if any(n < 1 for n in shape):
+        raise CipmError(f"--input dims must be whole numbers >= 1, got {spec!r}")
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def batches(data: Any, batch: int) -> list[Any]:
+    """``--data``: a tensor of samples (cut into batches of `batch`) or a list of batches."""
+    if batch < 1:
+        raise CipmError(f"--batch must be at least 1, got {batch}")
+    if isinstance(data, torch.Tensor) and data.dim() >= 1 and len(data):
+        return list(data.split(batch))
+    if isinstance(data, list | tuple) and data:
+        return list(data)
+    raise CipmError("--data must hold a tensor of samples or a non-empty list of batches")
+
+
+def check_output(path: Path) -> None:
+    """Fail now, before any work, if the result could not be written to `path`."""
+    if path.is_dir():
+        raise CipmError(f"-o {path} is a directory; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cipm-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CipmError(f"cannot write -o {path}: {e.strerror or e}") from None
+
+
+def _huggingface(path: Path) -> Any:
+    if not (path / "config.json").is_file():
+        raise CipmError(f"{path} is a folder but not a Hugging Face model folder (no config.json)")
+    try:
+        import transformers
+    except ImportError as e:
+        raise CipmError(
+            "Hugging Face folders need transformers: pip install 'cipm[formats]'"
+        ) from e
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    names = list(getattr(config, "architectures", None) or [])
+    cls = getattr(transformers, names[0], None) if names else transformers.AutoModel
+    if cls is None:
+        raise CipmError(f"{path}: transformers has no model class {names[0]!r}")
+    try:
+        return cls.from_pretrained(path, local_files_only=True)
+    except Exception as e:
+        raise CipmError(f"cannot load the Hugging Face model in {path}: {e}") from e
+
+
+def _from_weights(path: Path, factory: str) -> torch.nn.Module:
+    module_name, _, attr = factory.partition(":")
+    if not module_name or not attr:
+        raise CipmError(
+            f"--factory takes MODULE:CALLABLE (e.g. mypkg.models:build), not {factory!r}"
+        )
+    try:
+        build = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise CipmError(f"--factory {factory}: {e}") from None
+    model = build()
+    if not isinstance(model, torch.nn.Module):
+        raise CipmError(f"--factory {factory} returned a {type(model).__name__}, not a module")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise CipmError("safetensors weights need: pip install 'cipm[formats]'") from e
+        state = load_file(path)
+    else:
+        state = load_tensors(path, "weights")
+    if not isinstance(state, dict):
+        raise CipmError(f"{path} holds a {type(state).__name__}, not a state dict of weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CipmError(f"weights in {path} do not fit --factory {factory}: {first}") from None
+    return model
+
+
+def _exported(path: Path) -> torch.nn.Module:
+    try:
+        return torch.export.unflatten(torch.export.load(path))
+    except Exception as e:
+        raise CipmError(f"cannot load the torch.export archive {path}: {e}") from e
+
+
+def _unpickled(path: Path) -> Any:
+    try:
+        return torch.load(path, weights_only=False)
+    except AttributeError as e:  # "Can't get attribute 'Net' on <module '__main__' ...>"
+        raise CipmError(
+            f"cannot load model from {path}: {e}. Its class must be importable here; a class "
+            "defined in the saving script's __main__ is not: move it into a module, or save "
+            "the weights (safetensors) and load them with --factory"
+        ) from None
+    except Exception as e:
+        raise CipmError(f"cannot load model from {path}: {e}") from e
