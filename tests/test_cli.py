@@ -175,8 +175,8 @@ def test_a_malicious_pickle_never_runs_without_the_opt_in(
         ["canonicalize", str(evil), "--input", shape, "-o", out],
         ["inspect", str(evil), "--input", shape],
         ["canonicalize", str(good), "--unsafe-pickle", "--input", str(evil), "-o", out],
-        ["prune", str(good), "--unsafe-pickle", "--input", shape, "--ratio", "0.5"]
-        + ["--data", str(evil), "-o", out],
+        ["prune", str(good), "--unsafe-pickle", "--input", shape, "--ratio", "0.5",
+         "--data", str(evil), "-o", out],  # fmt: skip
     ]
     for argv in attempts:
         assert main(argv) == 2, argv
