@@ -171,12 +171,12 @@ def test_a_malicious_pickle_never_runs_without_the_opt_in(
     good, _, x = saved(tmp_path)
     shape = ",".join(map(str, x.shape))
     out = str(tmp_path / "out.pt")
+    pruning = ["--ratio", "0.5", "--data", str(evil), "-o", out]
     attempts = [
         ["canonicalize", str(evil), "--input", shape, "-o", out],
         ["inspect", str(evil), "--input", shape],
         ["canonicalize", str(good), "--unsafe-pickle", "--input", str(evil), "-o", out],
-        ["prune", str(good), "--unsafe-pickle", "--input", shape, "--ratio", "0.5",
-         "--data", str(evil), "-o", out],  # fmt: skip
+        ["prune", str(good), "--unsafe-pickle", "--input", shape, *pruning],
     ]
     for argv in attempts:
         assert main(argv) == 2, argv
