@@ -24,6 +24,7 @@ from cipm.discovery.rules import Axes, OpCall, Rule, freeze
 from cipm.errors import CipmError, RuleError, UnsupportedOpError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import for_op, op_roles, op_rules
+from cipm.tensors.modify import structure
 
 __all__ = ["trace"]
 
@@ -91,7 +92,7 @@ def trace(
         state.outputs,
         state.consumed,
     )
-    return replace(graph, blocked_plugins=blocked) if blocked else graph
+    return replace(graph, blocked_plugins=blocked, structure=structure(model))
 
 
 def _tie_shared(state: _State, model: torch.nn.Module) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "index_map",
     "layout_from_dict",
     "layout_to_dict",
+    "leaves",
     "node_at",
     "occurrences",
     "placements",
@@ -86,6 +87,13 @@ def groups_in(layout: Layout) -> list[str]:
     if isinstance(layout, Leaf):
         return [layout.group] if layout.group else []
     return [g for c in layout.children for g in groups_in(c)]
+
+
+def leaves(layout: Layout) -> list[Leaf]:
+    """Every leaf of a layout, in order."""
+    if isinstance(layout, Leaf):
+        return [layout]
+    return [leaf for c in layout.children for leaf in leaves(c)]
 
 
 def occurrences(layout: Layout, group: str) -> list[Path]:

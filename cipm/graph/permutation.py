@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +29,15 @@ class Permutation(Mapping[str, torch.Tensor]):
     __slots__ = ("_indices", "graph")
 
     def __init__(self, graph: SymmetryGraph, indices: Mapping[str, Any]) -> None:
+        if not isinstance(graph, SymmetryGraph):
+            raise PermutationError(
+                f"a Permutation needs a SymmetryGraph, got {type(graph).__name__}"
+            )
+        if not isinstance(indices, Mapping):
+            raise PermutationError(
+                f"a Permutation needs a mapping of group name to indices, got "
+                f"{type(indices).__name__}"
+            )
         checked: dict[str, torch.Tensor] = {}
         extra = set(indices) - {g.name for g in graph.groups}
         if extra:
@@ -39,7 +48,7 @@ class Permutation(Mapping[str, torch.Tensor]):
         for group in graph.groups:
             if group.name not in indices:
                 raise PermutationError(f"permutation is missing group '{group.name}'")
-            idx = torch.as_tensor(indices[group.name]).detach().to("cpu", torch.long).clone()
+            idx = _indices(indices[group.name], group.name)
             if idx.shape != (group.size,):
                 raise PermutationError(
                     f"permutation of group '{group.name}' has shape {tuple(idx.shape)}, "
@@ -60,6 +69,8 @@ class Permutation(Mapping[str, torch.Tensor]):
 
     @classmethod
     def random(cls, graph: SymmetryGraph, seed: int | None = None) -> Permutation:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise PermutationError(f"seed must be a whole number or None, got {seed!r}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return cls(graph, {g.name: torch.randperm(g.size, generator=gen) for g in graph.groups})
 
@@ -87,8 +98,9 @@ class Permutation(Mapping[str, torch.Tensor]):
 
     # -- mapping ---------------------------------------------------------------------------
     def __getitem__(self, group: str) -> torch.Tensor:
+        """A copy of the group's indices (changing it cannot change the permutation)."""
         try:
-            return self._indices[group]
+            return self._indices[group].clone()
         except KeyError:
             raise KeyError(f"no group '{group}' in this permutation") from None
 
@@ -97,9 +109,6 @@ class Permutation(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._indices)
-
-    def items(self) -> ItemsView[str, torch.Tensor]:
-        return self._indices.items()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Permutation):
@@ -121,3 +130,16 @@ class Permutation(Mapping[str, torch.Tensor]):
     def _same_graph(self, other: Permutation) -> None:
         if other.graph != self.graph:
             raise PermutationError("cannot compose permutations of different symmetry graphs")
+
+
+def _indices(value: Any, group: str) -> torch.Tensor:
+    """Indices as a fresh CPU long tensor; anything that is not whole numbers is an error."""
+    try:
+        idx = torch.as_tensor(value).detach().to("cpu").clone()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise PermutationError(f"indices for group '{group}' are not numbers: {e}") from None
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise PermutationError(
+            f"indices for group '{group}' must be whole numbers, got {idx.dtype}"
+        )
+    return idx.to(torch.long)

@@ -33,6 +33,8 @@ def graph_to_dict(graph: SymmetryGraph) -> dict[str, Any]:
     }
     if graph.blocked_plugins:
         data["blocked_plugins"] = list(graph.blocked_plugins)
+    if graph.structure:
+        data["structure"] = graph.structure
     return data
 
 
@@ -49,6 +51,7 @@ def graph_from_dict(data: dict[str, Any]) -> SymmetryGraph:
                 for o in data.get("outputs", [])
             ),
             blocked_plugins=tuple(str(n) for n in data.get("blocked_plugins", ())),
+            structure=str(data.get("structure", "")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise CipmError(f"not a cipm symmetry graph: {e!r}") from e

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cipm.errors import CipmError
-from cipm.graph.layout import Layout, Leaf, groups_in, placements, relabel
+from cipm.graph.layout import Layout, Leaf, groups_in, leaves, placements, relabel
 
 if TYPE_CHECKING:
     from cipm.graph.permutation import Permutation
@@ -146,6 +146,9 @@ class SymmetryGraph:
     # plugins left out when the graph was traced; every hook cipm calls for this graph's
     # model (resizing, statistics resets, alignment methods) leaves them out too
     blocked_plugins: tuple[str, ...] = ()
+    # digest of the traced model's module tree (see `cipm.tensors.modify.structure`), so a
+    # model wired otherwise is not silently permuted by this graph; "" (unknown) skips it
+    structure: str = ""
     _by_name: dict[str, PermGroup] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +160,12 @@ class SymmetryGraph:
             unknown = [g for g in axis.groups() if g not in self._by_name]
             if unknown:
                 raise CipmError(f"axis {axis.key}:{axis.dim} names unknown groups {unknown}")
+            for leaf in leaves(axis.layout):
+                if leaf.group is not None and leaf.size != self._by_name[leaf.group].size:
+                    raise CipmError(
+                        f"axis {axis.key}:{axis.dim} holds {leaf.size} units of group "
+                        f"'{leaf.group}', which has {self._by_name[leaf.group].size}"
+                    )
 
     def __getitem__(self, name: str) -> PermGroup:
         try:
@@ -238,6 +247,7 @@ class SymmetryGraph:
             tuple(a for a in axes if a.groups()),
             tuple(o for o in outputs if groups_in(o.layout)),
             self.blocked_plugins,
+            self.structure,
         )
 
     # -- JSON ------------------------------------------------------------------------------
@@ -257,7 +267,13 @@ class SymmetryGraph:
 
     @classmethod
     def from_json(cls, text: str) -> SymmetryGraph:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise CipmError(f"not a cipm symmetry graph: the text is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise CipmError(f"not a cipm symmetry graph: JSON {type(data).__name__}, not an object")
+        return cls.from_dict(data)
 
 
 def _table(graph: SymmetryGraph, max_members: int = 3) -> str:

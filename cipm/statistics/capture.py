@@ -74,6 +74,11 @@ class SiteRecorder:
                 program(*args, **kwargs)
         except _Seen:
             pass
+        except Exception as e:  # the model's own code failing on this batch (a dtype, ...)
+            raise CipmError(
+                f"batch {batch} does not fit {type(self.model).__name__} "
+                f"(inputs {_describe(inputs)}): {type(e).__name__}: {e}"
+            ) from e
         units = {
             name: unit_blocks(self._captured[site.node], site.dim, site.layout, name)
             for name, site in wanted.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 
@@ -11,7 +12,7 @@ from cipm.graph.layout import index_map
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph, TensorAxis
 
-__all__ = ["fitted_tensors", "permute", "permute_state", "tensor_at"]
+__all__ = ["fitted_tensors", "permute", "permute_state", "structure", "tensor_at"]
 
 
 def permute(model: torch.nn.Module, perm: Permutation) -> torch.nn.Module:
@@ -22,9 +23,15 @@ def permute(model: torch.nn.Module, perm: Permutation) -> torch.nn.Module:
     model computes the same function.
 
     Raises:
-        PermutationError: the model does not have the tensors or sizes the permutation's
-            symmetry graph describes (naming the group).
+        PermutationError: `perm` is not a `Permutation`, or the model does not have the
+            tensors or sizes the permutation's symmetry graph describes (naming the group), or
+            its modules are not those the graph was traced from.
     """
+    if not isinstance(perm, Permutation):
+        raise PermutationError(
+            "cipm.permute needs a cipm.Permutation (graph.random_permutation(), cipm.align(), "
+            f"cipm.Permutation(graph, indices)), got {type(perm).__name__}"
+        )
     tensors = fitted_tensors(model, perm.graph)
     permuted = permute_state(tensors, perm)
     new = copy.deepcopy(model)
@@ -54,8 +61,11 @@ def fitted_tensors(
         which: what the caller calls the model, for the message (``"model_b"``, ``"models[2]"``).
 
     Raises:
-        PermutationError: a tensor is missing or has another size (naming the group).
+        PermutationError: the model's modules are not those the graph was traced from, or a
+            tensor is missing or has another size (naming the group).
     """
+    if not isinstance(model, torch.nn.Module):
+        raise PermutationError(f"{which} must be a torch.nn.Module, got {type(model).__name__}")
     tensors: dict[str, torch.Tensor] = {}
     for axis in graph.axes:
         try:
@@ -75,6 +85,12 @@ def fitted_tensors(
                 )
             )
         tensors[axis.key] = t.detach()
+    if graph.structure and structure(model) != graph.structure:
+        raise PermutationError(
+            f"{which} is not wired like the model the symmetry graph was traced from "
+            f"({graph.model}): its modules or tensor names differ. Trace this model and use "
+            "its own graph."
+        )
     return tensors
 
 
@@ -84,6 +100,21 @@ def _mismatch(which: str, graph: SymmetryGraph, axis: TensorAxis, what: str) -> 
         f"{which} does not fit the symmetry graph of {graph.model}: '{axis.key}' {what} "
         f"(group {groups}). Trace this model and use its own graph."
     )
+
+
+def structure(model: torch.nn.Module) -> str:
+    """A digest of how a model is put together, as far as its modules tell: every
+    submodule's path and class, every parameter's and buffer's name (not their sizes, which
+    pruning changes, nor values)."""
+    digest = hashlib.sha256()
+    for path, module in model.named_modules(remove_duplicate=False):
+        cls = type(module)
+        digest.update(f"{path}={cls.__module__}.{cls.__qualname__};".encode())
+    for key, _ in model.named_parameters(remove_duplicate=False):
+        digest.update(f"p:{key};".encode())
+    for key, _ in model.named_buffers(remove_duplicate=False):
+        digest.update(f"b:{key};".encode())
+    return digest.hexdigest()[:16]
 
 
 def tensor_at(model: torch.nn.Module, key: str) -> torch.Tensor:
