@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from cipm.errors import CipmError
 
-__all__ = ["Inputs", "Loss", "as_args", "batch_list", "model_inputs", "progress"]
+__all__ = ["Inputs", "Loss", "as_args", "batch_list", "check_loader", "model_inputs", "progress"]
 
 Inputs = Callable[[Any], Any]  # a batch -> the model's inputs in it
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> mean loss
@@ -36,12 +36,29 @@ def as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (inputs,), {}
 
 
+def check_loader(data: Any, what: str) -> None:
+    """Raise a CipmError unless `data` is an iterable of batches (a DataLoader, a list)."""
+    if data is None:
+        raise CipmError(f"{what}: no data; pass an iterable of batches (a DataLoader, a list)")
+    if isinstance(data, torch.Tensor):
+        raise CipmError(
+            f"{what}: the data is one tensor, which iterates row by row; pass a list of "
+            "batches ([x], or list(x.split(64)))"
+        )
+    if isinstance(data, dict | str | bytes) or not isinstance(data, Iterable):
+        raise CipmError(
+            f"{what}: the data must be an iterable of batches, got {type(data).__name__}"
+        )
+
+
 def batch_list(data: Iterable[Any], what: str) -> list[Any]:
     """The batches of `data` as a list, for work that reads them more than once.
 
     Raises:
-        CipmError: `data` yielded no batches (naming `what` needed them).
+        CipmError: `data` is not an iterable of batches, or yielded none (naming `what`
+            needed them).
     """
+    check_loader(data, what)
     batches = list(data)
     if not batches:
         raise CipmError(f"{what}: the data yielded no batches; it needs at least one")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -44,11 +45,21 @@ def merge(
     """
     if repair and (graph is None or data is None):
         raise CipmError("merge(repair=True) needs the symmetry graph and data")
+    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence):
+        raise CipmError(
+            f"merge takes a list of models, got a {type(models).__name__}: merge([a, b])"
+        )
     if len(models) < 2:
         raise CipmError(f"merge needs at least two models, got {len(models)}")
     weights = list(weights) if weights is not None else [1.0 / len(models)] * len(models)
     if len(weights) != len(models):
         raise CipmError(f"{len(weights)} weights given for {len(models)} models")
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise CipmError(f"merge weights must be numbers, got {weights}") from None
+    if not all(math.isfinite(w) for w in weights):
+        raise CipmError(f"merge weights must be finite, got {weights}")
     if abs(sum(weights) - 1.0) > 1e-6:
         raise CipmError(f"merge weights must sum to 1, got {sum(weights)}")
     states = [m.state_dict() for m in models]

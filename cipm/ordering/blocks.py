@@ -73,10 +73,18 @@ def partition(
     Raises:
         CipmError: k < 2, or statistics of another model.
     """
-    if k < 2:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         raise CipmError(f"a partition needs k >= 2 blocks, got {k}")
     tensors = check_statistics(model, stats)
-    chosen = [g for g in chosen_groups(stats.graph, groups) if stats.graph[g].size >= 2 * k]
+    named = chosen_groups(stats.graph, groups)
+    chosen = [g for g in named if stats.graph[g].size >= 2 * k]
+    small = [g for g in named if g not in chosen]
+    if (groups is not None and small) or not chosen:
+        sizes = ", ".join(f"'{g}' {stats.graph[g].size}" for g in small)
+        raise CipmError(
+            f"cannot cut into {k} blocks of at least 2 units groups of fewer than {2 * k} "
+            f"units ({sizes}); choose a smaller k or larger groups"
+        )
     order: dict[str, torch.Tensor] = {}
     blocks: dict[str, tuple[range, ...]] = {}
     cut: dict[str, float] = {}

@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import PermGroup, SymmetryGraph
 from cipm.statistics.group import Statistics
@@ -56,8 +57,19 @@ def canonicalize(
 def canonical_permutation(
     model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
 ) -> Permutation:
-    """The permutation that puts `model` in canonical form (see `canonicalize`)."""
+    """The permutation that puts `model` in canonical form (see `canonicalize`).
+
+    Raises:
+        CipmError: the model does not fit the graph, or its tensors hold no values (the meta
+            device).
+    """
     tensors = fitted_tensors(model, graph)
+    empty = [key for key, t in tensors.items() if t.is_meta]
+    if empty:
+        raise CipmError(
+            f"canonical form reads weights, and '{empty[0]}' is on the meta device (no values); "
+            "load the model's weights first"
+        )
     order: dict[str, torch.Tensor] = {}
     for group in graph:
         keys = _weight_keys(tensors, graph, group)

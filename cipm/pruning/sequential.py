@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cipm.batches import Inputs
+from cipm.batches import Inputs, check_loader
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
@@ -36,6 +36,7 @@ def merge_in_order(
 ) -> torch.nn.Module:
     """Prune group after group; each is folded on cross-moments between the original
     model's units and the partly pruned model's (see `cipm.prune`'s `data`)."""
+    check_loader(data, "prune")
     # a loader is read once per group; a one-shot iterator is kept in memory for that
     batches = list(data) if iter(data) is data else data
     first = next(iter(batches), None)

@@ -31,7 +31,7 @@ from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.pruning.choose import magnitude, second_moment, top, warn_if_few
 from cipm.pruning.fold import GroupPlan, merge_plan, pruned_state, selection_plan
 from cipm.pruning.sequential import merge_in_order
-from cipm.pruning.targets import PRUNABLE, targets
+from cipm.pruning.targets import PRUNABLE, kinds_of, targets
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import fitted_tensors
 from cipm.tensors.resize import with_tensors
@@ -167,7 +167,7 @@ def _checked(
             )
     else:
         raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
-    kept = targets(graph, ratio, sizes or {}, tuple(GroupKind(k) for k in kinds))
+    kept = targets(graph, ratio, sizes or {}, kinds_of(kinds))
     return graph, tensors, kept
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from cipm.errors import CipmError
 from cipm.graph.symmetry import GroupKind, PermGroup, SymmetryGraph
 
-__all__ = ["PRUNABLE", "targets"]
+__all__ = ["PRUNABLE", "kinds_of", "targets"]
 
 # kinds a global ratio prunes by default; the residual stream is pruned when named
 PRUNABLE = (GroupKind.HIDDEN, GroupKind.CHANNELS, GroupKind.HEADS)
@@ -27,6 +27,10 @@ def targets(
     """
     if ratio is None and not sizes:
         raise CipmError("say how much to prune: ratio=... (a fraction) or sizes={group: units}")
+    if ratio is not None and (not isinstance(ratio, int | float) or isinstance(ratio, bool)):
+        raise CipmError(f"ratio must be a number in [0, 1), got {ratio!r}")
+    if not isinstance(sizes, Mapping):
+        raise CipmError(f"sizes must map group names to units, got {type(sizes).__name__}")
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise CipmError(f"ratio must be in [0, 1), got {ratio}")
     names = {g.name for g in graph}
@@ -41,6 +45,8 @@ def targets(
                 f"'{name}' is not a permutation group of {graph.model}: its axes are fixed "
                 f"(model inputs/outputs) or it does not exist; groups are {sorted(names)}"
             )
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise CipmError(f"units to keep of group '{name}' must be a whole number, got {k!r}")
         group = graph[name]
         why = _unprunable(graph, group)
         if why is not None:
@@ -52,6 +58,15 @@ def targets(
             )
         kept[name] = int(k)
     return {n: k for n, k in kept.items() if k < graph[n].size}
+
+
+def kinds_of(kinds: tuple[GroupKind | str, ...]) -> tuple[GroupKind, ...]:
+    """`kinds` as GroupKinds; an unknown one is a CipmError listing the kinds there are."""
+    try:
+        return tuple(GroupKind(k) for k in kinds)
+    except ValueError:
+        known = [k.value for k in GroupKind]
+        raise CipmError(f"unknown group kinds in {kinds!r}; kinds are {known}") from None
 
 
 def _unprunable(graph: SymmetryGraph, group: PermGroup) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cipm.batches import Inputs, model_inputs, progress
+from cipm.batches import Inputs, check_loader, model_inputs, progress
 from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.capture import SiteRecorder
@@ -110,6 +110,7 @@ def accumulate(
     Raises:
         CipmError: an empty loader, or a non-finite activation (naming group and batch).
     """
+    check_loader(loader, what)
     names = list(recorder.sites if groups is None else groups)
     totals = {name: MomentAccumulator() for name in names}
     for i, batch in enumerate(progress(loader, show, what)):
@@ -139,6 +140,7 @@ def accumulate_cross(
     Raises:
         CipmError: an empty loader, or a non-finite activation (naming model, group, batch).
     """
+    check_loader(loader, what)
     pairs = dict(pairs) if pairs is not None else {n: n for n in rec_a.sites}
     totals = {name: CrossAccumulator(grams) for name in pairs}
     for i, batch in enumerate(progress(loader, show, what)):
