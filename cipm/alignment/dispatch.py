@@ -56,7 +56,7 @@ def align(
         return to_via.compose(align(via, model_a, graph, method=method, data=data, config=config))
     problem = AlignProblem(model_a, model_b, graph, data, config or AlignConfig())
     methods = align_methods(graph.blocked_plugins)
-    if method not in methods:
+    if not isinstance(method, str) or method not in methods:
         raise CipmError(f"unknown alignment method {method!r}; use one of {sorted(methods)}")
     return methods[method](problem)
 

@@ -51,13 +51,14 @@ def merge(
         )
     if len(models) < 2:
         raise CipmError(f"merge needs at least two models, got {len(models)}")
-    weights = list(weights) if weights is not None else [1.0 / len(models)] * len(models)
-    if len(weights) != len(models):
-        raise CipmError(f"{len(weights)} weights given for {len(models)} models")
+    if weights is None:
+        weights = [1.0 / len(models)] * len(models)
     try:
         weights = [float(w) for w in weights]
     except (TypeError, ValueError):
-        raise CipmError(f"merge weights must be numbers, got {weights}") from None
+        raise CipmError(f"merge weights must be a list of numbers, got {weights!r}") from None
+    if len(weights) != len(models):
+        raise CipmError(f"{len(weights)} weights given for {len(models)} models")
     if not all(math.isfinite(w) for w in weights):
         raise CipmError(f"merge weights must be finite, got {weights}")
     if abs(sum(weights) - 1.0) > 1e-6:

@@ -103,6 +103,8 @@ def chosen_groups(graph: SymmetryGraph, groups: Iterable[str] | None) -> list[st
     names = [g.name for g in graph]
     if groups is None:
         return names
+    if isinstance(groups, str | bytes) or not isinstance(groups, Iterable):
+        raise CipmError(f"groups must be a list of group names, got {groups!r}")
     chosen = list(groups)
     unknown = [g for g in chosen if g not in names]
     if unknown:

@@ -167,7 +167,7 @@ def _checked(
             )
     else:
         raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
-    kept = targets(graph, ratio, sizes or {}, kinds_of(kinds))
+    kept = targets(graph, ratio, {} if sizes is None else sizes, kinds_of(kinds))
     return graph, tensors, kept
 
 

@@ -25,12 +25,12 @@ def targets(
         CipmError: neither `ratio` nor `sizes`, a ratio outside [0, 1), an unknown or
             unprunable group, or a size that would leave a group empty or exceeds it.
     """
+    if not isinstance(sizes, Mapping):
+        raise CipmError(f"sizes must map group names to units, got {type(sizes).__name__}")
     if ratio is None and not sizes:
         raise CipmError("say how much to prune: ratio=... (a fraction) or sizes={group: units}")
     if ratio is not None and (not isinstance(ratio, int | float) or isinstance(ratio, bool)):
         raise CipmError(f"ratio must be a number in [0, 1), got {ratio!r}")
-    if not isinstance(sizes, Mapping):
-        raise CipmError(f"sizes must map group names to units, got {type(sizes).__name__}")
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise CipmError(f"ratio must be in [0, 1), got {ratio}")
     names = {g.name for g in graph}

@@ -172,7 +172,7 @@ def subsample(blocks: torch.Tensor, fraction: float, batch: int) -> torch.Tensor
 
 
 def _check_sample(sample: float) -> None:
-    if not 0.0 < sample <= 1.0:
+    if not isinstance(sample, int | float) or isinstance(sample, bool) or not 0.0 < sample <= 1.0:
         raise CipmError(f"sample must be a fraction in (0, 1], got {sample}")
 
 
