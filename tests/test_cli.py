@@ -30,6 +30,8 @@ def test_plugins_lists_and_blocks(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--block", "torch_layers"]) == 0
     names = capsys.readouterr().out.split()
     assert "torch_shapes" in names and "torch_layers" not in names
+    assert main(["plugins", "--block", "nosuch"]) == 2
+    assert "no plugin named ['nosuch']" in capsys.readouterr().err
 
 
 def test_unknown_model_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
