@@ -71,7 +71,9 @@ def cipm_rules() -> Mapping[str, Rule]:
     rules.update({f"aten.{op}": binary for op in BINARY})
     rules.update({f"aten.{op}": ternary for op in TERNARY})
     rules.update({f"aten.{op}": filled for op in FILLED.split()})
-    rules.update({f"aten.{op}": filled for op in ("zeros", "ones", "full", "scalar_tensor")})
+    rules.update(
+        {f"aten.{op}": filled for op in ("zeros", "ones", "full", "scalar_tensor", "zero")}
+    )
     rules.update({f"aten.{op}": position_dependent for op in POSITION_DEPENDENT})
     rules["aten.native_dropout"] = native_dropout
     return rules

@@ -14,7 +14,7 @@ Example, the rule for a unary elementwise op::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,8 @@ __all__ = [
     "broadcast",
     "broadcast_axes",
     "freeze",
+    "in_place",
+    "in_place_rule",
     "reshape_axes",
     "same_as_input",
 ]
@@ -138,6 +140,10 @@ class OpCall:
             raise RuleError(f"{self.op}: output {index} has shape {shape}, rule gave {got}")
         self._outputs[index] = tuple(axes)
 
+    def output_axes(self, index: int = 0) -> Axes | None:
+        """The atoms a rule set for output `index` so far (None if none yet)."""
+        return self._outputs[index]
+
     def outputs(self) -> list[Axes | None]:
         """Output atoms, fresh fixed atoms wherever the rule set none."""
         result: list[Axes | None] = []
@@ -200,6 +206,33 @@ class OpCall:
 def same_as_input(call: OpCall) -> None:
     """Output has the input's axes (unary elementwise, dropout, clone, contiguous, casts)."""
     call.set_output(call.tensor(0).axes)
+
+
+def in_place(functional: Rule) -> Rule:
+    """The rule of an in-place op (``relu_``, ``add_``) from its functional op's rule: the
+    result is the mutated argument itself, so their axes are one; where the functional rule
+    fixes the result, the argument is fixed too."""
+
+    def rule(call: OpCall) -> None:
+        functional(call)
+        target, result = call.tensor(0), call.output_axes(0)
+        if result is None:
+            call.fix(*target.axes)
+        else:
+            call.unify_all(target.axes, result)
+
+    return rule
+
+
+def in_place_rule(rules: Mapping[str, Rule], op: str, schema: Any) -> Rule | None:
+    """An in-place op (``aten.silu_``, ``aten.add_.Tensor``) takes its functional op's rule."""
+    first = schema.arguments[0] if schema is not None and schema.arguments else None
+    alias = getattr(first, "alias_info", None)
+    packet, _, overload = op.rpartition(".")
+    if alias is None or not alias.is_write or not packet.endswith("_"):
+        return None
+    functional = rules.get(f"{packet[:-1]}.{overload}") or rules.get(packet[:-1])
+    return in_place(functional) if functional is not None else None
 
 
 def freeze(call: OpCall) -> None:

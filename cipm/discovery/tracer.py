@@ -20,7 +20,7 @@ from cipm.discovery.axes import AxisSolver
 from cipm.discovery.build import build_graph
 from cipm.discovery.export import export
 from cipm.discovery.nodes import module_path, source_line
-from cipm.discovery.rules import Axes, OpCall, Rule, freeze
+from cipm.discovery.rules import Axes, OpCall, Rule, freeze, in_place_rule
 from cipm.errors import CipmError, RuleError, UnsupportedOpError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import for_op, op_roles, op_rules
@@ -230,7 +230,7 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     positional = [a.name for a in schema.arguments] if schema else []
     args = _bind(node, schema)
     call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
-    rule = for_op(state.rules, op)
+    rule = for_op(state.rules, op) or in_place_rule(state.rules, op, schema)
     if rule is None:
         if state.unknown == "error":
             raise UnsupportedOpError(op, module_path(node), source_line(node))
