@@ -35,14 +35,15 @@ def unit_slices(
     group: PermGroup,
     *,
     every_occurrence: bool = False,
+    matrices_only: bool = False,
 ) -> Iterator[tuple[Member, torch.Tensor]]:
     """Each member's slices of the group's units, as (rows, units) float64 matrices (see
     `unit_matrix`); a member missing from `tensors` is skipped. Where a group appears more
     than once in a dim (rotary halves), the first occurrence, or with `every_occurrence`
-    one matrix each."""
+    one matrix each. With `matrices_only`, only floating-point members of two or more dims."""
     for m in group.members:
         t = tensors.get(m.key)
-        if t is None:
+        if t is None or (matrices_only and (t.dim() < 2 or not t.is_floating_point())):
             continue
         layout = graph.layout(m.key, m.dim)
         count = (len(occurrences(layout, group.name)) or 1) if every_occurrence else 1
@@ -62,10 +63,7 @@ def weight_norms(
     (weights, not biases, norm parameters or integer buffers)."""
     made = torch.zeros(group.size, dtype=torch.float64)
     used = torch.zeros(group.size, dtype=torch.float64)
-    for m, cols in unit_slices(tensors, graph, group):
-        t = tensors[m.key]
-        if matrices_only and (t.dim() < 2 or not t.is_floating_point()):
-            continue
+    for m, cols in unit_slices(tensors, graph, group, matrices_only=matrices_only):
         (used if m.consumes else made).add_(cols.square().sum(0))
     return made.sqrt(), used.sqrt()
 
