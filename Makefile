@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torchsort" 2>/dev/null || \
 		PATH="$(NO_NVCC_PATH)" $(PY) -m pip install --quiet --no-build-isolation torchsort
 	$(PY) -m pip install --quiet -e ".[dev]"
+	test -d $(VENV)/torchvision/torchvision || $(PY) -m pip install --quiet --no-deps \
+		--target $(VENV)/torchvision torchvision==0.28.0  # tests/vision.py says why apart
 	touch $(STAMP)
 
 demo: $(STAMP)
