@@ -32,6 +32,7 @@ def collect(
     inputs: Inputs = model_inputs,
     sample: float = 1.0,
     progress: bool = True,
+    process_group: Any = None,
 ) -> Statistics:
     """Mean, std, covariance and correlation of every group's units over `loader`.
 
@@ -48,16 +49,21 @@ def collect(
             a group's covariance grows with samples x units^2, which for wide groups (an MLP
             of 2048 units) rivals the forward pass; a fraction cuts it proportionally.
         progress: show a progress bar.
+        process_group: a `torch.distributed` process group (``torch.distributed.group.WORLD``
+            for all ranks): every rank of it calls `collect` on its own shard of the data,
+            the float64 sufficient statistics are all-reduced exactly, and every rank gets
+            the statistics of all the shards together (`Statistics.all_reduce`).
 
     Raises:
         CipmError: an empty loader, a batch that doesn't fit the model, a non-finite
-            activation (naming group and batch), a graph of another model, or a bad `sample`.
+            activation (naming group and batch), a graph of another model, a bad `sample`,
+            or a process group without torch.distributed initialized.
     """
     _check_sample(sample)
     tensors = fitted_tensors(model, graph)
     recorder = SiteRecorder(model, graph)
     moments = accumulate(recorder, loader, inputs=inputs, sample=sample, show=progress)
-    return Statistics(
+    stats = Statistics(
         graph,
         {
             g.name: GroupStatistics(
@@ -66,6 +72,7 @@ def collect(
             for g in graph
         },
     )
+    return stats if process_group is None else stats.all_reduce(process_group)
 
 
 def collect_cross(
@@ -77,9 +84,11 @@ def collect_cross(
     inputs: Inputs = model_inputs,
     sample: float = 1.0,
     progress: bool = True,
+    process_group: Any = None,
 ) -> CrossStatistics:
     """Per group, the n x n cross-covariance of model A's and model B's units on the same
-    batches (and each model's own moments). Both models must fit `graph`.
+    batches (and each model's own moments). Both models must fit `graph`. With
+    `process_group`, every rank passes its shard and gets those of all ranks together.
 
     Raises:
         CipmError: as `collect`, or when a model does not fit the graph (naming the group).
@@ -91,7 +100,8 @@ def collect_cross(
     moments = accumulate_cross(
         rec_a, rec_b, loader, inputs=inputs, sample=sample, show=progress, what="collect_cross"
     )
-    return CrossStatistics(graph, moments)
+    cross = CrossStatistics(graph, moments)
+    return cross if process_group is None else cross.all_reduce(process_group)
 
 
 def accumulate(

@@ -11,6 +11,7 @@ import torch
 
 from cipm.errors import CipmError
 from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
+from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments
 from cipm.statistics.moments import CrossMoments, Moments
 from cipm.tensors.features import UnitFeatures, unit_features
 from cipm.tensors.modify import fitted_tensors
@@ -97,6 +98,28 @@ class Statistics(_ByGroup):
             },
         )
 
+    def all_reduce(self, group: Any) -> Statistics:
+        """Statistics of every rank's samples together: each rank calls it on the
+        statistics of its shard (`collect(..., process_group=group)` does).
+
+        Args:
+            group: a `torch.distributed` process group (``torch.distributed.group.WORLD``
+                for all ranks).
+
+        Raises:
+            CipmError: torch.distributed is not initialized, or the ranks' statistics are
+                of other groups or sizes.
+        """
+        names = list(self)
+        reduced = all_reduce_moments([self[n].moments for n in names], group)
+        return Statistics(
+            self.graph,
+            {
+                n: GroupStatistics(self[n].group, self[n].site, m, self[n].features)
+                for n, m in zip(names, reduced, strict=True)
+            },
+        )
+
     def check_model(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """`model`'s tensors that the groups live in (`fitted_tensors`), once these
         statistics are known to be of `model`: they keep the weight features of the model
@@ -140,6 +163,12 @@ class CrossStatistics(_ByGroup):
     def merge(self, other: CrossStatistics) -> CrossStatistics:
         self._same_graph(other)
         return CrossStatistics(self.graph, {n: self[n].merge(other[n]) for n in self})
+
+    def all_reduce(self, group: Any) -> CrossStatistics:
+        """Cross statistics of every rank's samples together (see `Statistics.all_reduce`)."""
+        names = list(self)
+        reduced = all_reduce_cross([self[n] for n in names], group)
+        return CrossStatistics(self.graph, dict(zip(names, reduced, strict=True)))
 
     def __repr__(self) -> str:
         return f"CrossStatistics({self.graph.model}: {len(self)} groups)"
