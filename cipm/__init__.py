@@ -8,12 +8,14 @@ The package face: it only re-exports. The subpackages are the architecture::
     statistics/  activations at group sites, float64 moments, correlation graphs
     alignment/   re-basin: weight/activation/Sinkhorn/STE matching (methods are plugins)
     merging/     averages, BatchNorm reset, REPAIR, loss barriers
+    federated/   matched averaging of clients, a Flower strategy (Flower loaded lazily)
     pruning/     which units to keep, how to fold the rest, smaller models
     ordering/    canonical form, reorganization, partitions
     hooks/       hook specifications and the plugin manager
     testing/     example models and data (not the core)
 """
 
+from cipm import federated
 from cipm.alignment import AlignConfig, AlignProblem, align, align_many, align_methods
 from cipm.discovery import trace
 from cipm.errors import (
@@ -93,6 +95,7 @@ __all__ = [
     "collect_cross",
     "correlation_graph",
     "diagonality",
+    "federated",
     "get_plugin_manager",
     "hookimpl",
     "interpolate",

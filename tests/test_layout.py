@@ -13,7 +13,16 @@ from pathlib import Path
 import cipm
 
 ROOT = Path(cipm.__file__).parent
-HEAVY = ("scipy.optimize", "matplotlib", "torch_geometric", "onnx", "onnxruntime", "transformers")
+HEAVY = (
+    "scipy.optimize",
+    "matplotlib",
+    "torch_geometric",
+    "onnx",
+    "onnxruntime",
+    "transformers",
+    "flwr",
+    "ray",
+)
 
 
 def modules() -> list[str]:

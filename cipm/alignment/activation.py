@@ -3,13 +3,16 @@ on the same data (`cipm.collect_cross`), with weights breaking ties."""
 
 from __future__ import annotations
 
-from cipm.alignment.methods import AlignProblem
+import torch
+
+from cipm.alignment.methods import AlignConfig, AlignProblem
 from cipm.alignment.weight import weight_matching
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import GroupKind
 from cipm.statistics.collection import collect_cross
+from cipm.statistics.group import CrossStatistics
 
-__all__ = ["activation_method"]
+__all__ = ["activation_method", "matching_from_statistics"]
 
 
 def activation_method(problem: AlignProblem) -> Permutation:
@@ -22,6 +25,19 @@ def activation_method(problem: AlignProblem) -> Permutation:
     graph, config = problem.graph, problem.config
     data = problem.needs_data("activation")
     cross = collect_cross(problem.model_a, problem.model_b, graph, data, progress=config.progress)
+    return matching_from_statistics(problem.state_a, problem.state_b, cross, config)
+
+
+def matching_from_statistics(
+    state_a: dict[str, torch.Tensor],
+    state_b: dict[str, torch.Tensor],
+    cross: CrossStatistics,
+    config: AlignConfig,
+) -> Permutation:
+    """Activation matching given cross statistics of A's and B's units, however they were
+    gathered (`collect_cross` on one machine, all-reduced over ranks, or sent by a federated
+    client that computed them on its own data): the permutation of B onto A."""
+    graph = cross.graph
     nesting = {g.within for g in graph} | {g.name for g in graph if g.within}
     evidence = {
         g.name: cross.corr(g.name)
@@ -29,8 +45,8 @@ def activation_method(problem: AlignProblem) -> Permutation:
         if g.kind not in (GroupKind.HEADS, GroupKind.WITHIN_HEAD) and g.name not in nesting
     }
     return weight_matching(
-        problem.state_a,
-        problem.state_b,
+        state_a,
+        state_b,
         graph,
         seed=config.seed,
         max_sweeps=config.max_sweeps,

@@ -1,0 +1,160 @@
+"""What a client sends back after a round, as plain named tensors, and the server's
+aggregation of those updates: the pure function under the Flower strategy.
+
+A client's reply is one flat mapping of names to tensors (Flower carries it as one
+`ArrayRecord`): its model's state dict, plus, for activation matching, its cross statistics
+under keys that start with `STATISTICS_PREFIX` (state-dict keys never contain "/").
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cipm.alignment.methods import AlignConfig
+from cipm.errors import CipmError
+from cipm.federated.average import matched_average
+from cipm.graph.symmetry import SymmetryGraph
+from cipm.statistics.group import CrossStatistics
+from cipm.statistics.moments import CrossMoments, Moments
+
+__all__ = [
+    "STATISTICS_PREFIX",
+    "ClientUpdate",
+    "aggregate_updates",
+    "split_update",
+    "update_arrays",
+]
+
+STATISTICS_PREFIX = "cipm.statistics/"
+_FIELDS = ("count", "mean_a", "comoment_a", "mean_b", "comoment_b", "cross")
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's reply to a training round.
+
+    Attributes:
+        state: the client's trained tensors (a state dict of the global model's architecture).
+        num_examples: how many examples it trained on (its weight in the average).
+        statistics: for activation matching, the cross statistics of the global model's
+            units (A) against the client's (B) on the client's own data.
+    """
+
+    state: Mapping[str, torch.Tensor]
+    num_examples: float
+    statistics: CrossStatistics | None = None
+
+
+def update_arrays(
+    model: torch.nn.Module, statistics: CrossStatistics | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors a client sends: its state dict, and its cross statistics if any."""
+    arrays = {k: v.detach() for k, v in model.state_dict().items()}
+    if statistics is not None:
+        for name in statistics:
+            m = statistics[name]
+            count = torch.tensor(m.a.count)
+            values = (count, m.a.mean, m.a.comoment, m.b.mean, m.b.comoment, m.cross)
+            for field, value in zip(_FIELDS, values, strict=True):
+                arrays[f"{STATISTICS_PREFIX}{name}/{field}"] = value
+    return arrays
+
+
+def split_update(
+    arrays: Mapping[str, torch.Tensor], graph: SymmetryGraph
+) -> tuple[dict[str, torch.Tensor], CrossStatistics | None]:
+    """A client's tensors back as (state dict, cross statistics or None).
+
+    Raises:
+        CipmError: statistics that are incomplete or not of `graph`'s groups.
+    """
+    state = {k: v for k, v in arrays.items() if not k.startswith(STATISTICS_PREFIX)}
+    fields: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in arrays.items():
+        if key.startswith(STATISTICS_PREFIX):
+            group, _, field = key[len(STATISTICS_PREFIX) :].rpartition("/")
+            fields.setdefault(group, {})[field] = value
+    if not fields:
+        return state, None
+    unknown = sorted(set(fields) - {g.name for g in graph})
+    if unknown:
+        raise CipmError(f"client statistics of groups the graph does not have: {unknown}")
+    moments = {}
+    for group, f in fields.items():
+        missing = [name for name in _FIELDS if name not in f]
+        if missing:
+            raise CipmError(f"client statistics of group '{group}' lack {missing}")
+        count = int(f["count"])
+        t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in f.items() if k != "count"}
+        a = Moments(count, t["mean_a"], t["comoment_a"])
+        b = Moments(count, t["mean_b"], t["comoment_b"])
+        moments[group] = CrossMoments(a, b, t["cross"])
+    return state, CrossStatistics(graph, moments)
+
+
+def aggregate_updates(
+    template: torch.nn.Module,
+    graph: SymmetryGraph,
+    global_state: Mapping[str, torch.Tensor],
+    updates: Sequence[ClientUpdate],
+    *,
+    method: str = "weight",
+    data: Iterable[Any] | None = None,
+    repair: bool = False,
+    passes: int = 1,
+    config: AlignConfig | None = None,
+) -> dict[str, torch.Tensor]:
+    """The next global state dict: `matched_average` of the clients' updates, weighted by
+    their example counts, aligned to the global state they started from.
+
+    Args:
+        template: a model of the architecture (its values are not used, nor changed).
+        graph: its symmetry graph. global_state: this round's global model's tensors.
+        updates: the clients' replies. The other arguments: as `matched_average`; with
+            ``method="activation"``, every update must carry statistics unless `data` is
+            given.
+
+    Raises:
+        CipmError: no updates, states that do not fit the template, or statistics missing
+            from some updates but not others.
+    """
+    if not updates:
+        raise CipmError("aggregate_updates needs at least one client update")
+    with_stats = [u.statistics is not None for u in updates]
+    if any(with_stats) and not all(with_stats):
+        raise CipmError(
+            f"{sum(with_stats)} of {len(updates)} client updates carry statistics: all or none must"
+        )
+    global_model = _loaded(template, global_state, "the global state")
+    clients = [_loaded(template, u.state, f"update {i}") for i, u in enumerate(updates)]
+    stats = [u.statistics for u in updates if u.statistics is not None] or None
+    merged = matched_average(
+        global_model,
+        clients,
+        graph,
+        method=method,
+        stats=stats,
+        weights=[u.num_examples for u in updates],
+        data=data,
+        repair=repair,
+        passes=passes,
+        config=config,
+    )
+    return {k: v.detach().clone() for k, v in merged.state_dict().items()}
+
+
+def _loaded(
+    template: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str
+) -> torch.nn.Module:
+    model = copy.deepcopy(template)
+    tensors = {k: torch.as_tensor(v) for k, v in state.items()}
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CipmError(f"{what} does not fit {type(template).__name__}: {e}") from None
+    return model.eval()
