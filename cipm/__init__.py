@@ -8,6 +8,7 @@ The package face: it only re-exports. The subpackages are the architecture::
     statistics/  activations at group sites, float64 moments, correlation graphs
     alignment/   re-basin: weight/activation/Sinkhorn/STE matching (methods are plugins)
     merging/     averages, BatchNorm reset, REPAIR, loss barriers
+    exporting/   ONNX, safetensors, Hugging Face folders (formats are plugins), policies
     federated/   matched averaging of clients, a Flower strategy (Flower loaded lazily)
     pruning/     which units to keep, how to fold the rest, smaller models
     ordering/    canonical form, reorganization, partitions
@@ -27,6 +28,7 @@ from cipm.errors import (
     TraceError,
     UnsupportedOpError,
 )
+from cipm.exporting import export, exporters, read_policy
 from cipm.graph import GroupKind, Member, PermGroup, Permutation, Site, SymmetryGraph, TensorAxis
 from cipm.hooks import get_plugin_manager, hookimpl, list_plugins
 from cipm.merging import (
@@ -95,6 +97,8 @@ __all__ = [
     "collect_cross",
     "correlation_graph",
     "diagonality",
+    "export",
+    "exporters",
     "federated",
     "get_plugin_manager",
     "hookimpl",
@@ -107,6 +111,7 @@ __all__ = [
     "plot_barriers",
     "plot_correlation",
     "prune",
+    "read_policy",
     "reorganize",
     "repair",
     "reset_batchnorm",

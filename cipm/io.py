@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,14 @@ from typing import Any
 
 from cipm.errors import CipmError
 
-__all__ = ["figure", "save_exported", "save_figure", "save_model", "write_text_atomic"]
+__all__ = [
+    "atomic_path",
+    "figure",
+    "save_exported",
+    "save_figure",
+    "save_model",
+    "write_text_atomic",
+]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -66,6 +74,53 @@ def save_exported(model: Any, example_inputs: Any, path: str | os.PathLike[str])
 
 
 @contextmanager
+def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or, with `folder`, an empty temporary folder) beside `path` to write
+    into; renamed onto `path` if the block succeeds, removed either way.
+
+    A file replaces the old one in one atomic rename. A folder replaces an existing folder by
+    two renames (the old one aside, the new one in, the old one deleted), so a reader sees
+    either the old folder or the new one, complete, and a failure puts the old one back.
+
+    Raises:
+        CipmError: a folder is to replace a file, or a file a folder.
+    """
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise CipmError(f"{target} is a file; this format writes a folder: give a folder path")
+    if not folder and target.is_dir():
+        raise CipmError(f"{target} is a folder; this format writes a file: give a file name")
+    if not folder:
+        with _atomic(target, ".tmp") as tmp:
+            yield Path(tmp)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    _default_mode(str(tmp), 0o777)
+    try:
+        yield tmp
+        _replace_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put folder `new` where `target` is, putting the old `target` back if that fails."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+    os.rmdir(old)  # only its unique name is wanted
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
 def _atomic(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
     """A temporary file beside `path` (with a plain file's mode) to write; renamed onto
     `path` if the block succeeds, removed either way."""
@@ -81,8 +136,9 @@ def _atomic(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _default_mode(path: str) -> None:
-    """Give a temporary file (mkstemp makes it 0600) the mode a plain open() would."""
+def _default_mode(path: str, mode: int = 0o666) -> None:
+    """Give a temporary file (mkstemp makes it 0600) the mode a plain open() would (or a
+    temporary folder, made 0700, the mode of mkdir: `mode` 0o777)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, mode & ~umask)

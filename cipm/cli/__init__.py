@@ -1,4 +1,4 @@
-"""The `cipm` command line: inspect, canonicalize or prune a model, list the plugins."""
+"""The `cipm` command line: inspect, canonicalize, prune or export a model, list the plugins."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import torch
 from cipm.cli.sources import FORMATS, batches, check_output, example_input, load_model, load_tensors
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError
+from cipm.exporting import export, exporters
+from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import list_plugins
 from cipm.io import save_exported, save_model, write_text_atomic
-from cipm.ordering.canonical import canonicalize
+from cipm.ordering.canonical import canonical_permutation
 from cipm.pruning.structured import METHODS, Method, prune
 from cipm.statistics.collection import collect
 from cipm.statistics.group import Statistics
@@ -31,6 +33,8 @@ EXAMPLES = """examples:
   cipm inspect model.safetensors --factory mypkg.models:build --input 1,3,32,32
   cipm canonicalize hf_model/ --input ids.pt -o canonical.pt
   cipm prune model.pt2 --input 1,3,32,32 --ratio 0.5 --data calibration.pt -o small.pt
+  cipm prune hf_model/ --input ids.pt --ratio 0.5 --method magnitude -o small_hf/
+  cipm export model.pt2 --input 1,3,32,32 -o model.onnx
   cipm plugins --block torch_attention
 
 models: a Hugging Face folder, safetensors (or state-dict .pt) weights with --factory
@@ -38,7 +42,10 @@ MODULE:CALLABLE that builds the model, a torch.export archive (.pt2), or a built
 (cipm inspect --help lists them). A whole pickled model (torch.save(model)) is loaded only
 with --unsafe-pickle: unpickling runs any code the file holds. --input and --data files are
 loaded as tensors only. Results are written atomically: -o FILE.pt2 as a torch.export
-archive (no pickle needed to load it), any other name as a pickled whole model."""
+archive (no pickle needed to load it), FILE.onnx (checked in onnxruntime), FILE.safetensors
+(weights), a folder for a Hugging Face model (config at the pruned sizes), any other name as
+a pickled whole model. ONNX, safetensors and folders carry the policy (a canonicalization's
+permutation) for cipm.read_policy."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "export":
+            return _export(args)
         return _modify(args)
     except CipmError as e:
         print(f"cipm: error: {e}", file=sys.stderr)
@@ -92,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prune_cmd.add_argument("--batch", type=int, default=64, help="batch size for a tensor --data")
     prune_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+    export_cmd = sub.add_parser(
+        "export", help="write a model as ONNX, safetensors or a Hugging Face folder"
+    )
+    _model_args(export_cmd, f"the model: {FORMATS}")
+    export_cmd.add_argument(
+        "-o", "--output", type=Path, required=True,
+        help="FILE.onnx, FILE.safetensors, or a folder for a Hugging Face model",
+    )  # fmt: skip
+    export_cmd.add_argument(
+        "--format", help="a format name (cipm.exporters()); default: from the -o name"
+    )
     plugins = sub.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--block", action="append", default=[], help="plugin name to block")
     return parser
@@ -111,10 +131,13 @@ def _model_args(cmd: argparse.ArgumentParser, what: str) -> None:
     )  # fmt: skip
 
 
-def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, Any]:
-    """The model and its example input."""
+def _source(args: argparse.Namespace, needs_input: bool = True) -> tuple[torch.nn.Module, Any]:
+    """The model and its example input (None if not `needs_input` and none was given)."""
     if args.model in {**zoo.ZOO, **zoo.LARGE} and args.input is None:
         return zoo.build(args.model)
+    if args.input is None and not needs_input:
+        model = load_model(args.model, factory=args.factory, unsafe_pickle=args.unsafe_pickle)
+        return model, None
     if args.input is None:
         if not Path(args.model).exists():
             raise CipmError(f"model {args.model} does not exist (give {FORMATS})")
@@ -150,9 +173,22 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """export a model to a file of one of the installed formats (atomically)."""
+    check_output(args.output, folder_ok=True)
+    format_ = args.format
+    if format_ is not None and format_ not in exporters():
+        raise CipmError(f"--format {format_}: installed formats are {sorted(exporters())}")
+    needs_input = format_ == "onnx" or (format_ is None and args.output.suffix == ".onnx")
+    model, example = _source(args, needs_input=needs_input)
+    export(model, args.output, example, format=format_)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _modify(args: argparse.Namespace) -> int:
     """canonicalize / prune a model and save the result (atomically)."""
-    check_output(args.output)
+    check_output(args.output, folder_ok=not args.output.suffix)
     sizes: dict[str, int] = {}
     data: list[Any] | None = None
     if args.command == "prune":
@@ -164,8 +200,10 @@ def _modify(args: argparse.Namespace) -> int:
         data = batches(load_tensors(args.data, "data"), args.batch) if args.data else None
     model, example = _source(args)
     graph = trace(model, example)
+    policy: Permutation | None = None
     if args.command == "canonicalize":
-        result = canonicalize(model, graph)
+        policy = canonical_permutation(model, graph)
+        result = permute(model, policy)
     else:
         show = not args.quiet and sys.stderr.isatty()
         method: Method = args.method or ("merge" if data is not None else "magnitude")
@@ -176,18 +214,32 @@ def _modify(args: argparse.Namespace) -> int:
             model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
             example_inputs=example, progress=show,
         )  # fmt: skip
-    _save(result, example, args.output)
+    _save(result, example, args.output, policy)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, result))
     print(f"{args.command}: {len(graph)} groups; {before:,} -> {after:,} parameters")
     print(f"wrote {args.output}")
     return 0
 
 
-def _save(model: torch.nn.Module, example: Any, path: Path) -> None:
-    """A .pt2 path gets a torch.export archive; any other a pickled whole model."""
+def _save(
+    model: torch.nn.Module, example: Any, path: Path, policy: Permutation | None = None
+) -> None:
+    """A .pt2 path gets a torch.export archive; a path an exporter writes (.onnx,
+    .safetensors, a folder for a Hugging Face model) that format, with the policy; any
+    other a pickled whole model."""
     if path.suffix == ".pt2":
         save_exported(model, example, path)
         return
+    table = exporters()
+    suffix = path.suffix.lower()
+    if any(
+        (suffix in e.suffixes) if suffix else (e.folder and e.accepts(model))
+        for e in table.values()
+    ):
+        export(model, path, example, policy=policy)
+        return
+    if path.is_dir():
+        raise CipmError(f"-o {path} is a directory, and no format writes a {type(model).__name__} as one")
     try:
         save_model(model, path)
     except (RuntimeError, TypeError, AttributeError) as e:  # pickle refusing an object

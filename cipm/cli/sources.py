@@ -103,9 +103,10 @@ def batches(data: Any, batch: int) -> list[Any]:
     raise CipmError("--data must hold a tensor of samples or a non-empty list of batches")
 
 
-def check_output(path: Path) -> None:
-    """Fail now, before any work, if the result could not be written to `path`."""
-    if path.is_dir():
+def check_output(path: Path, folder_ok: bool = False) -> None:
+    """Fail now, before any work, if the result could not be written to `path` (a folder
+    only if `folder_ok`)."""
+    if path.is_dir() and not folder_ok:
         raise CipmError(f"-o {path} is a directory; give a file name")
     folder = path.parent
     while not folder.exists():

@@ -13,8 +13,9 @@ carries the names, and every hook called for that graph's model leaves them out 
 
 Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
 what else an op is (`cipm_op_roles`), how a module follows resized tensors (`cipm_resized`),
-which modules keep running statistics (`cipm_reset_running_stats`), and which alignment
-methods exist (`cipm_align_methods`).
+which modules keep running statistics (`cipm_reset_running_stats`), which alignment
+methods exist (`cipm_align_methods`), and which file formats models export to
+(`cipm_exporters`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 if TYPE_CHECKING:
     from cipm.alignment.methods import AlignMethod
     from cipm.discovery.rules import Rule
+    from cipm.exporting.exporter import Exporter
 
 __all__ = ["OpRole", "hookimpl", "hookspec"]
 
@@ -114,4 +116,24 @@ def cipm_align_methods() -> Mapping[str, AlignMethod]:  # type: ignore[empty-bod
 
     Returns:
         A mapping from method name to method.
+    """
+
+
+@hookspec
+def cipm_exporters() -> Mapping[str, Exporter]:  # type: ignore[empty-body]
+    """File formats for `cipm.export`, keyed by the name passed as ``format=``.
+
+    An exporter is a `cipm.exporting.Exporter`: ``write(job, path)`` writes ``job.model``
+    (with ``job.example_inputs`` and ``job.policy``, a `cipm.exporting.Policy` or None) to
+    ``path``, a temporary file beside the target (an empty temporary folder if
+    ``folder=True``) that cipm renames onto the target once ``write`` returns, so a failure
+    never leaves a partial file; ``suffixes`` choose the format by path (``(".onnx",)``), a
+    folder format is chosen for paths without one if ``accepts(model)``; ``read_policy(path)``
+    returns the policy JSON the file holds (for `cipm.read_policy`). Store the policy with
+    ``job.policy.to_json()`` under `cipm.exporting.policy.METADATA_KEY` where the format has
+    metadata. Raise a `CipmError` saying what failed and what to use instead. Conflicts
+    between plugins are resolved and reported as for `cipm_rules`.
+
+    Returns:
+        A mapping from format name to exporter.
     """
