@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/statistics.py
 	$(PY) benchmarks/align.py
 	$(PY) benchmarks/prune.py
+	$(PY) benchmarks/export.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
