@@ -8,8 +8,8 @@ The package face: it only re-exports. The subpackages are the architecture::
     statistics/  activations at group sites, float64 moments, correlation graphs
     alignment/   re-basin: weight/activation/Sinkhorn/STE matching (methods are plugins)
     merging/     averages, BatchNorm reset, REPAIR, loss barriers
-    exporting/   ONNX, safetensors, Hugging Face folders (formats are plugins), policies
     federated/   matched averaging of clients, a Flower strategy (Flower loaded lazily)
+    exporting/   ONNX, safetensors, Hugging Face folders (formats are plugins), policies
     pruning/     which units to keep, how to fold the rest, smaller models
     ordering/    canonical form, reorganization, partitions
     hooks/       hook specifications and the plugin manager
@@ -49,7 +49,7 @@ from cipm.ordering import (
     plot_correlation,
     reorganize,
 )
-from cipm.pruning import prune
+from cipm.pruning import KeptWhole, PruneReport, prune, pruning_report
 from cipm.statistics import (
     CrossStatistics,
     GroupStatistics,
@@ -73,12 +73,14 @@ __all__ = [
     "CrossStatistics",
     "GroupKind",
     "GroupStatistics",
+    "KeptWhole",
     "Member",
     "Partition",
     "PermGroup",
     "Permutation",
     "PermutationError",
     "PluginError",
+    "PruneReport",
     "RuleError",
     "Site",
     "Statistics",
@@ -111,6 +113,7 @@ __all__ = [
     "plot_barriers",
     "plot_correlation",
     "prune",
+    "pruning_report",
     "read_policy",
     "reorganize",
     "repair",

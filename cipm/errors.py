@@ -7,6 +7,7 @@ __all__ = [
     "CipmWarning",
     "PermutationError",
     "PluginError",
+    "ResizeError",
     "RuleError",
     "TraceError",
     "UnsupportedOpError",
@@ -23,6 +24,18 @@ class CipmWarning(UserWarning):
 
 class TraceError(CipmError):
     """`torch.export` could not trace the model; the export error is chained as the cause."""
+
+
+class ResizeError(CipmError):
+    """A module cannot take the sizes pruning gave its tensors (a plugin said so).
+
+    Attributes:
+        module: the module's path in the model (``""`` for the model itself).
+    """
+
+    def __init__(self, module: str, message: str) -> None:
+        self.module = module
+        super().__init__(f"module '{module or '<top>'}': {message}")
 
 
 class UnsupportedOpError(CipmError):

@@ -16,7 +16,6 @@ from torch import nn
 
 from cipm import hookimpl
 from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast_axes
-from cipm.errors import CipmError
 
 
 def sdpa(call: OpCall) -> None:
@@ -68,17 +67,6 @@ KEYS = ("key", "k_proj", "k", "to_k", "k_lin", "wk")
 def cipm_resized(module: torch.nn.Module) -> None:
     """An attention module whose heads were pruned: its head count (and all-heads width)
     follow its query projection's new output size."""
-    packed = getattr(module, "in_proj_weight", None)
-    if (
-        isinstance(module, nn.MultiheadAttention)
-        and packed is not None
-        and (packed.shape[0] != 3 * module.embed_dim)
-    ):
-        raise CipmError(
-            "torch.nn.MultiheadAttention needs heads x head_dim = embed_dim, so its heads "
-            "cannot be pruned; prune its feed-forward units, or use an attention with "
-            "separate q/k/v projections"
-        )
     size, count = _int_attr(module, HEAD_SIZES), _int_attr(module, HEAD_COUNTS)
     query, key = _linear(module, QUERIES), _linear(module, KEYS)
     if size is None or query is None:

@@ -92,7 +92,9 @@ def trace(
         state.outputs,
         state.consumed,
     )
-    return replace(graph, blocked_plugins=blocked, structure=structure(model))
+    return replace(
+        graph, blocked_plugins=blocked, structure=structure(model), example_inputs=example_inputs
+    )
 
 
 def _tie_shared(state: _State, model: torch.nn.Module) -> None:

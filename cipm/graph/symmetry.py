@@ -20,15 +20,7 @@ from cipm.graph.layout import Layout, Leaf, groups_in, leaves, placements, relab
 if TYPE_CHECKING:
     from cipm.graph.permutation import Permutation
 
-__all__ = [
-    "GroupKind",
-    "Member",
-    "OutputAxis",
-    "PermGroup",
-    "Site",
-    "SymmetryGraph",
-    "TensorAxis",
-]
+__all__ = ["GroupKind", "Member", "OutputAxis", "PermGroup", "Site", "SymmetryGraph", "TensorAxis"]
 
 
 class GroupKind(str, Enum):
@@ -149,6 +141,8 @@ class SymmetryGraph:
     # digest of the traced model's module tree (see `cipm.tensors.modify.structure`), so a
     # model wired otherwise is not silently permuted by this graph; "" (unknown) skips it
     structure: str = ""
+    # what the model was traced on (not saved in JSON): `cipm.prune` checks its result there
+    example_inputs: Any = field(default=None, repr=False, compare=False)
     _by_name: dict[str, PermGroup] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -248,6 +242,7 @@ class SymmetryGraph:
             tuple(o for o in outputs if groups_in(o.layout)),
             self.blocked_plugins,
             self.structure,
+            self.example_inputs,
         )
 
     # -- JSON ------------------------------------------------------------------------------

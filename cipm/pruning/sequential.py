@@ -16,6 +16,7 @@ from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.choose import second_moment, warn_if_few
 from cipm.pruning.fold import merge_plan, pruned_state
+from cipm.pruning.verify import Checker, KeptWhole
 from cipm.statistics.capture import SiteRecorder, representative_site
 from cipm.statistics.collection import accumulate, accumulate_cross
 from cipm.statistics.moments import Moments
@@ -33,9 +34,12 @@ def merge_in_order(
     data: Iterable[Any],
     inputs: Inputs,
     progress: bool,
-) -> torch.nn.Module:
+    checker: Checker,
+) -> tuple[torch.nn.Module, list[str], list[KeptWhole]]:
     """Prune group after group; each is folded on cross-moments between the original
-    model's units and the partly pruned model's (see `cipm.prune`'s `data`)."""
+    model's units and the partly pruned model's (see `cipm.prune`'s `data`). A group after
+    which the `checker` finds the model broken is kept whole. Returns the model, the groups
+    pruned and those kept."""
     check_loader(data, "prune")
     # a loader is read once per group; a one-shot iterator is kept in memory for that
     batches = list(data) if iter(data) is data else data
@@ -45,6 +49,7 @@ def merge_in_order(
     original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
     current: torch.nn.Module = model
     done: dict[str, int] = {}
+    whole: list[KeptWhole] = []
     for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
         now = graph.resized(done)
         recorder = _recorder(current, now, name, inputs(first))
@@ -54,10 +59,17 @@ def merge_in_order(
         warn_if_few(own.count, k, name)
         second = second_moment(own)
         plan = merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
-        pruned = pruned_state(tensors, now, {name: plan})
-        current = with_tensors(current, pruned, graph.blocked_plugins)
+        state = pruned_state(tensors, now, {name: plan})
+        candidate, failure = checker.built(
+            lambda _, s=state, m=current: with_tensors(m, s, graph.blocked_plugins), [name]
+        )
+        if failure is not None:
+            whole.append(KeptWhole(name, *failure))
+            continue
+        assert candidate is not None  # built: a model whenever nothing failed
+        current = candidate
         done[name] = k
-    return current
+    return (with_tensors(model, {}) if current is model else current), list(done), whole
 
 
 def _recorder(

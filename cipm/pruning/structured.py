@@ -20,18 +20,19 @@ reconstruction of channel-pruning methods, driven by the symmetry graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import torch
 
-from cipm.batches import as_args, model_inputs
+from cipm.batches import model_inputs
 from cipm.errors import CipmError
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.pruning.choose import magnitude, second_moment, top, warn_if_few
 from cipm.pruning.fold import GroupPlan, merge_plan, pruned_state, selection_plan
 from cipm.pruning.sequential import merge_in_order
 from cipm.pruning.targets import PRUNABLE, kinds_of, targets
+from cipm.pruning.verify import Checker, reported, searched
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import fitted_tensors
 from cipm.tensors.resize import with_tensors
@@ -75,13 +76,17 @@ def prune(
             squares), which keeps the errors of successive groups from compounding. Without
             it, every group is folded at once from `stats`.
         inputs: maps a batch of `data` to model inputs (as in `cipm.collect`).
-        example_inputs: if given, the pruned model is run on them, and a failure (a module
-            whose size attributes no plugin updated) raises a CipmError naming it.
+        example_inputs: inputs to check the pruned model on (default: those the graph was
+            traced on). A group whose new size the model's own code cannot follow (a module
+            keeps a size no ``cipm_resized`` plugin updates) makes the pruned model fail
+            there; such a group is kept whole, named in a `CipmWarning` and in
+            `cipm.pruning_report` (which module failed, and why), so the result always runs
+            and gives outputs of the original's shapes.
         progress: a progress bar over the groups when pruning with `data`.
 
     Returns:
         A new model of the same class, physically smaller; with nothing removed, equal to
-        `model`.
+        `model`. ``cipm.pruning_report(result)`` says what was pruned and kept whole.
 
     Raises:
         CipmError: a ratio outside [0, 1), an unknown or fixed group, a size that would leave
@@ -91,14 +96,21 @@ def prune(
     graph, tensors, kept = _checked(
         model, stats, ratio, sizes, method, kinds, data=data is not None
     )
+    traced = example_inputs is None
+    examples = graph.example_inputs if traced else example_inputs
+    checker = Checker(model, examples, bool(graph.outputs), traced=traced)
     if method == "merge" and data is not None:
-        pruned = merge_in_order(model, graph, kept, data, inputs, progress)
+        pruned, done, whole = merge_in_order(model, graph, kept, data, inputs, progress, checker)
     else:
         plans = _plans(tensors, stats, graph, kept, method)
-        pruned = with_tensors(model, pruned_state(tensors, graph, plans), graph.blocked_plugins)
-    if example_inputs is not None:
-        _check_runs(pruned, example_inputs)
-    return pruned
+
+        def build(names: Sequence[str]) -> torch.nn.Module:
+            state = pruned_state(tensors, graph, {n: plans[n] for n in names})
+            return with_tensors(model, state, graph.blocked_plugins)
+
+        pruned, done, whole = searched(build, list(kept), checker)
+    sizes_done = {g: (graph[g].size, kept[g]) for g in done}
+    return reported(pruned, sizes_done, whole, checker)
 
 
 def prune_plan(
@@ -169,15 +181,3 @@ def _checked(
         raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
     kept = targets(graph, ratio, {} if sizes is None else sizes, kinds_of(kinds))
     return graph, tensors, kept
-
-
-def _check_runs(model: torch.nn.Module, example_inputs: Any) -> None:
-    args, kwargs = as_args(example_inputs)
-    try:
-        with torch.no_grad():
-            model(*args, **kwargs)
-    except Exception as e:
-        raise CipmError(
-            f"the pruned {type(model).__name__} does not run: {e}. A module records a size "
-            "that no plugin updated; add a cipm_resized hook for it (docs/plugins.md)"
-        ) from e

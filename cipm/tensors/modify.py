@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 
 import torch
@@ -11,6 +10,7 @@ from cipm.errors import PermutationError
 from cipm.graph.layout import index_map
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph, TensorAxis
+from cipm.tensors.resize import with_tensors
 
 __all__ = ["fitted_tensors", "permute", "permute_state", "structure", "tensor_at"]
 
@@ -33,12 +33,7 @@ def permute(model: torch.nn.Module, perm: Permutation) -> torch.nn.Module:
             f"cipm.Permutation(graph, indices)), got {type(perm).__name__}"
         )
     tensors = fitted_tensors(model, perm.graph)
-    permuted = permute_state(tensors, perm)
-    new = copy.deepcopy(model)
-    with torch.no_grad():
-        for key, value in permuted.items():
-            tensor_at(new, key).copy_(value)
-    return new
+    return with_tensors(model, permute_state(tensors, perm), perm.graph.blocked_plugins)
 
 
 def permute_state(state: dict[str, torch.Tensor], perm: Permutation) -> dict[str, torch.Tensor]:

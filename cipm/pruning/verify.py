@@ -1,0 +1,245 @@
+"""Pruning that never returns a broken model: each pruned group is checked on example inputs.
+
+Modules keep sizes in Python (head counts, reshape targets, split sizes). Where no
+``cipm_resized`` plugin brings them in line, the pruned model fails inside its own forward.
+A `Checker` runs each candidate on the example inputs. One-shot pruning (`searched`) checks
+the whole result and, if it fails, finds the groups to blame by halving; pruning with data
+checks after every group. Blamed groups are kept whole and reported (`pruning_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cipm.batches import as_args
+from cipm.errors import CipmError, CipmWarning, ResizeError
+
+__all__ = ["Checker", "KeptWhole", "PruneReport", "pruning_report", "reported", "searched"]
+
+_REPORT = "_cipm_pruning"
+
+
+@dataclass(frozen=True)
+class KeptWhole:
+    """A group `prune` left at full size: the model's own code could not follow its new size.
+
+    `module` is the innermost module that was running when the pruned model failed ("" for
+    the model itself), `reason` the error it raised.
+    """
+
+    group: str
+    module: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What `prune` did: units per group before and after, and the groups it kept whole."""
+
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    kept_whole: tuple[KeptWhole, ...] = ()
+    verified: bool = False
+
+
+def pruning_report(model: torch.nn.Module) -> PruneReport:
+    """The report of the `cipm.prune` call that made `model`.
+
+    Raises:
+        CipmError: `model` was not made by `cipm.prune`.
+    """
+    report = getattr(model, _REPORT, None)
+    if not isinstance(report, PruneReport):
+        raise CipmError(f"this {type(model).__name__} was not made by cipm.prune: no report")
+    return report
+
+
+Build = Callable[[Sequence[str]], torch.nn.Module]
+
+
+class Checker:
+    """Builds pruned candidates and runs them on example inputs, expecting outputs shaped
+    as `model`'s (with `free_outputs`, groups may shrink output dims: then only their number
+    is kept). Without example inputs only a module refusing its sizes is caught; `unchecked`
+    then says why.
+
+    `traced` inputs are the graph's: traced on, perhaps before the model changed dtype, so
+    their floating tensors are cast to the model's; if the model still does not run on them,
+    the checker goes without them instead of raising.
+
+    Raises:
+        CipmError: `model` itself does not run on (given, not `traced`) `example_inputs`.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, example_inputs: Any, free_outputs: bool, *, traced: bool
+    ) -> None:
+        self.free = free_outputs
+        self.example_inputs = _cast(example_inputs, model) if traced else example_inputs
+        self.unchecked = "" if example_inputs is not None else "no example inputs"
+        if example_inputs is None:
+            return
+        self.expected, failure = self._shapes(model)
+        if failure is None:
+            return
+        if not traced:
+            raise CipmError(f"the example inputs do not run the original model: {failure[1]}")
+        self.example_inputs, self.unchecked = None, f"the traced inputs fail: {failure[1]}"
+
+    def failure(self, candidate: torch.nn.Module) -> tuple[str, str] | None:
+        """None if `candidate` runs like the original; else the innermost module that was
+        running when it failed, and why."""
+        if self.example_inputs is None:
+            return None
+        shapes, failure = self._shapes(candidate)
+        if failure is None and shapes != self.expected:
+            return "", f"outputs of shapes {shapes} instead of {self.expected}"
+        return failure
+
+    def built(
+        self, build: Build, names: Sequence[str]
+    ) -> tuple[torch.nn.Module | None, tuple[str, str] | None]:
+        """``build(names)`` and its failure: a module that refuses its new sizes (a
+        `ResizeError`) fails as a model that does not run."""
+        try:
+            candidate = build(names)
+        except ResizeError as e:
+            return None, (e.module, str(e.__cause__ or e))
+        return candidate, self.failure(candidate)
+
+    def _shapes(self, model: torch.nn.Module) -> tuple[list[Any], tuple[str, str] | None]:
+        shapes, failure = _shapes(model, self.example_inputs)
+        return ([len(s) for s in shapes] if self.free else shapes), failure
+
+
+def searched(
+    build: Build, names: list[str], checker: Checker
+) -> tuple[torch.nn.Module, list[str], list[KeptWhole]]:
+    """``build(names)`` if the checker passes it; otherwise the groups to blame, found by
+    halving (a group is blamed when the model fails with it added to groups known to run),
+    and the model of the others. Returns the model, the groups pruned, the groups kept."""
+    candidate, failure = checker.built(build, names)
+    if failure is None:
+        assert candidate is not None  # built: a model whenever nothing failed
+        return candidate, names, []
+    if len(names) == 1:
+        return build([]), [], [KeptWhole(names[0], *failure)]
+    good: list[str] = []
+    blamed: list[KeptWhole] = []
+    model: list[torch.nn.Module] = []
+
+    def add(part: list[str]) -> None:
+        candidate, failure = checker.built(build, [*good, *part])
+        if failure is None:
+            assert candidate is not None
+            good.extend(part)
+            model[:] = [candidate]
+        elif len(part) == 1:
+            blamed.append(KeptWhole(part[0], *failure))
+        else:
+            add(part[: len(part) // 2])
+            add(part[len(part) // 2 :])
+
+    add(names[: len(names) // 2])
+    add(names[len(names) // 2 :])
+    return (model[0] if model else build([])), good, blamed
+
+
+def reported(
+    model: torch.nn.Module,
+    sizes: Mapping[str, tuple[int, int]],
+    kept: Sequence[KeptWhole],
+    checker: Checker,
+) -> torch.nn.Module:
+    """`model` with its `PruneReport` (read by `pruning_report`); says in a `CipmWarning`
+    what was kept whole, or that nothing could be checked."""
+    if checker.unchecked:
+        warnings.warn(
+            f"prune could not run the pruned model to check it ({checker.unchecked}); pass "
+            "example_inputs=", CipmWarning, stacklevel=3,
+        )  # fmt: skip
+    if kept:
+        warnings.warn(
+            f"prune kept {len(kept)} group(s) whole, their new sizes break the model's own "
+            "code: " + "; ".join(f"'{k.group}' in {k.module or 'the model'}: {k.reason}"
+                                 for k in kept) + " (cipm.pruning_report(model) lists them)",
+            CipmWarning, stacklevel=3,
+        )  # fmt: skip
+    report = PruneReport(dict(sizes), tuple(kept), not checker.unchecked)
+    object.__setattr__(model, _REPORT, report)
+    return model
+
+
+def _cast(example: Any, model: torch.nn.Module) -> Any:
+    """`example` with its floating tensors in the dtype of `model`'s first floating one."""
+    dtype = next((t.dtype for t in model.state_dict().values() if t.is_floating_point()), None)
+    if dtype is None:
+        return example
+    if isinstance(example, torch.Tensor):
+        return example.to(dtype) if example.is_floating_point() else example
+    if isinstance(example, dict):
+        return {k: _cast(v, model) for k, v in example.items()}
+    if isinstance(example, tuple | list):
+        return type(example)(_cast(v, model) for v in example)
+    return example
+
+
+def _shapes(
+    model: torch.nn.Module, example: Any
+) -> tuple[list[tuple[int, ...]], tuple[str, str] | None]:
+    """Output shapes of `model` on `example`, or where and why it failed. It runs as the
+    caller will run it; only after a failure again, with hooks that find the module (hooks
+    change code paths: torch's fused transformer kernels are skipped when any are set)."""
+    args, kwargs = as_args(example)
+    try:
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+    except Exception as e:
+        why = f"{type(e).__name__}: {_line(e)}"
+        with _module_stack(model) as stack, contextlib.suppress(Exception), torch.no_grad():
+            model(*args, **kwargs)
+        return [], (stack[-1] if stack else "", why)
+    return [tuple(t.shape) for t in _tensors(out)], None
+
+
+@contextmanager
+def _module_stack(model: torch.nn.Module) -> Iterator[list[str]]:
+    """The paths of the modules running at each moment (innermost last)."""
+    stack: list[str] = []
+
+    def leave(*_: Any) -> None:  # a forward hook's non-None result would replace the output
+        stack.pop()
+
+    handles = []
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda *_, p=path: stack.append(p)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _tensors(out: Any) -> Iterator[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, Mapping):
+        for v in out.values():
+            yield from _tensors(v)
+    elif isinstance(out, tuple | list):
+        for v in out:
+            yield from _tensors(v)
+    elif hasattr(out, "to_tuple"):  # Hugging Face ModelOutput
+        yield from _tensors(out.to_tuple())
+
+
+def _line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
