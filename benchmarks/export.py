@@ -148,9 +148,7 @@ def measure(case: Case, folder: Path, threads: int, repeat: int) -> None:
             names[0]: batch.numpy()
         }  # fmt: skip
         sessions.append(lambda s=session, f=feed: s.run(None, f))
-        model = v.model
-        args = (lambda m=model: m(**batch)) if isinstance(batch, dict) else (lambda m=model: m(batch))
-        eager.append(args)
+        eager.append(lambda m=v.model, b=batch: m(**b) if isinstance(b, dict) else m(b))
     warmup = max(3, repeat // 10)
     with torch.no_grad():
         ort = medians(sessions, repeat, warmup)
@@ -184,12 +182,15 @@ def main() -> None:
         for make in cases:
             case = make()
             start = time.perf_counter()
-            measure(case, Path(tmp), args.threads, repeat if "MiniLM" not in case.name else repeat // 4)
+            measure(
+                case, Path(tmp), args.threads, repeat if "MiniLM" not in case.name else repeat // 4
+            )
             print(f"{case.name}: exported and timed in {time.perf_counter() - start:.1f} s")
             rows += [(case, v) for v in case.variants]
     print(
         f"\n{'model':17s} {'variant':16s} {'batch':15s} {'params':>11s} {'ONNX MB':>8s} "
-        f"{'ORT ms':>8s} {'ORT ratio':>9s} {'eager ms':>9s} {'eager ratio':>11s} {'size ratio':>10s}"
+        f"{'ORT ms':>8s} {'ORT ratio':>9s} {'eager ms':>9s} {'eager ratio':>11s} "
+        f"{'size ratio':>10s}"
     )
     for case, v in rows:
         base = case.variants[0]

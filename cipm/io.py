@@ -95,13 +95,13 @@ def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterat
             yield Path(tmp)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    _default_mode(str(tmp), 0o777)
+    made = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    _default_mode(str(made), 0o777)
     try:
-        yield tmp
-        _replace_folder(tmp, target)
+        yield made
+        _replace_folder(made, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -59,9 +59,9 @@ _HEADS = (
 _bert = Family(
     layers="encoder.layer",
     per_layer={
-        "intermediate_size": lambda l: l.intermediate.dense.out_features,
-        "num_attention_heads": lambda l: (
-            l.attention.self.query.out_features // l.attention.self.attention_head_size
+        "intermediate_size": lambda layer: layer.intermediate.dense.out_features,
+        "num_attention_heads": lambda layer: (
+            layer.attention.self.query.out_features // layer.attention.self.attention_head_size
         ),
     },
     hidden=("hidden_size", lambda b: b.embeddings.word_embeddings.embedding_dim),
@@ -76,8 +76,8 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family(
         layers="h",
         per_layer={
-            "n_inner": lambda l: l.mlp.c_fc.nf,
-            "n_head": lambda l: l.attn.c_attn.nf // 3 // l.attn.head_dim,
+            "n_inner": lambda layer: layer.mlp.c_fc.nf,
+            "n_head": lambda layer: layer.attn.c_attn.nf // 3 // layer.attn.head_dim,
         },
         hidden=("n_embd", lambda b: b.wte.embedding_dim),
         limits=((".attn.", _HEADS),),
@@ -85,10 +85,14 @@ FAMILIES: dict[str, Family] = {
     "llama": Family(
         layers="layers",
         per_layer={
-            "intermediate_size": lambda l: l.mlp.gate_proj.out_features,
-            "num_attention_heads": lambda l: l.self_attn.q_proj.out_features // l.self_attn.head_dim,
-            "num_key_value_heads": lambda l: l.self_attn.k_proj.out_features // l.self_attn.head_dim,
-            "head_dim": lambda l: l.self_attn.head_dim,
+            "intermediate_size": lambda layer: layer.mlp.gate_proj.out_features,
+            "num_attention_heads": lambda layer: (
+                layer.self_attn.q_proj.out_features // layer.self_attn.head_dim
+            ),
+            "num_key_value_heads": lambda layer: (
+                layer.self_attn.k_proj.out_features // layer.self_attn.head_dim
+            ),
+            "head_dim": lambda layer: layer.self_attn.head_dim,
         },
         hidden=("hidden_size", lambda b: b.embed_tokens.embedding_dim),
     ),
@@ -157,7 +161,7 @@ def write_huggingface(job: ExportJob, path: Path) -> None:
     Raises:
         CipmError: see `pruned_config`; the written folder loads to other outputs.
     """
-    model = job.model
+    model: Any = job.model  # a transformers PreTrainedModel (see is_huggingface)
     shadow = copy.copy(model)  # the same modules, another config: the caller's is untouched
     shadow.config = pruned_config(model)
     with _quiet():

@@ -9,8 +9,6 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from cipm import CipmError, hookimpl
 from cipm.exporting import Exporter, ExportJob
 from cipm.exporting.policy import METADATA_KEY

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from conftest import assert_state_equal, traced
 from safetensors.torch import load_file
 from torch import nn
 
@@ -27,8 +28,6 @@ from cipm.cli import main
 from cipm.exporting import Exporter, ExportJob, Policy
 from cipm.pruning import prune_plan
 from cipm.testing import zoo
-
-from conftest import assert_state_equal, traced
 
 ZOO = ["mlp", "cnn_bn", "resnet20", "transformer_pre_norm"]
 
@@ -147,7 +146,7 @@ def test_a_failing_exporter_leaves_the_old_file_and_no_temporary(tmp_path: Path)
     plugin = ExporterPlugin({"broken": Exporter(write=half_then_fail, suffixes=(".broken",))})
     target = tmp_path / "m.broken"
     target.write_bytes(b"old")
-    with registered(plugin), pytest.raises(cipm.CipmError, match="'broken' exporter failed.*fire"):
+    with registered(plugin), pytest.raises(cipm.CipmError, match=r"'broken' exporter failed.*fire"):
         cipm.export(nn.Linear(2, 2), target)
     assert target.read_bytes() == b"old" and only(tmp_path) == ["m.broken"]
 
@@ -164,9 +163,7 @@ def test_a_failing_exporter_leaves_the_old_file_and_no_temporary(tmp_path: Path)
         ({"path": "m", "format": "huggingface"}, "cannot hold a Linear"),
     ],
 )
-def test_bad_requests_are_cipm_errors(
-    kwargs: dict[str, Any], message: str, tmp_path: Path
-) -> None:
+def test_bad_requests_are_cipm_errors(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
     path = tmp_path / kwargs.pop("path")
     with pytest.raises(cipm.CipmError, match=message):
         cipm.export(nn.Linear(2, 2), path, **kwargs)
@@ -262,18 +259,22 @@ def test_a_malformed_exporter_plugin_is_a_plugin_error() -> None:
         cipm.exporters()
 
 
-ENTRY_POINT_PLUGIN = '''
+ENTRY_POINT_PLUGIN = """
 from pathlib import Path
 import cipm
 from cipm.exporting import Exporter
 
 def write(job, path):
-    Path(path).write_text(f"{type(job.model).__name__}\\n{job.policy.to_json() if job.policy else ''}\\n")
+    policy = job.policy.to_json() if job.policy else ""
+    Path(path).write_text(f"{type(job.model).__name__}\\n{policy}\\n")
+
+def read(path):
+    return path.read_text().splitlines()[1]
 
 @cipm.hookimpl
 def cipm_exporters():
-    return {"names": Exporter(write, (".names",), read_policy=lambda p: p.read_text().splitlines()[1])}
-'''
+    return {"names": Exporter(write, (".names",), read_policy=read)}
+"""
 
 
 def test_an_entry_point_exporter_plugin_loads_in_a_new_process(tmp_path: Path) -> None:
@@ -290,7 +291,8 @@ def test_an_entry_point_exporter_plugin_loads_in_a_new_process(tmp_path: Path) -
         graph = cipm.trace(model, x)
         perm = cipm.Permutation.random(graph, seed=2)
         cipm.export(model, {str(tmp_path / "m.names")!r}, policy=perm)
-        print(sorted(cipm.exporters()), cipm.read_policy({str(tmp_path / "m.names")!r}) .permutation(graph) == perm)
+        policy = cipm.read_policy({str(tmp_path / "m.names")!r})
+        print(sorted(cipm.exporters()), policy.permutation(graph) == perm)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

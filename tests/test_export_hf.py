@@ -90,7 +90,9 @@ def test_pruned_hf_model_reloads_with_from_pretrained(
     reloaded = AUTO[name].from_pretrained(out, local_files_only=True).eval()
     assert type(reloaded) is type(model)
     n = sum(p.numel() for p in reloaded.parameters())
-    assert n == sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    assert (
+        n == sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    )
     fresh = tokens(3, 6, seed=4)
     with torch.no_grad():
         torch.testing.assert_close(first(reloaded(**fresh)), first(small(**fresh)))
@@ -114,7 +116,7 @@ def test_heads_a_config_cannot_describe_are_an_error_and_keep_the_folder(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text("{}")
-    with pytest.raises(cipm.CipmError, match="GPT2Config stores no head size.*residual stream"):
+    with pytest.raises(cipm.CipmError, match=r"GPT2Config stores no head size.*residual stream"):
         cipm.export(small, out, x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in out.iterdir()] == ["config.json"]

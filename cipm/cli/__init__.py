@@ -239,7 +239,9 @@ def _save(
         export(model, path, example, policy=policy)
         return
     if path.is_dir():
-        raise CipmError(f"-o {path} is a directory, and no format writes a {type(model).__name__} as one")
+        raise CipmError(
+            f"-o {path} is a directory, and no format writes a {type(model).__name__} as one"
+        )
     try:
         save_model(model, path)
     except (RuntimeError, TypeError, AttributeError) as e:  # pickle refusing an object

@@ -50,7 +50,7 @@ class Policy:
     """
 
     kind: PolicyKind
-    groups: Mapping[str, tuple[int, ...]] = field(hash=False)
+    groups: Mapping[str, Sequence[int]] = field(hash=False)  # tuples once made
     version: str
     model: str = ""
     sizes: Mapping[str, int] = field(default_factory=dict, hash=False)
@@ -66,7 +66,7 @@ class Policy:
                 raise CipmError(f"policy group '{name}' is not a permutation of 0..{len(idx) - 1}")
             if self.kind == "pruned" and (list(idx) != sorted(set(idx)) or not idx):
                 raise CipmError(f"kept units of group '{name}' must be increasing and distinct")
-            if n is not None and (len(idx) > n or (idx and max(idx) >= n or min(idx) < 0)):
+            if n is not None and (len(idx) > n or ((idx and max(idx) >= n) or min(idx) < 0)):
                 raise CipmError(f"policy group '{name}' has units outside 0..{n - 1}")
         if self.kind == "permutation":
             sizes = {name: len(idx) for name, idx in groups.items()}
@@ -85,10 +85,11 @@ class Policy:
         if isinstance(source, Policy):
             return source
         if isinstance(source, Permutation):
-            groups = source.to_dict()
-            return cls("permutation", groups, _version(), model or source.graph.model)
+            order = source.to_dict()
+            return cls("permutation", order, _version(), model or source.graph.model)
         if isinstance(source, Mapping):
-            groups, sizes = {}, {}
+            groups: dict[str, Sequence[int]] = {}
+            sizes: dict[str, int] = {}
             for name, value in source.items():
                 keep = getattr(value, "keep", value)  # a GroupPlan, or the indices themselves
                 groups[name] = _whole_numbers(keep, name)

@@ -41,7 +41,8 @@ def uniform_sizes(graph: SymmetryGraph, sizes: Mapping[str, int]) -> dict[str, i
         CipmError: a name is not a group of `graph`.
 
     Example:
-        >>> sizes = cipm.exporting.uniform_sizes(graph, {"h.0.mlp.c_fc:hidden": 24})  # doctest: +SKIP
+        >>> asked = {"h.0.mlp.c_fc:hidden": 24, "h.1.mlp.c_fc:hidden": 40}  # doctest: +SKIP
+        >>> sizes = cipm.exporting.uniform_sizes(graph, asked)  # both 40  # doctest: +SKIP
         >>> small = cipm.prune(model, graph, sizes=sizes, method="magnitude")  # doctest: +SKIP
     """
     names = {g.name: g for g in graph.groups}
