@@ -61,17 +61,28 @@ HEAD_COUNTS = ("num_attention_heads", "num_heads", "n_heads", "heads")
 HEAD_SIZES = ("attention_head_size", "head_dim", "head_size")
 QUERIES = ("query", "q_proj", "q", "to_q", "q_lin", "wq")
 KEYS = ("key", "k_proj", "k", "to_k", "k_lin", "wk")
+FUSED = ("to_qkv", "qkv", "query_key_value", "qkv_proj", "Wqkv")  # q | k | v in one linear
 
 
 @hookimpl
 def cipm_resized(module: torch.nn.Module) -> None:
     """An attention module whose heads were pruned: its head count (and all-heads width)
-    follow its query projection's new output size."""
+    follow its query projection's (or fused q|k|v projection's) new output size."""
     size, count = _int_attr(module, HEAD_SIZES), _int_attr(module, HEAD_COUNTS)
     query, key = _linear(module, QUERIES), _linear(module, KEYS)
-    if size is None or query is None:
+    fused = _linear(module, FUSED) if query is None else None
+    if size is None or (query or fused) is None:
         return
     head_size = getattr(module, size)
+    if fused is not None:  # q | k | v of equal widths, heads x head size each
+        width = fused.out_features // 3
+        table = getattr(module, "relative_position_bias_table", None)  # a column per head
+        heads = table.shape[-1] if isinstance(table, torch.Tensor) else width // head_size
+        if count is not None:
+            setattr(module, count, heads)
+        setattr(module, size, width // heads)
+        return
+    assert query is not None
     heads = query.out_features // head_size
     if count is not None:
         setattr(module, count, heads)

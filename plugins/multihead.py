@@ -27,7 +27,7 @@ class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
     (one mask per head) must have this module's head count.
     """
 
-    @property  # type: ignore[override]
+    @property
     def _qkv_same_embed_dim(self) -> bool:
         return False  # not the fused kernels' layout (their head size is embed_dim / heads)
 
@@ -35,7 +35,7 @@ class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
     def _qkv_same_embed_dim(self, value: bool) -> None:
         pass
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         query: Tensor,
         key: Tensor,

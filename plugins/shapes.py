@@ -43,6 +43,33 @@ def transpose(call: OpCall) -> None:
     call.set_output(axes)
 
 
+def swap(call: OpCall) -> None:
+    """swapaxes / swapdims(x, a, b): transpose under other names."""
+    x = call.tensor(0)
+    axes = list(x.axes)
+    i, j = x.dim(call.value(1)), x.dim(call.value(2))
+    axes[i], axes[j] = axes[j], axes[i]
+    call.set_output(axes)
+
+
+def reverse_dims(call: OpCall) -> None:
+    """x.T (numpy_T): every dim in reverse order."""
+    call.set_output(list(reversed(call.tensor(0).axes)))
+
+
+def movedim(call: OpCall) -> None:
+    """movedim(x, source, destination): dims moved, the others in their order."""
+    x = call.tensor(0)
+    source, destination = call.value(1), call.value(2)
+    source = [source] if isinstance(source, int) else list(source)
+    destination = [destination] if isinstance(destination, int) else list(destination)
+    order: list[int | None] = [None] * x.ndim
+    for s, d in zip(source, destination, strict=True):
+        order[x.dim(d)] = x.dim(s)
+    rest = iter(k for k in range(x.ndim) if k not in {x.dim(s) for s in source})
+    call.set_output([x.axes[next(rest) if k is None else k] for k in order])
+
+
 def expand(call: OpCall) -> None:
     x = call.tensor(0)
     shape = call.out_shape
@@ -138,10 +165,11 @@ def index(call: OpCall) -> None:
     call.fix(*(x.axes[k] for k in indexed))
     out = call.out_shape
     n_index_dims = len(out) - (x.ndim - len(indexed))
-    index_axes = broadcast_axes(call, [r for r in refs if r is not None], out[:n_index_dims])
     kept = [x.axes[k] for k in range(x.ndim) if refs[k] is None]
     adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
-    at = indexed[0] if adjacent else 0
+    at = indexed[0] if adjacent else 0  # adjacent indexed dims stay in place, others go first
+    index_shape = out[at : at + n_index_dims]
+    index_axes = broadcast_axes(call, [r for r in refs if r is not None], index_shape)
     before = [x.axes[k] for k in range(at) if refs[k] is None]
     after = kept[len(before) :]
     call.set_output([*before, *index_axes, *after])
@@ -194,6 +222,20 @@ def repeat(call: OpCall) -> None:
     call.set_output(axes)
 
 
+def repeat_interleave(call: OpCall) -> None:
+    """repeat_interleave(x, r, dim): each unit repeated r times in place (product [x, r]);
+    without a dim, x is flattened first, so every dim's position matters."""
+    x = call.tensor(0)
+    dim, repeats = call.value("dim"), call.value("repeats")
+    if dim is None or not isinstance(repeats, int):
+        call.fix(*x.axes)  # the output gets fresh fixed atoms
+        return
+    d = x.dim(dim)
+    axes = list(x.axes)
+    axes[d] = call.join("product", [axes[d], call.new(repeats)]) if repeats != 1 else axes[d]
+    call.set_output(axes)
+
+
 def fix_last_two(call: OpCall) -> None:
     """tril / triu: which entries are kept depends on (row, column) positions."""
     x = call.tensor(0)
@@ -218,6 +260,12 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.permute": permute,
             "aten.transpose": transpose,
             "aten.t": transpose,
+            "aten.swapaxes": swap,
+            "aten.swapdims": swap,
+            "aten.numpy_T": reverse_dims,
+            "aten.movedim": movedim,
+            "aten.moveaxis": movedim,
+            "aten.repeat_interleave.self_int": repeat_interleave,
             "aten.expand": expand,
             "aten.expand_as": expand,
             "aten.broadcast_to": expand,
@@ -250,7 +298,10 @@ def cipm_rules() -> Mapping[str, Rule]:
 
 
 # ops that only re-view a tensor: a weight seen through them is still the weight
-VIEWS = "t transpose permute view reshape _unsafe_view expand".split()
+VIEWS = [
+    *"t transpose swapaxes swapdims numpy_T movedim permute".split(),
+    *"view reshape _unsafe_view expand".split(),
+]
 
 
 @hookimpl

@@ -11,6 +11,8 @@ permutation group.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,19 +41,38 @@ class AxisSolver:
         self._decomp: dict[int, Decomposition] = {}
         self._fixed: set[int] = set()
         self._tags: dict[int, set[str]] = {}
+        self._undo: list[Callable[[], None]] | None = None  # inside a `transaction`
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Constraints stated in the block hold only if it completes: an exception undoes
+        every change the block made (a failing rule leaves no half-stated constraints)."""
+        outer, self._undo = self._undo, []
+        try:
+            yield
+        except BaseException:
+            for undo in reversed(self._undo):
+                undo()
+            raise
+        finally:
+            done, self._undo = self._undo, outer
+            if outer is not None:
+                outer.extend(done)
 
     # -- atoms -----------------------------------------------------------------------------
     def new(self, size: int) -> Atom:
         """A fresh atom of `size` units."""
         self._parent.append(len(self._parent))
         self._size.append(int(size))
+        if self._undo is not None:
+            self._undo.append(self._drop_last)
         return len(self._parent) - 1
 
     def find(self, a: Atom) -> Atom:
         root = a
         while self._parent[root] != root:
             root = self._parent[root]
-        while self._parent[a] != root:  # path compression
+        while self._undo is None and self._parent[a] != root:  # path compression
             self._parent[a], a = root, self._parent[a]
         return root
 
@@ -64,11 +85,17 @@ class AxisSolver:
     # -- constraints -----------------------------------------------------------------------
     def fix(self, *atoms: Atom) -> None:
         """Mark atoms as not permutable (and, once solved, every part of them)."""
+        if self._undo is not None:
+            new = {a for a in atoms if a not in self._fixed}
+            self._undo.append(lambda: self._fixed.difference_update(new))
         self._fixed.update(atoms)
 
     def tag(self, a: Atom, kind: str) -> None:
         """Record what kind of units an atom holds (heads, hidden, ...); parts inherit it."""
-        self._tags.setdefault(a, set()).add(kind)
+        tags = self._tags.setdefault(a, set())
+        if self._undo is not None and kind not in tags:
+            self._undo.append(lambda: tags.discard(kind))
+        tags.add(kind)
 
     def unify(self, a: Atom, b: Atom) -> None:
         """State that `a` and `b` are the same axis, permuted together."""
@@ -81,14 +108,14 @@ class AxisSolver:
                 continue
             dx, dy = self._decomp.get(x), self._decomp.get(y)
             root, other = (x, y) if x < y else (y, x)
-            self._parent[other] = root
+            self._set_parent(other, root)
             if dx is None or dy is None:
                 if (dx or dy) is not None:
-                    self._decomp[root] = dx or dy  # type: ignore[assignment]
-                self._decomp.pop(other, None)
+                    self._set_decomp(root, dx or dy)
+                self._set_decomp(other, None)
                 continue
-            self._decomp.pop(other, None)
-            self._decomp[root] = dx  # provisional; refined below
+            self._set_decomp(other, None)
+            self._set_decomp(root, dx)  # provisional; refined below
             pairs = self._align(dx, dy)
             if pairs is None:  # product against sum, or factorizations that don't nest
                 self.fix(root, *dx.parts, *dy.parts)
@@ -126,7 +153,7 @@ class AxisSolver:
             size = size * self._size[p] if kind == "product" else size + self._size[p]
         atom = self.new(size)
         if parts:
-            self._decomp[atom] = Decomposition(kind, tuple(parts))
+            self._set_decomp(atom, Decomposition(kind, tuple(parts)))
         return atom
 
     # -- solution --------------------------------------------------------------------------
@@ -148,6 +175,28 @@ class AxisSolver:
         return frozenset(fixed), {r: frozenset(t) for r, t in tags.items()}
 
     # -- internals -------------------------------------------------------------------------
+    def _set_parent(self, a: Atom, parent: Atom) -> None:
+        if self._undo is not None:
+            old = self._parent[a]
+            self._undo.append(lambda: self._parent.__setitem__(a, old))
+        self._parent[a] = parent
+
+    def _set_decomp(self, a: Atom, d: Decomposition | None) -> None:
+        if self._undo is not None:
+            old = self._decomp.get(a)
+            self._undo.append(lambda: self._set_decomp_now(a, old))
+        self._set_decomp_now(a, d)
+
+    def _set_decomp_now(self, a: Atom, d: Decomposition | None) -> None:
+        if d is None:
+            self._decomp.pop(a, None)
+        else:
+            self._decomp[a] = d
+
+    def _drop_last(self) -> None:
+        self._parent.pop()
+        self._size.pop()
+
     def _children(self, root: int) -> list[int]:
         d = self._decomp.get(root)
         return [self.find(p) for p in d.parts] if d else []
@@ -188,7 +237,7 @@ class AxisSolver:
             if self.find(leaf) in self._decomp:  # cut the other way already
                 return None
             pieces = [self.new(fine[i]) for i in span]
-            self._decomp[self.find(leaf)] = Decomposition(kind, tuple(pieces))
+            self._set_decomp(self.find(leaf), Decomposition(kind, tuple(pieces)))
             atoms.extend(pieces)
         return [
             atoms[span[0]] if len(span) == 1 else self.join(kind, [atoms[i] for i in span])

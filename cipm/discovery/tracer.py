@@ -8,6 +8,7 @@ outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.discovery.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -19,9 +20,9 @@ from torch.export.graph_signature import InputKind, OutputKind
 from cipm.discovery.axes import AxisSolver
 from cipm.discovery.build import build_graph
 from cipm.discovery.export import export
-from cipm.discovery.nodes import module_path, source_line
+from cipm.discovery.nodes import bind, module_path, op_name, output_shapes, single, source_line
 from cipm.discovery.rules import Axes, OpCall, Rule, freeze, in_place_rule
-from cipm.errors import CipmError, RuleError, UnsupportedOpError
+from cipm.errors import CipmError, CipmWarning, RuleError, UnsupportedOpError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import for_op, op_roles, op_rules
 from cipm.tensors.modify import structure
@@ -224,13 +225,13 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     if subgraph is not None:
         _inline(state, node, *subgraph)
         return
-    op = _op_name(node.target)
-    outputs = _output_shapes(node.meta.get("val"))
+    op = op_name(node.target)
+    outputs = output_shapes(node.meta.get("val"))
     if op.startswith(_CHECKS) or (all(s is None for s in outputs) and not node.users):
         return
     schema = getattr(node.target, "_schema", None)
     positional = [a.name for a in schema.arguments] if schema else []
-    args = _bind(node, schema)
+    args = bind(node, schema)
     call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
     rule = for_op(state.rules, op) or in_place_rule(state.rules, op, schema)
     if rule is None:
@@ -238,11 +239,26 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
             raise UnsupportedOpError(op, module_path(node), source_line(node))
         rule = freeze
     try:
-        rule(call)
+        with state.solver.transaction():
+            rule(call)
+            results = call.outputs()
+    except Exception as e:  # a rule's own bug or a case it does not cover
+        where = f"node '{node.name}' in module '{module_path(node)}'"
+        if state.unknown == "error":
+            raise RuleError(
+                f"the symmetry rule for {op} failed on {where}: {e}. Pass unknown='freeze' to "
+                "cipm.trace to treat this call's axes as fixed (always correct, fewer "
+                "symmetries), and report it to the rule's plugin"
+            ) from e
+        warnings.warn(
+            f"the symmetry rule for {op} failed on {where} ({e}); its axes are fixed",
+            CipmWarning,
+            stacklevel=4,
+        )
+        call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
+        freeze(call)
         results = call.outputs()
-    except RuleError as e:
-        raise RuleError(f"{e} (node '{node.name}' in module '{module_path(node)}')") from e
-    state.values[node] = results[0] if _single(node.meta.get("val")) else results
+    state.values[node] = results[0] if single(node.meta.get("val")) else results
     if call.contracted:
         _record_consumed(state, node, call.contracted)
     if site:
@@ -254,39 +270,9 @@ def _record_consumed(state: _State, node: torch.fx.Node, atoms: set[int]) -> Non
     one) that is an argument of this very call. An activation carries its producer's output
     atom too, so being contracted somewhere is not enough."""
     for arg in node.all_input_nodes:
-        while arg.op == "call_function" and for_op(state.views, _op_name(arg.target)):
+        while arg.op == "call_function" and for_op(state.views, op_name(arg.target)):
             arg = arg.all_input_nodes[0]
         for key in state.keys.get(arg, ()):
             for dim, atom in enumerate(state.params[key]):
                 if atom in atoms:
                     state.consumed.add((key, dim))
-
-
-def _bind(node: torch.fx.Node, schema: Any) -> dict[str, Any]:
-    if schema is None:
-        return {str(i): a for i, a in enumerate(node.args)} | dict(node.kwargs)
-    bound: dict[str, Any] = {}
-    for i, arg in enumerate(schema.arguments):
-        if i < len(node.args) and not arg.kwarg_only:
-            bound[arg.name] = node.args[i]
-        elif arg.name in node.kwargs:
-            bound[arg.name] = node.kwargs[arg.name]
-        elif arg.has_default_value():
-            bound[arg.name] = arg.default_value
-    return bound
-
-
-def _single(val: Any) -> bool:
-    return not isinstance(val, tuple | list)
-
-
-def _output_shapes(val: Any) -> list[tuple[int, ...] | None]:
-    vals = val if isinstance(val, tuple | list) else [val]
-    return [tuple(int(n) for n in v.shape) if isinstance(v, torch.Tensor) else None for v in vals]
-
-
-def _op_name(target: Any) -> str:
-    name = getattr(target, "name", None)
-    if callable(name):  # OpOverload.name() -> 'aten::linear' ; str(target) -> 'aten.linear.default'
-        return str(target)
-    return getattr(target, "__qualname__", None) or str(target)

@@ -60,9 +60,13 @@ def merge_in_order(
         second = second_moment(own)
         plan = merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
         state = pruned_state(tensors, now, {name: plan})
-        candidate, failure = checker.built(
-            lambda _, s=state, m=current: with_tensors(m, s, graph.blocked_plugins), [name]
-        )
+
+        def build(
+            _: object, s: dict[str, torch.Tensor] = state, m: torch.nn.Module = current
+        ) -> torch.nn.Module:
+            return with_tensors(m, s, graph.blocked_plugins)
+
+        candidate, failure = checker.built(build, [name])
         if failure is not None:
             whole.append(KeptWhole(name, *failure))
             continue

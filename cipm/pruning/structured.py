@@ -32,7 +32,7 @@ from cipm.pruning.choose import magnitude, second_moment, top, warn_if_few
 from cipm.pruning.fold import GroupPlan, merge_plan, pruned_state, selection_plan
 from cipm.pruning.sequential import merge_in_order
 from cipm.pruning.targets import PRUNABLE, kinds_of, targets
-from cipm.pruning.verify import Checker, reported, searched
+from cipm.pruning.verify import Checker, coupled, reported, searched
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import fitted_tensors
 from cipm.tensors.resize import with_tensors
@@ -108,7 +108,7 @@ def prune(
             state = pruned_state(tensors, graph, {n: plans[n] for n in names})
             return with_tensors(model, state, graph.blocked_plugins)
 
-        pruned, done, whole = searched(build, list(kept), checker)
+        pruned, done, whole = searched(build, coupled(graph, list(kept)), checker)
     sizes_done = {g: (graph[g].size, kept[g]) for g in done}
     return reported(pruned, sizes_done, whole, checker)
 

@@ -20,8 +20,17 @@ import torch
 
 from cipm.batches import as_args
 from cipm.errors import CipmError, CipmWarning, ResizeError
+from cipm.graph.symmetry import SymmetryGraph
 
-__all__ = ["Checker", "KeptWhole", "PruneReport", "pruning_report", "reported", "searched"]
+__all__ = [
+    "Checker",
+    "KeptWhole",
+    "PruneReport",
+    "coupled",
+    "pruning_report",
+    "reported",
+    "searched",
+]
 
 _REPORT = "_cipm_pruning"
 
@@ -118,36 +127,53 @@ class Checker:
         return ([len(s) for s in shapes] if self.free else shapes), failure
 
 
+def coupled(graph: SymmetryGraph, names: Sequence[str]) -> list[list[str]]:
+    """`names` in clusters of groups that share a tensor dimension (heads and their head
+    size, the q | k | v segments of one projection): a module's code often follows their
+    sizes only together, so a cluster is pruned or kept whole as one. In `names`' order."""
+    parent = {n: n for n in names}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    seen: dict[tuple[str, int], str] = {}
+    for name in names:
+        for m in graph[name].members:
+            other = seen.setdefault((m.key, m.dim), name)
+            parent[root(name)] = root(other)
+    clusters: dict[str, list[str]] = {}
+    for name in names:
+        clusters.setdefault(root(name), []).append(name)
+    return list(clusters.values())
+
+
 def searched(
-    build: Build, names: list[str], checker: Checker
+    build: Build, clusters: list[list[str]], checker: Checker
 ) -> tuple[torch.nn.Module, list[str], list[KeptWhole]]:
-    """``build(names)`` if the checker passes it; otherwise the groups to blame, found by
-    halving (a group is blamed when the model fails with it added to groups known to run),
-    and the model of the others. Returns the model, the groups pruned, the groups kept."""
-    candidate, failure = checker.built(build, names)
-    if failure is None:
-        assert candidate is not None  # built: a model whenever nothing failed
-        return candidate, names, []
-    if len(names) == 1:
-        return build([]), [], [KeptWhole(names[0], *failure)]
+    """``build`` of every cluster's groups if the checker passes it; otherwise the clusters
+    to blame, found by halving (a cluster is blamed when the model fails with it added to
+    those known to run), and the model of the others. Returns the model, the groups pruned
+    and the groups kept whole."""
     good: list[str] = []
     blamed: list[KeptWhole] = []
     model: list[torch.nn.Module] = []
 
-    def add(part: list[str]) -> None:
-        candidate, failure = checker.built(build, [*good, *part])
+    def add(part: list[list[str]]) -> None:
+        names = [n for cluster in part for n in cluster]
+        candidate, failure = checker.built(build, [*good, *names])
         if failure is None:
-            assert candidate is not None
-            good.extend(part)
+            assert candidate is not None  # built: a model whenever nothing failed
+            good.extend(names)
             model[:] = [candidate]
         elif len(part) == 1:
-            blamed.append(KeptWhole(part[0], *failure))
+            blamed.extend(KeptWhole(n, *failure) for n in names)
         else:
             add(part[: len(part) // 2])
             add(part[len(part) // 2 :])
 
-    add(names[: len(names) // 2])
-    add(names[len(names) // 2 :])
+    add(clusters)
     return (model[0] if model else build([])), good, blamed
 
 
