@@ -111,6 +111,7 @@ def run_one(family: str, name: str) -> dict[str, Any]:
         graph = cipm.trace(model, x, unknown="freeze")
         row["freeze"] = e.op
     row["trace_s"] = time.perf_counter() - t
+    phases = {"trace": memory.mark()}
     row["groups"] = len(graph)
     row["in_groups"] = params_in_groups(model, graph)
     perm = cipm.Permutation.random(graph, seed=0)
@@ -118,6 +119,7 @@ def run_one(family: str, name: str) -> dict[str, Any]:
     with torch.no_grad():
         y2 = _first(permuted(*x))
     del permuted
+    phases["permute"] = memory.mark()
     error = float((y2 - y).abs().max() / y.abs().max().clamp_min(1e-30))
     row["exact"] = error < tolerance
     row["perm_error"] = error
@@ -139,10 +141,12 @@ def run_one(family: str, name: str) -> dict[str, Any]:
             row["prune_error"] = f"{type(e).__name__}: {str(e)[:300]}"
     row["warnings"] = [str(w.message)[:200] for w in caught]
     row["prune_s"] = time.perf_counter() - t
-    peak = memory.mark()
+    phases["prune"] = memory.mark()
+    peak = max(phases.values())
     row["model_MB"] = weights / 2**20
     row["peak_MB"] = (peak - base) / 2**20
     row["memory_x"] = (peak - base - max(forward_extra, 0)) / weights
+    row["phase_x"] = {k: (v - base - max(forward_extra, 0)) / weights for k, v in phases.items()}
     return row
 
 

@@ -46,6 +46,10 @@ class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
+        if is_causal and key_padding_mask is None and not need_weights:
+            attn_mask = None  # as torch does: the hint stands for the mask (SDPA's causal one)
+        else:
+            is_causal = False  # the mask given is the mask
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = (t.unsqueeze(1) for t in (query, key, value))
@@ -64,21 +68,18 @@ class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
             attn_mask, key_padding_mask = _pad(attn_mask), _pad(key_padding_mask)
         q, k, v = (self._heads(t, batch) for t in (q, k, v))
         mask = self._mask(attn_mask, key_padding_mask, batch, q)
-        causal = is_causal and mask is None
         dropout = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-            if causal:
-                scores = scores.masked_fill(_upper(length, k.shape[-2], q.device), -math.inf)
-            elif mask is not None:
+            if mask is not None:
                 scores = scores + mask
             weights = scores.softmax(-1)
             out = F.dropout(weights, dropout, self.training) @ v
             if average_attn_weights:
                 weights = weights.mean(1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=causal)
+            out = F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=is_causal)
         out = out.permute(2, 0, 1, 3).reshape(length, batch, -1)
         out = self.out_proj(out)
         if unbatched:
@@ -127,10 +128,6 @@ def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _pad(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else F.pad(mask, (0, 1))
-
-
-def _upper(length: int, source: int, device: torch.device) -> Tensor:
-    return torch.ones(length, source, dtype=torch.bool, device=device).triu(1)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
+from cipm.pruning.verify import PruneReport
 
 __all__ = ["FORMAT_VERSION", "METADATA_KEY", "Policy", "PolicyKind"]
 
@@ -76,8 +77,9 @@ class Policy:
     # -- making one ------------------------------------------------------------------------
     @classmethod
     def of(cls, source: Any, model: str = "") -> Policy:
-        """The policy of `source`: a `Policy`, a `cipm.Permutation`, or for a pruned model a
-        mapping of group name to kept units (a list of indices, or a `prune_plan` entry).
+        """The policy of `source`: a `Policy`, a `cipm.Permutation`, or for a pruned model its
+        `cipm.pruning_report` or a mapping of group name to kept units (a list of indices,
+        or a `prune_plan` entry).
 
         Raises:
             CipmError: `source` is none of these.
@@ -87,15 +89,18 @@ class Policy:
         if isinstance(source, Permutation):
             order = source.to_dict()
             return cls("permutation", order, _version(), model or source.graph.model)
+        if isinstance(source, PruneReport):
+            before = {g: n for g, (n, _) in source.sizes.items()}
+            return cls("pruned", dict(source.kept), _version(), model, before)
         if isinstance(source, Mapping):
             groups: dict[str, Sequence[int]] = {}
             sizes: dict[str, int] = {}
             for name, value in source.items():
                 keep = getattr(value, "keep", value)  # a GroupPlan, or the indices themselves
                 groups[name] = _whole_numbers(keep, name)
-                produce = getattr(value, "produce", None)
-                if isinstance(produce, torch.Tensor) and produce.dim() == 2:
-                    sizes[name] = int(produce.shape[1])
+                fold = getattr(value, "fold", None)  # a merge plan's (k, n) map
+                if isinstance(fold, torch.Tensor) and fold.dim() == 2:
+                    sizes[name] = int(fold.shape[1])
             return cls("pruned", groups, _version(), model, sizes)
         raise CipmError(
             "policy= takes a cipm.Permutation, a Policy, or for a pruned model a mapping of "

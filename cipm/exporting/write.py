@@ -43,7 +43,8 @@ def export(
             model reloads to the same outputs.
         policy: what to store with the model: a `cipm.Permutation`, or for a pruned model a
             mapping of group name to kept units (``cipm.pruning.prune_plan(...)``, or lists
-            of indices), or a `Policy`.
+            of indices), or a `Policy`. By default, a model made by `cipm.prune` carries its
+            kept units (`cipm.pruning_report`).
         format: a name from `cipm.exporters()` (``"onnx"``, ``"safetensors"``,
             ``"huggingface"``, ...).
 
@@ -114,4 +115,7 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
 
 
 def _policy(policy: Any, model: torch.nn.Module) -> Policy | None:
+    """The policy given, or for a model `cipm.prune` made, its report's (kept units)."""
+    if policy is None:
+        policy = getattr(model, "_cipm_pruning", None)  # see cipm.pruning_report
     return None if policy is None else Policy.of(policy, type(model).__name__)

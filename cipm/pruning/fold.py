@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cipm.graph.layout import Layout, unit_ids
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.choose import explaining
 from cipm.tensors.units import map_units
@@ -26,18 +27,22 @@ RIDGE, RIDGE_FEW_SAMPLES = 1e-12, 1e-2
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """How one group is pruned: the kept units (in their original order) and the (k, n)
-    maps for the tensors that make the units and for those that consume them."""
+    """How one group is pruned: the kept units, in their original order (the tensors that
+    make the units keep these slices), and where the removed units are folded into the kept
+    ones, the (k, n) map for the tensors that consume them (None: they keep the same
+    slices)."""
 
     keep: torch.Tensor
-    produce: torch.Tensor
-    consume: torch.Tensor
+    fold: torch.Tensor | None = None
+
+    def consume(self, n: int) -> torch.Tensor:
+        """The (k, n) map of the consuming side: the fold, or rows of the identity."""
+        return torch.eye(n, dtype=torch.float64)[self.keep] if self.fold is None else self.fold
 
 
-def selection_plan(keep: torch.Tensor, n: int) -> GroupPlan:
-    """Keep the units `keep` of `n` on both sides (no fold)."""
-    select = torch.eye(n, dtype=torch.float64)[keep]
-    return GroupPlan(keep, select, select)
+def selection_plan(keep: torch.Tensor) -> GroupPlan:
+    """Keep the units `keep` on both sides (no fold)."""
+    return GroupPlan(keep)
 
 
 def merge_plan(
@@ -47,7 +52,6 @@ def merge_plan(
     get ``M = target[:, K] (own[K, K] + ridge)^-1``, the least-squares prediction of the
     target units (E[z z'^T], z the original's, z' the model being pruned) from the kept
     ones. When target is own (one-shot), kept units stay exactly themselves."""
-    n = own.shape[0]
     keep = explaining(own, out_norm, k)
     kk = own[keep][:, keep]
     relative = RIDGE if samples >= 2 * k else RIDGE_FEW_SAMPLES
@@ -56,7 +60,7 @@ def merge_plan(
     fold = torch.linalg.solve(kk + ridge * eye, target[:, keep].T).T  # (n, k)
     if target is own:
         fold[keep] = eye
-    return GroupPlan(keep, torch.eye(n, dtype=torch.float64)[keep], fold.T.contiguous())
+    return GroupPlan(keep, fold.T.contiguous())
 
 
 def pruned_state(
@@ -69,8 +73,24 @@ def pruned_state(
         pruned = [g for g in dict.fromkeys(axis.groups()) if g in plans]
         if not pruned:
             continue
-        side = "consume" if consumes.get((axis.key, axis.dim), False) else "produce"
-        maps = {g: getattr(plans[g], side) for g in pruned}
+        consumer = consumes.get((axis.key, axis.dim), False)
         t = out.get(axis.key, tensors[axis.key])
+        if not consumer or all(plans[g].fold is None for g in pruned):
+            # the kept units' slices: no float64 copy, no matrix product
+            out[axis.key] = t.index_select(axis.dim, _kept_positions(axis.layout, pruned, plans))
+            continue
+        maps = {g: plans[g].consume(graph[g].size) for g in pruned}
         out[axis.key] = map_units(t.to(torch.float64), axis.dim, axis.layout, maps).to(t.dtype)
     return out
+
+
+def _kept_positions(
+    layout: Layout, groups: list[str], plans: Mapping[str, GroupPlan]
+) -> torch.Tensor:
+    """Positions of a dimension laid out as `layout` that hold only kept units (a plan's
+    kept units are in their original order, so selection by position is its produce map)."""
+    keep = torch.ones(layout.size, dtype=torch.bool)
+    for g in groups:
+        ids = unit_ids(layout, g)
+        keep &= (ids < 0) | torch.isin(ids, plans[g].keep)
+    return keep.nonzero().flatten()

@@ -35,11 +35,11 @@ def merge_in_order(
     inputs: Inputs,
     progress: bool,
     checker: Checker,
-) -> tuple[torch.nn.Module, list[str], list[KeptWhole]]:
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor], list[KeptWhole]]:
     """Prune group after group; each is folded on cross-moments between the original
     model's units and the partly pruned model's (see `cipm.prune`'s `data`). A group after
-    which the `checker` finds the model broken is kept whole. Returns the model, the groups
-    pruned and those kept."""
+    which the `checker` finds the model broken is kept whole. Returns the model, the kept
+    units of each group pruned, and the groups kept whole."""
     check_loader(data, "prune")
     # a loader is read once per group; a one-shot iterator is kept in memory for that
     batches = list(data) if iter(data) is data else data
@@ -48,10 +48,10 @@ def merge_in_order(
         raise CipmError("prune got no batches in data; it needs at least one")
     original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
     current: torch.nn.Module = model
-    done: dict[str, int] = {}
+    done: dict[str, torch.Tensor] = {}  # the kept units of each group pruned
     whole: list[KeptWhole] = []
     for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
-        now = graph.resized(done)
+        now = graph.resized({g: len(units) for g, units in done.items()})
         recorder = _recorder(current, now, name, inputs(first))
         own, cross = _fold_moments(original, recorder, name, batches, inputs(first), inputs)
         tensors = fitted_tensors(current, now)
@@ -72,8 +72,8 @@ def merge_in_order(
             continue
         assert candidate is not None  # built: a model whenever nothing failed
         current = candidate
-        done[name] = k
-    return (with_tensors(model, {}) if current is model else current), list(done), whole
+        done[name] = plan.keep
+    return (with_tensors(model, {}) if current is model else current), done, whole
 
 
 def _recorder(

@@ -100,7 +100,7 @@ def prune(
     examples = graph.example_inputs if traced else example_inputs
     checker = Checker(model, examples, bool(graph.outputs), traced=traced)
     if method == "merge" and data is not None:
-        pruned, done, whole = merge_in_order(model, graph, kept, data, inputs, progress, checker)
+        pruned, units, whole = merge_in_order(model, graph, kept, data, inputs, progress, checker)
     else:
         plans = _plans(tensors, stats, graph, kept, method)
 
@@ -109,8 +109,9 @@ def prune(
             return with_tensors(model, state, graph.blocked_plugins)
 
         pruned, done, whole = searched(build, coupled(graph, list(kept)), checker)
-    sizes_done = {g: (graph[g].size, kept[g]) for g in done}
-    return reported(pruned, sizes_done, whole, checker)
+        units = {g: plans[g].keep for g in done}
+    sizes_done = {g: (graph[g].size, kept[g]) for g in units}
+    return reported(pruned, sizes_done, units, whole, checker)
 
 
 def prune_plan(
@@ -139,7 +140,7 @@ def _plans(
     for name, k in kept.items():
         group = graph[name]
         if method == "magnitude":
-            plans[name] = selection_plan(top(magnitude(tensors, graph, group), k), group.size)
+            plans[name] = selection_plan(top(magnitude(tensors, graph, group), k))
             continue
         assert isinstance(stats, Statistics)  # _checked: the other methods need them
         second = second_moment(stats[name].moments)
@@ -148,7 +149,7 @@ def _plans(
             warn_if_few(stats[name].count, k, name)
             plans[name] = merge_plan(second, second, out_norm, k, stats[name].count)
         else:
-            plans[name] = selection_plan(top(second.diagonal().sqrt() * out_norm, k), group.size)
+            plans[name] = selection_plan(top(second.diagonal().sqrt() * out_norm, k))
     return plans
 
 

@@ -50,9 +50,11 @@ class KeptWhole:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What `prune` did: units per group before and after, and the groups it kept whole."""
+    """What `prune` did: units per pruned group before and after, the original units each
+    kept (ascending), the groups it kept whole, and whether the result was run to check."""
 
     sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    kept: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     kept_whole: tuple[KeptWhole, ...] = ()
     verified: bool = False
 
@@ -180,6 +182,7 @@ def searched(
 def reported(
     model: torch.nn.Module,
     sizes: Mapping[str, tuple[int, int]],
+    units: Mapping[str, torch.Tensor],
     kept: Sequence[KeptWhole],
     checker: Checker,
 ) -> torch.nn.Module:
@@ -197,7 +200,8 @@ def reported(
                                  for k in kept) + " (cipm.pruning_report(model) lists them)",
             CipmWarning, stacklevel=3,
         )  # fmt: skip
-    report = PruneReport(dict(sizes), tuple(kept), not checker.unchecked)
+    chosen = {g: tuple(int(i) for i in units[g]) for g in sizes}
+    report = PruneReport(dict(sizes), chosen, tuple(kept), not checker.unchecked)
     object.__setattr__(model, _REPORT, report)
     return model
 

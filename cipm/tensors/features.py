@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cipm.graph.layout import occurrences
+from cipm.graph.layout import Leaf, occurrences
 from cipm.graph.symmetry import Member, PermGroup, SymmetryGraph
 from cipm.tensors.units import unit_matrix
 
@@ -63,9 +63,24 @@ def weight_norms(
     (weights, not biases, norm parameters or integer buffers)."""
     made = torch.zeros(group.size, dtype=torch.float64)
     used = torch.zeros(group.size, dtype=torch.float64)
-    for m, cols in unit_slices(tensors, graph, group, matrices_only=matrices_only):
-        (used if m.consumes else made).add_(cols.square().sum(0))
+    for m in group.members:
+        t = tensors.get(m.key)
+        if t is None or (matrices_only and (t.dim() < 2 or not t.is_floating_point())):
+            continue
+        (used if m.consumes else made).add_(_squared_norms(t.detach(), m.dim, graph, m.key, group))
     return made.sqrt(), used.sqrt()
+
+
+def _squared_norms(
+    t: torch.Tensor, dim: int, graph: SymmetryGraph, key: str, group: PermGroup
+) -> torch.Tensor:
+    """Per unit, the sum of squares of its slice of `t` (the first occurrence). Where the
+    dim holds just the group, a reduction over the other dims: no copy of the tensor."""
+    layout = graph.layout(key, dim)
+    if isinstance(layout, Leaf) and t.dim() > 1:
+        other = [d for d in range(t.dim()) if d != dim]
+        return torch.linalg.vector_norm(t, dim=other, dtype=torch.float64).square()
+    return unit_matrix(t, dim, layout, group.name).to(torch.float64).square().sum(0)
 
 
 def unit_features(

@@ -41,9 +41,18 @@ def permute_state(state: dict[str, torch.Tensor], perm: Permutation) -> dict[str
     out: dict[str, torch.Tensor] = {}
     for key, axes in perm.graph.by_key.items():
         t = state[key]
-        for axis in axes:
-            t = t.index_select(axis.dim, index_map(axis.layout, perm).to(t.device))
-        out[key] = t
+        maps = {axis.dim: index_map(axis.layout, perm).to(t.device) for axis in axes}
+        if len(maps) == 1:
+            ((dim, index),) = maps.items()
+            out[key] = t.index_select(dim, index)
+            continue
+        # every dim indexed at once: one gather into the result, no full-size intermediate
+        grids = []
+        for d, n in enumerate(t.shape):
+            shape = [1] * t.dim()
+            shape[d] = n
+            grids.append(maps.get(d, torch.arange(n, device=t.device)).view(shape))
+        out[key] = t[tuple(grids)]
     return out
 
 
