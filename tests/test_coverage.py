@@ -221,6 +221,14 @@ def test_hugging_face_family_permutation_is_exact(name: str) -> None:
     assert relative_error(model, permuted, x) < hf_families.tolerance(name)
 
 
+def test_layers_written_as_matmul_with_a_weight_make_units() -> None:
+    """Falcon's FalconLinear is ``x @ weight.T``: its outputs are hidden units and its
+    residual stream a residual stream, as with nn.Linear (the kinds ratio pruning reads)."""
+    model, x, _ = hf_families.build("falcon")
+    kinds = [g.kind.value for g in cipm.trace(model, x)]
+    assert kinds.count("residual") == 1 and kinds.count("hidden") == 2  # two MLPs
+
+
 def test_grouped_query_attention_prunes_whole_key_value_groups() -> None:
     """Pruning key/value heads takes each one's query heads with it, and the result is the
     original with exactly those heads' outputs ignored."""

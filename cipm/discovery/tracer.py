@@ -260,19 +260,30 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
         results = call.outputs()
     state.values[node] = results[0] if single(node.meta.get("val")) else results
     if call.contracted:
-        _record_consumed(state, node, call.contracted)
+        _record_consumed(state, node, call.contracted, results)
     if site:
         state.activations.append((node, results))
 
 
-def _record_consumed(state: _State, node: torch.fx.Node, atoms: set[int]) -> None:
+def _record_consumed(
+    state: _State, node: torch.fx.Node, atoms: set[int], results: list[Axes | None]
+) -> None:
     """Parameter axes this call sums over: a contracted atom of a parameter (or of a view of
     one) that is an argument of this very call. An activation carries its producer's output
-    atom too, so being contracted somewhere is not enough."""
+    atom too, so being contracted somewhere is not enough. Such a weight's other axes that
+    reach the output are units this call makes (``x @ w.T`` is a layer as ``linear`` is)."""
+    find = state.solver.find
+    out = {find(a) for axes in results if axes is not None for a in axes}
     for arg in node.all_input_nodes:
         while arg.op == "call_function" and for_op(state.views, op_name(arg.target)):
             arg = arg.all_input_nodes[0]
         for key in state.keys.get(arg, ()):
-            for dim, atom in enumerate(state.params[key]):
+            axes = state.params[key]
+            if not any(atom in atoms for atom in axes):
+                continue
+            for dim, atom in enumerate(axes):
                 if atom in atoms:
                     state.consumed.add((key, dim))
+                elif find(atom) in out and len(axes) == 2:
+                    state.solver.tag(atom, "hidden")
+                    state.solver.tag(atom, f"made:{node.name}")
