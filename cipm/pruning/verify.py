@@ -116,13 +116,15 @@ class Checker:
     def built(
         self, build: Build, names: Sequence[str]
     ) -> tuple[torch.nn.Module | None, tuple[str, str] | None]:
-        """``build(names)`` and its failure: a module that refuses its new sizes (a
-        `ResizeError`) fails as a model that does not run."""
+        """``build(names)``, or None and why it fails: a module that refuses its new sizes
+        (a `ResizeError`) fails as a model that does not run. A failed candidate is dropped
+        at once (a search holding one per level would hold a model per level)."""
         try:
             candidate = build(names)
         except ResizeError as e:
             return None, (e.module, str(e.__cause__ or e))
-        return candidate, self.failure(candidate)
+        failure = self.failure(candidate)
+        return (None, failure) if failure is not None else (candidate, None)
 
     def _shapes(self, model: torch.nn.Module) -> tuple[list[Any], tuple[str, str] | None]:
         shapes, failure = _shapes(model, self.example_inputs)
