@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # so it is built with a PATH that has no nvcc on it.
 NO_NVCC_PATH := $(shell for d in $$(echo "$$PATH" | tr ':' ' '); do [ -x "$$d/nvcc" ] || printf '%s:' "$$d"; done)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench sweep clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/align.py
 	$(PY) benchmarks/prune.py
 	$(PY) benchmarks/export.py
+
+# every torchvision classification model and the Hugging Face families (about an hour here)
+sweep: $(STAMP)
+	$(PY) benchmarks/zoo_sweep.py --resume
 
 clean:
 	rm -rf $(VENV) build *.egg-info

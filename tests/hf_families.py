@@ -33,6 +33,8 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any], torch.dtype]] = {
     "electra": ("ElectraConfig", "ElectraModel", {"embedding_size": 32}, torch.float64),
     "albert": ("AlbertConfig", "AlbertModel", {"embedding_size": 16}, torch.float64),
     "deberta_v2": ("DebertaV2Config", "DebertaV2Model", {}, torch.float64),
+    "xlm_roberta": ("XLMRobertaConfig", "XLMRobertaModel", {"pad_token_id": 1}, torch.float64),
+    "mpnet": ("MPNetConfig", "MPNetModel", {"pad_token_id": 1}, torch.float64),
     "t5_encoder": (
         "T5Config", "T5EncoderModel",
         {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_heads": 4, "d_kv": 8}, torch.float64,
@@ -46,6 +48,14 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any], torch.dtype]] = {
         "GPTJConfig", "GPTJForCausalLM",
         {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 64, "rotary_dim": 4},
         torch.float64,
+    ),
+    "gpt_bigcode": (
+        "GPTBigCodeConfig", "GPTBigCodeForCausalLM",
+        {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 64}, torch.float64,
+    ),
+    "codegen": (
+        "CodeGenConfig", "CodeGenForCausalLM",
+        {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 64, "rotary_dim": 4}, torch.float64,
     ),
     "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 64, "word_embed_proj_dim": 32},
             torch.float64),
@@ -62,18 +72,27 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any], torch.dtype]] = {
     "phi": ("PhiConfig", "PhiForCausalLM", {}, torch.float64),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", GQA, torch.float64),
     "olmo": ("OlmoConfig", "OlmoForCausalLM", {}, torch.float64),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}, torch.float64),
+    "cohere": ("CohereConfig", "CohereForCausalLM", GQA, torch.float64),
     "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", GQA, torch.float64),
     "granite": ("GraniteConfig", "GraniteForCausalLM", {}, torch.float64),
     "mixtral": (
         "MixtralConfig", "MixtralForCausalLM",
         {**GQA, "num_local_experts": 4, "num_experts_per_tok": 2}, torch.float32,
     ),
+    "qwen2_moe": (
+        "Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+        {**GQA, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+         "shared_expert_intermediate_size": 32}, torch.float32,
+    ),
 }  # fmt: skip
 
 
 # norms that compute in float32 whatever the model's dtype (RMSNorm's x.float()): float64
 # agreement only to float32 rounding there
-FLOAT32_NORMS = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "granite"}
+FLOAT32_NORMS = {
+    *"llama mistral qwen2 qwen3 gemma gemma2 phi3 olmo olmo2 granite cohere".split(),
+}
 
 
 def tolerance(name: str) -> float:
