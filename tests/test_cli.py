@@ -84,6 +84,24 @@ def test_prune_writes_a_smaller_model(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "1,586 -> 510 parameters" in capsys.readouterr().out
 
 
+def test_prune_says_which_groups_it_kept_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_coverage import FixedWidth  # reshapes to a width it keeps in Python
+
+    model = torch.nn.Sequential(
+        FixedWidth(), torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)
+    )
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    argv = ["prune", str(path), "--unsafe-pickle", "--input", "5,4", "--ratio", "0.5"]
+    assert main([*argv, "-o", str(tmp_path / "small.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "kept whole: 0.lin:hidden (0 fails at its new size: RuntimeError: shape" in out
+    small = torch.load(tmp_path / "small.pt", weights_only=False)
+    assert small[0].lin.out_features == 8 and small[1].out_features == 3
+
+
 def test_canonicalize_gives_permuted_copies_the_same_tensors(tmp_path: Path) -> None:
     path, model, x = saved(tmp_path, "mlp")
     graph = cipm.trace(model, x)

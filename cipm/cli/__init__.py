@@ -13,7 +13,7 @@ import torch
 
 from cipm.cli.sources import FORMATS, batches, check_output, example_input, load_model, load_tensors
 from cipm.discovery.tracer import trace
-from cipm.errors import CipmError
+from cipm.errors import CipmError, CipmWarning
 from cipm.exporting import export, exporters
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
@@ -21,6 +21,7 @@ from cipm.hooks.manager import list_plugins
 from cipm.io import save_exported, save_model, write_text_atomic
 from cipm.ordering.canonical import canonical_permutation
 from cipm.pruning.structured import METHODS, Method, prune
+from cipm.pruning.verify import pruning_report
 from cipm.statistics.collection import collect
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import permute
@@ -210,10 +211,15 @@ def _modify(args: argparse.Namespace) -> int:
         stats: Statistics | SymmetryGraph = graph  # merge with data reads the data itself
         if method == "activation":
             stats = collect(model, graph, data or [], progress=show)
-        result = prune(
-            model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
-            example_inputs=example, progress=show,
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CipmWarning)  # groups kept whole: said below
+            result = prune(
+                model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
+                example_inputs=example, progress=show,
+            )  # fmt: skip
+        for kept in pruning_report(result).kept_whole:
+            where = kept.module or "the model"
+            print(f"kept whole: {kept.group} ({where} fails at its new size: {kept.reason})")
     _save(result, example, args.output, policy)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, result))
     print(f"{args.command}: {len(graph)} groups; {before:,} -> {after:,} parameters")
