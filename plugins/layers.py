@@ -44,6 +44,20 @@ def matmul(call: OpCall) -> None:
     call.set_output([*batch, *rows, *cols])
 
 
+def grouped_mm(call: OpCall) -> None:
+    """_grouped_mm(x[T, K], w[G, K, N], offs): row segment g of x times expert g's matrix
+    (mixtures of experts). K contracts and N is made as in a linear layer, with one
+    permutation for every group's units; which rows meet which group is fixed."""
+    x, w = call.tensor(0), call.tensor(1)
+    if x.ndim != 2 or w.ndim != 3:
+        call.fix(*x.axes, *w.axes)  # other layouts: nothing claimed
+        return
+    call.contract(x.axes[-1], w.axes[-2])
+    call.fix(w.axes[0])
+    call.tag(w.axes[-1], "hidden")
+    call.set_output([x.axes[0], w.axes[-1]])
+
+
 def addmm(call: OpCall) -> None:
     """addmm(bias, a, b) / baddbmm: a matmul plus a broadcast bias."""
     bias, a, b = call.tensor(0), call.tensor(1), call.tensor(2)
@@ -194,6 +208,7 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.addmm": addmm,
             "aten.baddbmm": addmm,
             "aten.einsum": einsum,
+            "aten._grouped_mm": grouped_mm,
             "aten.conv1d": convolution,
             "aten.conv2d": convolution,
             "aten.conv3d": convolution,

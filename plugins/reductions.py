@@ -14,7 +14,7 @@ from cipm.discovery.rules import OpCall, Rule
 
 INVARIANT = """
 sum mean amax amin prod logsumexp var std var_mean std_mean linalg_vector_norm norm any all
-nansum nanmean count_nonzero
+nansum nanmean count_nonzero histc
 """.split()
 
 POSITIONAL = "argmax argmin max min median mode kthvalue sort topk cumsum cumprod cummax cummin"

@@ -1,8 +1,8 @@
 """Rules for ops that move, cut or join dimensions without computing on values.
 
 Reshapes become products of axes, cat/split/slice become sums, dims that are reordered keep
-their atoms. Picking a position out of an axis (select, index, unbind, stack, flip) makes order
-matter, so that axis is fixed.
+their atoms. Picking a position out of an axis (unbind, stack, flip) makes order matter, so
+that axis is fixed (indexing: `indexing.py`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, broadcast_axes, reshape_axes
+from cipm.discovery.rules import OpCall, Rule, reshape_axes
 from cipm.hooks.hookspecs import OpRole
 
 RESHAPES = (
@@ -124,57 +124,6 @@ def slice_(call: OpCall) -> None:
     call.set_output(axes)
 
 
-def select(call: OpCall) -> None:
-    """select(dim, index): the chosen position matters, so the axis is fixed."""
-    x = call.tensor(0)
-    d = x.dim(call.value("dim", 0))
-    call.fix(x.axes[d])
-    call.set_output(x.axes[:d] + x.axes[d + 1 :])
-
-
-def index_select(call: OpCall) -> None:
-    x = call.tensor(0)
-    d = x.dim(call.value("dim", 0))
-    call.fix(x.axes[d])
-    axes = list(x.axes)
-    axes[d] = call.new(call.out_shape[d])
-    call.fix(axes[d])
-    call.set_output(axes)
-
-
-def gather(call: OpCall) -> None:
-    """gather(dim, index): out[..i..] = x[..index[..i..]..] along dim; other dims line up."""
-    x, index = call.tensor(0), call.tensor("index")
-    d = x.dim(call.value("dim", 0))
-    call.fix(x.axes[d])
-    for k in range(x.ndim):
-        if k != d and x.shape[k] == index.shape[k]:
-            call.unify(x.axes[k], index.axes[k])
-        elif k != d:
-            call.fix(x.axes[k], index.axes[k])
-    call.set_output(index.axes)
-
-
-def index(call: OpCall) -> None:
-    """x[i0, i1, ...] with index tensors: indexed dims are fixed (positions are chosen) and
-    replaced by the index tensors' broadcast dims; the other dims pass through."""
-    x = call.tensor(0)
-    raw = list(call.value("indices") or [])
-    refs = [call.maybe_tensor_value(v) for v in raw] + [None] * (x.ndim - len(raw))
-    indexed = [k for k, r in enumerate(refs) if r is not None]
-    call.fix(*(x.axes[k] for k in indexed))
-    out = call.out_shape
-    n_index_dims = len(out) - (x.ndim - len(indexed))
-    kept = [x.axes[k] for k in range(x.ndim) if refs[k] is None]
-    adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
-    at = indexed[0] if adjacent else 0  # adjacent indexed dims stay in place, others go first
-    index_shape = out[at : at + n_index_dims]
-    index_axes = broadcast_axes(call, [r for r in refs if r is not None], index_shape)
-    before = [x.axes[k] for k in range(at) if refs[k] is None]
-    after = kept[len(before) :]
-    call.set_output([*before, *index_axes, *after])
-
-
 def unbind(call: OpCall) -> None:
     x = call.tensor(0)
     d = x.dim(call.value("dim", 0))
@@ -278,10 +227,6 @@ def cipm_rules() -> Mapping[str, Rule]:
             "aten.tensor_split": split,
             "aten.slice": slice_,
             "aten.narrow": slice_,
-            "aten.select": select,
-            "aten.index_select": index_select,
-            "aten.gather": gather,
-            "aten.index": index,
             "aten.unbind": unbind,
             "aten.stack": stack,
             "aten.constant_pad_nd": pad,

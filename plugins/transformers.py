@@ -2,14 +2,24 @@
 
 GPT-2 and its relatives use `Conv1D` (a linear layer with a transposed weight that records
 its output width as ``nf``) and a fused q|k|v projection ``c_attn`` cut by ``split_size``.
-Matched by their attributes, so this plugin doesn't import transformers.
+Matched by their attributes, so this plugin doesn't import transformers. Its custom op
+``transformers::grouped_mm_fallback`` (mixture-of-experts layers) is ``aten._grouped_mm``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from cipm_plugins.layers import grouped_mm
 
 from cipm import hookimpl
+from cipm.discovery.rules import Rule
+
+
+@hookimpl
+def cipm_rules() -> Mapping[str, Rule]:
+    return {"transformers.grouped_mm_fallback": grouped_mm}
 
 
 @hookimpl

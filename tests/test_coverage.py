@@ -207,15 +207,11 @@ def test_head_pruned_attention_computes_what_torch_computes(
 
 # -- Hugging Face families -------------------------------------------------------------------
 
-# grouped-expert routing (histc of expert counts) has no rule yet: its axes are frozen
-FREEZE = {"mixtral", "qwen2_moe"}
-
 
 @pytest.mark.parametrize("name", sorted(hf_families.FAMILIES))
 def test_hugging_face_family_permutation_is_exact(name: str) -> None:
     model, x, _ = hf_families.build(name)
-    unknown = "freeze" if name in FREEZE else "error"
-    graph = cipm.trace(model, x, unknown=unknown)
+    graph = cipm.trace(model, x)  # unknown="error": every op has a rule
     assert len(graph) > 0
     permuted = cipm.permute(model, cipm.Permutation.random(graph, seed=2))
     assert relative_error(model, permuted, x) < hf_families.tolerance(name)
@@ -227,6 +223,23 @@ def test_layers_written_as_matmul_with_a_weight_make_units() -> None:
     model, x, _ = hf_families.build("falcon")
     kinds = [g.kind.value for g in cipm.trace(model, x)]
     assert kinds.count("residual") == 1 and kinds.count("hidden") == 2  # two MLPs
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+def test_mixture_of_experts_residual_and_expert_units_are_found_and_pruned(name: str) -> None:
+    """Grouped expert kernels (histc of expert counts, grouped matmuls over sorted tokens)
+    leave the residual stream and every expert's hidden units free (one permutation shared
+    by the experts); pruning them gives a smaller model that runs."""
+    model, x, _ = hf_families.build(name)
+    graph = cipm.trace(model, x)
+    experts = [g for g in graph if g.name.endswith("mlp.experts:hidden")]
+    assert len(experts) == 2 and len(graph.by_kind("residual")) == 1
+    assert all(any(m.key.endswith("experts.down_proj") for m in g.members) for g in experts)
+    small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    report = cipm.pruning_report(small)
+    assert {g.name for g in experts} <= set(report.sizes) and not report.kept_whole
+    with torch.no_grad():
+        assert first(small(*x)).shape == first(model(*x)).shape
 
 
 def test_grouped_query_attention_prunes_whole_key_value_groups() -> None:
