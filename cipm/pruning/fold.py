@@ -16,7 +16,7 @@ import torch
 from cipm.graph.layout import Layout, unit_ids
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.choose import explaining
-from cipm.tensors.units import map_units
+from cipm.tensors.units import map_units, select
 
 __all__ = ["GroupPlan", "merge_plan", "pruned_state", "selection_plan"]
 
@@ -69,18 +69,24 @@ def pruned_state(
     """The tensors the plans touch, each mapped along every pruned group's axis."""
     consumes = {(m.key, m.dim): m.consumes for g in graph for m in g.members}
     out: dict[str, torch.Tensor] = {}
-    for axis in graph.axes:
-        pruned = [g for g in dict.fromkeys(axis.groups()) if g in plans]
-        if not pruned:
+    for key, axes in graph.by_key.items():
+        kept: dict[int, torch.Tensor] = {}  # dims that keep slices: selected in one gather
+        folded = []
+        for axis in axes:
+            pruned = [g for g in dict.fromkeys(axis.groups()) if g in plans]
+            if not pruned:
+                continue
+            folds = any(plans[g].fold is not None for g in pruned)
+            if folds and consumes.get((key, axis.dim), False):
+                folded.append((axis, {g: plans[g].consume(graph[g].size) for g in pruned}))
+            else:
+                kept[axis.dim] = _kept_positions(axis.layout, pruned, plans)
+        if not kept and not folded:
             continue
-        consumer = consumes.get((axis.key, axis.dim), False)
-        t = out.get(axis.key, tensors[axis.key])
-        if not consumer or all(plans[g].fold is None for g in pruned):
-            # the kept units' slices: no float64 copy, no matrix product
-            out[axis.key] = t.index_select(axis.dim, _kept_positions(axis.layout, pruned, plans))
-            continue
-        maps = {g: plans[g].consume(graph[g].size) for g in pruned}
-        out[axis.key] = map_units(t.to(torch.float64), axis.dim, axis.layout, maps).to(t.dtype)
+        t = select(tensors[key], kept) if kept else tensors[key]
+        for axis, maps in folded:  # other dims than those selected: layouts as they were
+            t = map_units(t.to(torch.float64), axis.dim, axis.layout, maps).to(t.dtype)
+        out[key] = t
     return out
 
 

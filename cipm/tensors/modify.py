@@ -11,6 +11,7 @@ from cipm.graph.layout import index_map
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph, TensorAxis
 from cipm.tensors.resize import with_tensors
+from cipm.tensors.units import select
 
 __all__ = ["fitted_tensors", "permute", "permute_state", "structure", "tensor_at"]
 
@@ -40,19 +41,7 @@ def permute_state(state: dict[str, torch.Tensor], perm: Permutation) -> dict[str
     """Permuted copies of the state tensors that `perm`'s groups touch (others are omitted)."""
     out: dict[str, torch.Tensor] = {}
     for key, axes in perm.graph.by_key.items():
-        t = state[key]
-        maps = {axis.dim: index_map(axis.layout, perm).to(t.device) for axis in axes}
-        if len(maps) == 1:
-            ((dim, index),) = maps.items()
-            out[key] = t.index_select(dim, index)
-            continue
-        # every dim indexed at once: one gather into the result, no full-size intermediate
-        grids = []
-        for d, n in enumerate(t.shape):
-            shape = [1] * t.dim()
-            shape[d] = n
-            grids.append(maps.get(d, torch.arange(n, device=t.device)).view(shape))
-        out[key] = t[tuple(grids)]
+        out[key] = select(state[key], {a.dim: index_map(a.layout, perm) for a in axes})
     return out
 
 

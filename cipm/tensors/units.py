@@ -8,7 +8,7 @@ import torch
 
 from cipm.graph.layout import Layout, Leaf, Path, Product, Sum, groups_in, occurrences
 
-__all__ = ["map_units", "pair_matrix", "unit_blocks", "unit_matrix"]
+__all__ = ["map_units", "pair_matrix", "select", "unit_blocks", "unit_matrix"]
 
 
 def unit_matrix(
@@ -64,6 +64,22 @@ def unit_blocks(t: torch.Tensor, dim: int, layout: Layout | None, group: str) ->
         n = t.shape[dim]
         return t.reshape(t.shape[:dim].numel(), n, t.shape[dim + 1 :].numel())
     return unit_matrix(t, dim, layout, group).unsqueeze(-1)
+
+
+def select(t: torch.Tensor, positions: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """`t` with dim d indexed by ``positions[d]`` for every d given (a permutation or a
+    selection), in one gather: no intermediate of the tensor's size, as chained
+    ``index_select`` calls would make."""
+    if len(positions) == 1:
+        ((dim, index),) = positions.items()
+        return t.index_select(dim, index.to(t.device))
+    grids = []
+    for d, n in enumerate(t.shape):
+        shape = [1] * t.dim()
+        shape[d] = -1
+        chosen = positions.get(d)
+        grids.append((torch.arange(n) if chosen is None else chosen).to(t.device).view(shape))
+    return t[tuple(grids)]
 
 
 def map_units(
