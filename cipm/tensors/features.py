@@ -74,13 +74,19 @@ def weight_norms(
 def _squared_norms(
     t: torch.Tensor, dim: int, graph: SymmetryGraph, key: str, group: PermGroup
 ) -> torch.Tensor:
-    """Per unit, the sum of squares of its slice of `t` (the first occurrence). Where the
-    dim holds just the group, a reduction over the other dims: no copy of the tensor."""
+    """Per unit, the sum of squares of its slice of `t` (the first occurrence): a reduction
+    over the other dims first (no copy of the tensor), then over the positions of each unit
+    in the dim's layout (heads x head_dim: a head's positions; channels x pixels after a
+    flatten: a channel's)."""
+    other = [d for d in range(t.dim()) if d != dim]
+    if other:
+        per_position = torch.linalg.vector_norm(t, dim=other, dtype=torch.float64).square()
+    else:  # a bias or norm parameter: its own entries (an empty dim list reduces them all)
+        per_position = t.to(torch.float64).square()
     layout = graph.layout(key, dim)
-    if isinstance(layout, Leaf) and t.dim() > 1:
-        other = [d for d in range(t.dim()) if d != dim]
-        return torch.linalg.vector_norm(t, dim=other, dtype=torch.float64).square()
-    return unit_matrix(t, dim, layout, group.name).to(torch.float64).square().sum(0)
+    if isinstance(layout, Leaf):
+        return per_position
+    return unit_matrix(per_position, 0, layout, group.name).sum(0)
 
 
 def unit_features(
