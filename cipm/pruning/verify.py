@@ -160,25 +160,32 @@ def searched(
     to blame, found by halving (a cluster is blamed when the model fails with it added to
     those known to run), and the model of the others. Returns the model, the groups pruned
     and the groups kept whole."""
+    every = [n for cluster in clusters for n in cluster]
+    whole, failure = checker.built(build, every)
+    if whole is not None:
+        return whole, every, []
     good: list[str] = []
     blamed: list[KeptWhole] = []
-    model: list[torch.nn.Module] = []
 
-    def add(part: list[list[str]]) -> None:
+    def add(part: list[list[str]]) -> None:  # candidates are not kept: one model at a time
         names = [n for cluster in part for n in cluster]
-        candidate, failure = checker.built(build, [*good, *names])
+        _, failure = checker.built(build, [*good, *names])
         if failure is None:
-            assert candidate is not None  # built: a model whenever nothing failed
             good.extend(names)
-            model[:] = [candidate]
         elif len(part) == 1:
             blamed.extend(KeptWhole(n, *failure) for n in names)
         else:
             add(part[: len(part) // 2])
             add(part[len(part) // 2 :])
 
-    add(clusters)
-    return (model[0] if model else build([])), good, blamed
+    if len(clusters) == 1:
+        assert failure is not None
+        blamed.extend(KeptWhole(n, *failure) for n in every)
+    else:
+        add(clusters[: len(clusters) // 2])
+        add(clusters[len(clusters) // 2 :])
+    # the groups of the last candidate that ran: built once more, the same model
+    return build(good), good, blamed
 
 
 def reported(
