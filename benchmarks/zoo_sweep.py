@@ -188,9 +188,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['memory_x']:8.2f}" if r["model_MB"] >= LARGE_MB else f"({r['peak_MB']:.0f} MB)"
         )
         lines.append(
-            f"| {r['model']:24s} | {r['params_M']:8.1f} | {r['trace_s']:7.1f} "
+            f"| {r['model']:24s} | {r['params_M']:8.3g} | {r['trace_s']:7.1f} "
             f"| {r['freeze'] or '-':6s} | {r['groups']:6d} | {r['in_groups']:9.0%} "
-            f"| {'yes' if r['exact'] else 'NO':5s} | {r.get('pruned_params_M', float('nan')):8.1f} "
+            f"| {'yes' if r['exact'] else 'NO':5s} | {r.get('pruned_params_M', float('nan')):8.3g} "
             f"| {'yes' if r['runs'] else 'NO':4s} | {kept} | {memory} |"
         )
     return "\n".join(lines)
