@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,3 +74,25 @@ def test_fixed_passes_down_and_tags_pass_down() -> None:
     fixed, tags = s.solve()
     assert s.find(y1) in fixed and s.find(h) not in fixed
     assert tags[s.find(h)] == {"hidden", "heads"} and tags[s.find(d)] == {"hidden"}
+
+
+def test_a_failed_transaction_leaves_no_trace() -> None:
+    """Unions (with path compression), decompositions, fixed marks, tags and new atoms made
+    inside a transaction that raises are all undone; those of one that completes stay."""
+    s = AxisSolver()
+    a, b, c, d = (s.new(6) for _ in range(4))
+    s.unify(a, b)
+    with s.transaction():
+        s.unify(c, d)
+    before = (list(s._parent), list(s._size), dict(s._decomp), set(s._fixed), dict(s._tags))
+    with pytest.raises(RuntimeError), s.transaction():
+        s.unify(b, c)
+        s.find(d)  # compresses d's path onto the new root
+        s.split(a, "product", [2, 3])
+        s.fix(d)
+        s.tag(c, "hidden")
+        s.new(4)
+        raise RuntimeError("a rule's bug")
+    after = (list(s._parent), list(s._size), dict(s._decomp), set(s._fixed), dict(s._tags))
+    assert after[:4] == before[:4] and {k: v for k, v in after[4].items() if v} == before[4]
+    assert s.find(a) == s.find(b) and s.find(c) == s.find(d) and s.find(a) != s.find(c)

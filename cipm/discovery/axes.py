@@ -46,7 +46,8 @@ class AxisSolver:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Constraints stated in the block hold only if it completes: an exception undoes
-        every change the block made (a failing rule leaves no half-stated constraints)."""
+        every change the block made, in reverse order (a failing rule leaves no half-stated
+        constraints)."""
         outer, self._undo = self._undo, []
         try:
             yield
@@ -72,8 +73,9 @@ class AxisSolver:
         root = a
         while self._parent[root] != root:
             root = self._parent[root]
-        while self._undo is None and self._parent[a] != root:  # path compression
-            self._parent[a], a = root, self._parent[a]
+        while self._parent[a] != root:  # path compression (undone with its transaction)
+            a, up = self._parent[a], a
+            self._set_parent(up, root)
         return root
 
     def size(self, a: Atom) -> int:
