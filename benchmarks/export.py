@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing.data import digits, digits_cnn, train_classifier
+from cipm.testing.data import digits, digits_cnn, digits_mlp, train_classifier
 
 
 @dataclass
@@ -59,16 +59,10 @@ class Case:
     what: str  # the batch, in words
 
 
-def mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
-    )
-
-
 def digits_case(name: str, image: bool, epochs: int) -> Case:
     train, test = digits(image=image)
     torch.manual_seed(0)
-    model = train_classifier(digits_cnn() if image else mlp(), train, epochs=epochs, seed=0)
+    model = train_classifier(digits_cnn() if image else digits_mlp(), train, epochs=epochs, seed=0)
     graph = cipm.trace(model, train[0][0])
     small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
     batch = torch.cat([x for x, _ in test])

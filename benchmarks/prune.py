@@ -45,7 +45,7 @@ from torch import nn
 
 import cipm
 from cipm.pruning.structured import Method
-from cipm.testing.data import Batches, digits, digits_cnn, train_classifier
+from cipm.testing.data import Batches, digits, digits_cnn, digits_mlp, train_classifier
 
 RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each
@@ -182,16 +182,10 @@ def accuracy(data: Batches) -> Callable[[nn.Module], float]:
     return score
 
 
-def mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
-    )
-
-
 def digits_case(name: str, image: bool, epochs: int) -> Case:
     train, test = digits(image=image)
     torch.manual_seed(0)
-    model = train_classifier(digits_cnn() if image else mlp(), train, epochs=epochs, seed=0)
+    model = train_classifier(digits_cnn() if image else digits_mlp(), train, epochs=epochs, seed=0)
     kind = "channels" if image else "hidden"
     layers = ["0", "3", "7"] if image else ["0", "2"]
     return Case(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cipm.errors import CipmError
 
-__all__ = ["Batches", "digits", "digits_cnn", "train_classifier"]
+__all__ = ["Batches", "digits", "digits_cnn", "digits_mlp", "train_classifier"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,6 +36,15 @@ def digits(image: bool = False, batch: int = 128, seed: int = 0) -> tuple[Batche
         return list(zip(a.split(batch), b.split(batch), strict=True))
 
     return batches(x[:split], y[:split]), batches(x[split:], y[split:])
+
+
+def digits_mlp(width: int = 256) -> torch.nn.Module:
+    """An MLP for the (N, 64) digit vectors: two hidden ReLU layers of `width` units."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    )
 
 
 def digits_cnn(width: int = 32) -> torch.nn.Module:
