@@ -13,6 +13,7 @@ from cipm.errors import CipmError
 from cipm.exporting.exporter import ExportJob, choose, exporters
 from cipm.exporting.policy import Policy
 from cipm.io import atomic_path
+from cipm.pruning.verify import pruning_report
 
 __all__ = ["export", "read_policy"]
 
@@ -117,5 +118,8 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
 def _policy(policy: Any, model: torch.nn.Module) -> Policy | None:
     """The policy given, or for a model `cipm.prune` made, its report's (kept units)."""
     if policy is None:
-        policy = getattr(model, "_cipm_pruning", None)  # see cipm.pruning_report
-    return None if policy is None else Policy.of(policy, type(model).__name__)
+        try:
+            policy = pruning_report(model)
+        except CipmError:  # not a pruned model: no policy
+            return None
+    return Policy.of(policy, type(model).__name__)

@@ -35,15 +35,14 @@ def unit_slices(
     group: PermGroup,
     *,
     every_occurrence: bool = False,
-    matrices_only: bool = False,
 ) -> Iterator[tuple[Member, torch.Tensor]]:
     """Each member's slices of the group's units, as (rows, units) float64 matrices (see
     `unit_matrix`); a member missing from `tensors` is skipped. Where a group appears more
     than once in a dim (rotary halves), the first occurrence, or with `every_occurrence`
-    one matrix each. With `matrices_only`, only floating-point members of two or more dims."""
+    one matrix each."""
     for m in group.members:
         t = tensors.get(m.key)
-        if t is None or (matrices_only and (t.dim() < 2 or not t.is_floating_point())):
+        if t is None:
             continue
         layout = graph.layout(m.key, m.dim)
         count = (len(occurrences(layout, group.name)) or 1) if every_occurrence else 1
