@@ -324,3 +324,11 @@ def test_a_group_the_model_cannot_follow_is_kept_whole_and_reported() -> None:
         assert small(x).shape == model(x).shape
     with pytest.raises(cipm.CipmError, match=r"not made by cipm\.prune"):
         cipm.pruning_report(model)
+    # with calibration data, group after group: the same group kept, the other folded
+    with pytest.warns(cipm.CipmWarning, match=r"kept 1 group.*'0.lin:hidden' in 0"):
+        folded = cipm.prune(model, graph, ratio=0.5, data=[x, x * 2], progress=False)
+    report = cipm.pruning_report(folded)
+    assert [k.group for k in report.kept_whole] == ["0.lin:hidden"]
+    assert report.sizes == {"1:hidden": (6, 3)} and folded[1].out_features == 3
+    with torch.no_grad():
+        assert folded(x).shape == model(x).shape

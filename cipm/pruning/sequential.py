@@ -5,6 +5,7 @@ squares), which keeps the errors of successive groups from compounding."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ def merge_in_order(
     current: torch.nn.Module = model
     done: dict[str, torch.Tensor] = {}  # the kept units of each group pruned
     whole: list[KeptWhole] = []
+    blocked = graph.blocked_plugins
     for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
         now = graph.resized({g: len(units) for g, units in done.items()})
         recorder = _recorder(current, now, name, inputs(first))
@@ -60,13 +62,7 @@ def merge_in_order(
         second = second_moment(own)
         plan = merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
         state = pruned_state(tensors, now, {name: plan})
-
-        def build(
-            _: object, s: dict[str, torch.Tensor] = state, m: torch.nn.Module = current
-        ) -> torch.nn.Module:
-            return with_tensors(m, s, graph.blocked_plugins)
-
-        candidate, failure = checker.built(build, [name])
+        candidate, failure = checker.built(partial(with_tensors, current, state, blocked))
         if failure is not None:
             whole.append(KeptWhole(name, *failure))
             continue

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -114,13 +115,13 @@ class Checker:
         return failure
 
     def built(
-        self, build: Build, names: Sequence[str]
+        self, make: Callable[[], torch.nn.Module]
     ) -> tuple[torch.nn.Module | None, tuple[str, str] | None]:
-        """``build(names)``, or None and why it fails: a module that refuses its new sizes
+        """``make()``, or None and why it fails: a module that refuses its new sizes
         (a `ResizeError`) fails as a model that does not run. A failed candidate is dropped
         at once (a search holding one per level would hold a model per level)."""
         try:
-            candidate = build(names)
+            candidate = make()
         except ResizeError as e:
             return None, (e.module, str(e.__cause__ or e))
         failure = self.failure(candidate)
@@ -161,7 +162,7 @@ def searched(
     those known to run), and the model of the others. Returns the model, the groups pruned
     and the groups kept whole."""
     every = [n for cluster in clusters for n in cluster]
-    whole, failure = checker.built(build, every)
+    whole, failure = checker.built(partial(build, every))
     if whole is not None:
         return whole, every, []
     good: list[str] = []
@@ -169,7 +170,7 @@ def searched(
 
     def add(part: list[list[str]]) -> None:  # candidates are not kept: one model at a time
         names = [n for cluster in part for n in cluster]
-        _, failure = checker.built(build, [*good, *names])
+        _, failure = checker.built(partial(build, [*good, *names]))
         if failure is None:
             good.extend(names)
         elif len(part) == 1:
