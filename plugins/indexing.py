@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+
 from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, broadcast_axes
+from cipm.discovery.rules import Axes, OpCall, Rule, TensorRef, broadcast_axes
 
 
 def select(call: OpCall) -> None:
@@ -45,40 +47,36 @@ def gather(call: OpCall) -> None:
 
 
 def index(call: OpCall) -> None:
-    """x[i0, i1, ...] with index tensors: indexed dims are fixed (positions are chosen) and
-    replaced by the index tensors' broadcast dims; the other dims pass through."""
+    """x[i0, i1, ...] with index tensors (see `_selected`)."""
     x = call.tensor(0)
-    raw = list(call.value("indices") or [])
-    refs = [call.maybe_tensor_value(v) for v in raw] + [None] * (x.ndim - len(raw))
-    indexed = [k for k, r in enumerate(refs) if r is not None]
-    call.fix(*(x.axes[k] for k in indexed))
-    out = call.out_shape
-    n_index_dims = len(out) - (x.ndim - len(indexed))
-    kept = [x.axes[k] for k in range(x.ndim) if refs[k] is None]
-    adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
-    at = indexed[0] if adjacent else 0  # adjacent indexed dims stay in place, others go first
-    index_shape = out[at : at + n_index_dims]
-    index_axes = broadcast_axes(call, [r for r in refs if r is not None], index_shape)
-    before = [x.axes[k] for k in range(at) if refs[k] is None]
-    after = kept[len(before) :]
-    call.set_output([*before, *index_axes, *after])
+    call.set_output(_selected(call, x))
 
 
 def index_put(call: OpCall) -> None:
-    """x[i0, i1, ...] = values: indexed dims are fixed; values broadcast into the rest."""
+    """x[i0, i1, ...] = values: values broadcast into the selection `_selected` describes;
+    the result is x's axes (indexed dims fixed)."""
     x, values = call.tensor(0), call.tensor("values")
-    raw = list(call.value("indices") or [])
-    indexed = {k for k, v in enumerate(raw) if call.maybe_tensor_value(v) is not None}
-    call.fix(*(x.axes[k] for k in indexed))
-    rest = [a for k, a in enumerate(x.axes) if k not in indexed]
-    tail = values.axes[len(values.axes) - len(rest) :] if rest else []
-    sizes = [call.size(a) for a in rest]
-    if rest and values.ndim >= len(rest) and list(values.shape[-len(rest) :]) == sizes:
-        call.unify_all(rest, tail)
-        call.fix(*values.axes[: values.ndim - len(rest)])
-    else:
-        call.fix(*rest, *values.axes)
+    target = _selected(call, x)
+    shape = [call.size(a) for a in target]
+    broadcast_axes(call, [values, TensorRef(tuple(shape), target)], shape)
     call.set_output(x.axes)
+
+
+def _selected(call: OpCall, x: TensorRef) -> Axes:
+    """Axes of x[indices]: indexed dims are fixed (positions are chosen) and replaced by the
+    index tensors' broadcast dims, in place if the indexed dims are adjacent, else first;
+    the other dims pass through."""
+    raw = list(call.value("indices") or [])
+    refs = [call.maybe_tensor_value(v) for v in raw] + [None] * (x.ndim - len(raw))
+    given = [r for r in refs if r is not None]
+    indexed = [k for k, r in enumerate(refs) if r is not None]
+    call.fix(*(x.axes[k] for k in indexed))
+    index_axes = broadcast_axes(call, given, torch.broadcast_shapes(*(r.shape for r in given)))
+    kept = [x.axes[k] for k in range(x.ndim) if refs[k] is None]
+    adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
+    at = indexed[0] if adjacent else 0
+    before = [x.axes[k] for k in range(at) if refs[k] is None]
+    return (*before, *index_axes, *kept[len(before) :])
 
 
 @hookimpl

@@ -47,6 +47,13 @@ def _no_grad_region(m: nn.ModuleDict, h: torch.Tensor) -> torch.Tensor:
     return h * scale
 
 
+def _index_put(m: nn.ModuleDict, h: torch.Tensor) -> torch.Tensor:
+    s = _seq(h)
+    z = torch.zeros_like(s)
+    z[:, torch.tensor([0, 2])] = F.relu(s[:, torch.tensor([1, 3])])  # index_put_ on tokens
+    return z.sum(1)
+
+
 CASES: dict[str, Callable[[], nn.Module]] = {
     "split_cat": lambda: Wrap(lambda m, h: torch.cat([F.relu(p) for p in h.split([5, 7], -1)], -1)),
     "chunk_mul": lambda: Wrap(
@@ -138,6 +145,13 @@ CASES: dict[str, Callable[[], nn.Module]] = {
         k=nn.Linear(12, 6),
         v=nn.Linear(12, 6),
     ),
+    "swapaxes_movedim": lambda: Wrap(
+        lambda m, h: torch.movedim(F.relu(torch.swapaxes(_seq(h), 1, 2)), 1, 2).mean(1)
+    ),
+    "numpy_T": lambda: Wrap(lambda m, h: F.relu(h.T).T),
+    "repeat_interleave": lambda: Wrap(lambda m, h: F.relu(h.repeat_interleave(2, -1)), out_in=24),
+    "index_put": lambda: Wrap(_index_put),
+    "histc": lambda: Wrap(lambda m, h: h * torch.histc(h, bins=5).amax() / h.numel()),
 }
 
 
