@@ -12,11 +12,12 @@ The package face: it only re-exports. The subpackages are the architecture::
     exporting/   ONNX, safetensors, Hugging Face folders (formats are plugins), policies
     pruning/     which units to keep, how to fold the rest, smaller models
     ordering/    canonical form, reorganization, partitions
+    meta/        the meta-analysis network: learned policies (torch-geometric, loaded lazily)
     hooks/       hook specifications and the plugin manager
     testing/     example models and data (not the core)
 """
 
-from cipm import federated
+from cipm import federated, meta
 from cipm.alignment import AlignConfig, AlignProblem, align, align_many, align_methods
 from cipm.discovery import trace
 from cipm.errors import (
@@ -40,6 +41,7 @@ from cipm.merging import (
     repair,
     reset_batchnorm,
 )
+from cipm.meta import MetaConfig
 from cipm.ordering import (
     Partition,
     canonical_permutation,
@@ -75,6 +77,8 @@ __all__ = [
     "GroupStatistics",
     "KeptWhole",
     "Member",
+    "MetaAnalyzer",
+    "MetaConfig",
     "Partition",
     "PermGroup",
     "Permutation",
@@ -107,6 +111,7 @@ __all__ = [
     "interpolate",
     "list_plugins",
     "merge",
+    "meta",
     "network_graph",
     "partition",
     "permute",
@@ -120,3 +125,10 @@ __all__ = [
     "reset_batchnorm",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the meta-analysis network imports torch-geometric: only when it is asked for
+    if name == "MetaAnalyzer":
+        return meta.MetaAnalyzer
+    raise AttributeError(f"module 'cipm' has no attribute {name!r}")

@@ -14,8 +14,9 @@ carries the names, and every hook called for that graph's model leaves them out 
 Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
 what else an op is (`cipm_op_roles`), how a module follows resized tensors (`cipm_resized`),
 which modules keep running statistics (`cipm_reset_running_stats`), which alignment
-methods exist (`cipm_align_methods`), and which file formats models export to
-(`cipm_exporters`).
+methods exist (`cipm_align_methods`), which file formats models export to
+(`cipm_exporters`), and what the meta-analysis network can be trained for
+(`cipm_objectives`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from cipm.alignment.methods import AlignMethod
     from cipm.discovery.rules import Rule
     from cipm.exporting.exporter import Exporter
+    from cipm.meta.objective import Objective
 
 __all__ = ["OpRole", "hookimpl", "hookspec"]
 
@@ -136,4 +138,22 @@ def cipm_exporters() -> Mapping[str, Exporter]:  # type: ignore[empty-body]
 
     Returns:
         A mapping from format name to exporter.
+    """
+
+
+@hookspec
+def cipm_objectives() -> Mapping[str, Objective]:  # type: ignore[empty-body]
+    """Training objectives of the meta-analysis network, keyed by the name given to
+    ``MetaAnalyzer.fit(zoo, objectives={name: weight})``.
+
+    An objective is a function ``objective(batch: cipm.meta.ObjectiveInput) -> Tensor``
+    returning a scalar loss that is differentiable in ``batch.ranks`` (soft ranks per
+    group, 1 for the unit a policy puts first) or ``batch.scores``; ``batch.subject`` holds
+    the model, its statistics, disjoint views of them, calibration batches and a partner to
+    align with (see `cipm.meta.objective`). Lower is better; scale it so a random order
+    scores about 1, so weights compare. Conflicts between plugins are resolved and reported
+    as for `cipm_rules`.
+
+    Returns:
+        A mapping from objective name to objective.
     """

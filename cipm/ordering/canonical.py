@@ -14,6 +14,11 @@ With statistics, the primary key is the units' activation RMS (largest first), r
 significant bits so that the last-bit noise of two runs over the same data cannot reorder
 them, and the weight keys break ties.
 
+With learned scores (``method="learned"``: the meta-analysis network's, see `cipm.meta`), the
+primary key is the score (highest first), rounded to 24 bits below the group's largest
+magnitude so that rounding noise cannot reorder units, and the weight keys break ties: the
+network is permutation-equivariant, so the order is again the same for every permuted copy.
+
 Units whose keys tie exactly agree in every summary to 36 bits (dead or duplicated units, in
 practice); they keep their relative order.
 """
@@ -21,6 +26,8 @@ practice); they keep their relative order.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -32,11 +39,22 @@ from cipm.statistics.group import Statistics
 from cipm.tensors.features import unit_slices
 from cipm.tensors.modify import fitted_tensors, permute
 
-__all__ = ["canonical_permutation", "canonicalize"]
+if TYPE_CHECKING:
+    from cipm.meta.analyzer import MetaAnalyzer
+
+__all__ = ["Method", "canonical_permutation", "canonicalize", "learned"]
+
+
+Method = Literal["analytic", "learned"]
 
 
 def canonicalize(
-    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    *,
+    stats: Statistics | None = None,
+    method: Method = "analytic",
+    meta: MetaAnalyzer | None = None,
 ) -> torch.nn.Module:
     """A copy of `model` with every group's units in canonical order (same function).
 
@@ -45,19 +63,40 @@ def canonicalize(
         graph: its symmetry graph.
         stats: optional `cipm.collect` statistics of this model: order units by activation
             RMS instead of weight magnitude (data-free by default).
+        method: ``"analytic"`` (the keys above) or ``"learned"``: order by the scores of the
+            meta-analysis network `meta` (default `cipm.MetaAnalyzer.pretrained()`), which
+            reads `stats` (required).
 
     Example (``again`` holds the very same tensors as ``canon``):
         >>> canon = cipm.canonicalize(model, graph)  # doctest: +SKIP
         >>> p = graph.random_permutation(seed=0)     # doctest: +SKIP
         >>> again = cipm.canonicalize(cipm.permute(model, p), graph)  # doctest: +SKIP
     """
+    if method == "learned":
+        if stats is None:
+            raise CipmError("the learned canonical form reads statistics: pass stats=...")
+        return permute(model, learned(meta).policy(model, stats))
+    if method != "analytic":
+        raise CipmError(f"method must be 'analytic' or 'learned', not {method!r}")
     return permute(model, canonical_permutation(model, graph, stats=stats))
 
 
+def learned(meta: MetaAnalyzer | None) -> MetaAnalyzer:
+    """`meta`, or the pretrained meta-analysis network."""
+    from cipm.meta.analyzer import MetaAnalyzer
+
+    return MetaAnalyzer.pretrained() if meta is None else meta
+
+
 def canonical_permutation(
-    model: torch.nn.Module, graph: SymmetryGraph, *, stats: Statistics | None = None
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    *,
+    stats: Statistics | None = None,
+    scores: Mapping[str, torch.Tensor] | None = None,
 ) -> Permutation:
-    """The permutation that puts `model` in canonical form (see `canonicalize`).
+    """The permutation that puts `model` in canonical form (see `canonicalize`); with
+    `scores` (one per unit and group, highest first), ordered by them before the rest.
 
     Raises:
         CipmError: the model does not fit the graph, or its tensors hold no values (the meta
@@ -77,6 +116,8 @@ def canonical_permutation(
             s = stats[group.name].moments
             rms = (s.comoment.diagonal() / s.count + s.mean.square()).sqrt()
             keys.insert(0, -_round_bits(rms))
+        if scores is not None:
+            keys.insert(0, -_round_relative(scores[group.name].detach().to(torch.float64)))
         # np.lexsort sorts by the last key first; it is stable, so exact ties keep their order
         order[group.name] = torch.from_numpy(np.lexsort([k.numpy() for k in reversed(keys)]))
     return Permutation(graph, order)
@@ -104,6 +145,14 @@ def _exact_sum(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     top = float(x.abs().max()) if x.numel() else 0.0
     scale = math.ldexp(1.0, 36 - math.frexp(top)[1]) if top > 0 else 1.0  # 2^27 rows fit int64
     return torch.round(x * scale).to(torch.int64).sum(dim=0), scale
+
+
+def _round_relative(x: torch.Tensor, bits: int = 24) -> torch.Tensor:
+    """`x` rounded to a grid `bits` below its largest magnitude."""
+    top = float(x.abs().max()) if x.numel() else 0.0
+    if top == 0.0:
+        return torch.zeros_like(x)
+    return torch.round(torch.ldexp(x, torch.tensor(bits - math.frexp(top)[1])))
 
 
 def _round_bits(x: torch.Tensor, bits: int = 28) -> torch.Tensor:

@@ -28,7 +28,7 @@ def _data(**fields: object) -> Data:
     return Data(**fields)
 
 
-__all__ = ["FEATURES", "bipartite_graph", "correlation_graph", "network_graph"]
+__all__ = ["FEATURES", "bipartite_graph", "correlation_graph", "network_graph", "top_k_edges"]
 
 FEATURES = ("mean", "std", "in_norm", "out_norm", "bias")
 
@@ -48,8 +48,10 @@ def correlation_graph(stats: Statistics, group: str, k: int = 16) -> Data:
         k' = min(k, n - 1).
     """
     s = stats[group]
-    edge_index, edge_attr = _top_k(s.corr, k, exclude_self=True)
-    return _data(x=node_features(s), edge_index=edge_index, edge_attr=edge_attr, group=group)
+    edge_index, edge_attr = top_k_edges(s.corr, k, exclude_self=True)
+    return _data(
+        x=node_features(s), edge_index=edge_index, edge_attr=edge_attr.float(), group=group
+    )
 
 
 def bipartite_graph(cross: CrossStatistics, group: str, k: int = 16) -> Data:
@@ -61,8 +63,8 @@ def bipartite_graph(cross: CrossStatistics, group: str, k: int = 16) -> Data:
     m = cross[group]
     n_a = m.a.mean.numel()
     corr = m.corr
-    ab_index, ab_attr = _top_k(corr, k)
-    ba_index, ba_attr = _top_k(corr.T, k)
+    ab_index, ab_attr = top_k_edges(corr, k)
+    ba_index, ba_attr = top_k_edges(corr.T, k)
     ab_index[1] += n_a
     ba_index[0] += n_a
     x = torch.cat([torch.stack([m.a.mean, m.a.std], 1), torch.stack([m.b.mean, m.b.std], 1)])
@@ -72,7 +74,7 @@ def bipartite_graph(cross: CrossStatistics, group: str, k: int = 16) -> Data:
     return _data(
         x=x.float(),
         edge_index=torch.cat([ab_index, ba_index], 1),
-        edge_attr=torch.cat([ab_attr, ba_attr]),
+        edge_attr=torch.cat([ab_attr, ba_attr]).float(),
         side=side,
         group=group,
     )
@@ -105,7 +107,7 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
             continue
         w = state[key].detach().abs().to(torch.float64)
         magnitude = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # (out, in)
-        index, attr = _top_k(magnitude, k)
+        index, attr = top_k_edges(magnitude, k)
         index = torch.stack(
             [index[1] + offsets[in_layout.group], index[0] + offsets[out_layout.group]]
         )
@@ -114,7 +116,7 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
     return _data(
         x=torch.cat([node_features(stats[n]) for n in names]),
         edge_index=torch.cat(indices, 1) if indices else torch.zeros(2, 0, dtype=torch.long),
-        edge_attr=torch.cat(attrs) if attrs else torch.zeros(0, 1),
+        edge_attr=torch.cat(attrs).float() if attrs else torch.zeros(0, 1),
         node_group=torch.cat(
             [torch.full((stats.graph[n].size,), i, dtype=torch.long) for i, n in enumerate(names)]
         ),
@@ -122,10 +124,11 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
     )
 
 
-def _top_k(
+def top_k_edges(
     scores: torch.Tensor, k: int, exclude_self: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges from each row to its k columns of largest |score|; attribute the score."""
+    """Edges from each row to its k columns of largest |score|; the
+    attribute (edges, 1) is the score, in its dtype."""
     if k < 1:
         raise CipmError(f"k must be at least 1, got {k}")
     rows, cols = scores.shape
@@ -136,8 +139,8 @@ def _top_k(
     kk = min(k, cols - 1 if exclude_self else cols)
     if kk < 1:
         empty = torch.zeros(2, 0, dtype=torch.long)
-        return empty, torch.zeros(0, 1, dtype=torch.float32)
+        return empty, torch.zeros(0, 1, dtype=scores.dtype)
     nbrs = masked.topk(kk, dim=1).indices
     src = torch.arange(rows).repeat_interleave(kk)
     dst = nbrs.reshape(-1)
-    return torch.stack([src, dst]), scores[src, dst].unsqueeze(1).float()
+    return torch.stack([src, dst]), scores[src, dst].unsqueeze(1)

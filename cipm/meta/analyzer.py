@@ -1,0 +1,193 @@
+"""`MetaAnalyzer`: the meta-analysis network as users hold it: score, order, align, train,
+save, load, and the pretrained default shipped in the package."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cipm.batches import Inputs, model_inputs
+from cipm.errors import CipmError
+from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import SymmetryGraph
+from cipm.meta.config import MetaConfig
+from cipm.meta.inputs import meta_input
+from cipm.meta.network import MetaNetwork
+from cipm.meta.ranks import soft_ranks
+from cipm.meta.subjects import subjects_of
+from cipm.meta.training import FitSettings, History, fit
+from cipm.ordering.canonical import canonical_permutation
+from cipm.statistics.group import Statistics
+
+__all__ = ["DEFAULT_OBJECTIVES", "FORMAT", "MetaAnalyzer"]
+
+FORMAT = "cipm-meta/1"
+DEFAULT_OBJECTIVES: Mapping[str, float] = {"compression": 1.0, "correlation": 0.5, "stability": 0.1}
+PRETRAINED = "pretrained.safetensors"
+
+
+class MetaAnalyzer:
+    """A trainable network that scores every unit of a model from its correlation graphs;
+    sorting by the scores is a permutation policy (and, the network being equivariant, a
+    canonical form).
+
+    Example:
+        >>> meta = cipm.MetaAnalyzer.pretrained()                  # doctest: +SKIP
+        >>> policy = meta.policy(model, cipm.collect(model, graph, data))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: MetaConfig | None = None) -> None:
+        if config is not None and not isinstance(config, MetaConfig):
+            raise CipmError(f"expected a cipm.MetaConfig, got {type(config).__name__}")
+        self.config = config or MetaConfig()
+        self.network = MetaNetwork(self.config)
+        self.history = History()
+
+    def __repr__(self) -> str:
+        return f"MetaAnalyzer({self.config}, trained for {len(self.history.rows)} steps)"
+
+    # using it
+
+    def scores(self, model: torch.nn.Module, stats: Statistics) -> dict[str, torch.Tensor]:
+        """One score per unit of every group (float64; higher: earlier in the policy).
+
+        Raises:
+            CipmError: `stats` are not `cipm.collect` statistics of `model`.
+        """
+        self.network.eval()
+        with torch.no_grad():
+            return self._scores(model, stats)
+
+    def policy(self, model: torch.nn.Module, stats: Statistics) -> Permutation:
+        """Every group's units sorted by score, highest first; exact ties of the rounded
+        scores are broken by the analytic canonical keys (invariant too)."""
+        return canonical_permutation(model, stats.graph, scores=self.scores(model, stats))
+
+    def align(
+        self,
+        model_b: torch.nn.Module,
+        model_a: torch.nn.Module,
+        graph: SymmetryGraph,
+        data: Iterable[Any],
+        *,
+        inputs: Inputs = model_inputs,
+        progress: bool = False,
+    ) -> Permutation:
+        """B's permutation onto A by co-canonicalization: each model's units are sorted by
+        their own scores (each could do it where it lives) and the k-th unit of B goes
+        where A's k-th is. O(n log n) per group after statistics; no model meets the other.
+        """
+        from cipm.statistics.collection import collect
+
+        pa = self.policy(model_a, collect(model_a, graph, data, inputs=inputs, progress=progress))
+        pb = self.policy(model_b, collect(model_b, graph, data, inputs=inputs, progress=progress))
+        return Permutation(graph, {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph})
+
+    # training
+
+    def fit(
+        self,
+        zoo: Sequence[Any],
+        objectives: Mapping[str, float] | None = None,
+        *,
+        steps: int = 300,
+        batch: int = 4,
+        lr: float = 3e-3,
+        seed: int = 0,
+        checkpoint: str | Path | None = None,
+        every: int = 25,
+        progress: bool = True,
+    ) -> History:
+        """Train on `zoo` (`cipm.meta.zoo.load_zoo` specimens, or `Subject`s) for the
+        weighted objectives (names from `cipm.meta.objectives()`; default compression 1,
+        correlation 0.5, stability 0.1). Seeded; with `checkpoint`, saved every `every`
+        steps and resumed from it when it exists. Returns the loss history (also kept in
+        ``self.history``)."""
+        settings = FitSettings(
+            dict(DEFAULT_OBJECTIVES if objectives is None else objectives),
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+        )
+        with_partners = settings.objectives.get("alignment", 0) > 0
+        subjects = subjects_of(zoo, partners=with_partners)
+        self.history = fit(
+            self.network,
+            self._soft,
+            subjects,
+            settings,
+            checkpoint=checkpoint,
+            every=every,
+            progress=progress,
+        )
+        return self.history
+
+    def _soft(
+        self, model: torch.nn.Module, stats: Statistics, strength: float
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        scores = self._scores(model, stats)
+        return scores, {g: soft_ranks(s, strength) for g, s in scores.items()}
+
+    def _scores(self, model: torch.nn.Module, stats: Statistics) -> dict[str, torch.Tensor]:
+        if not isinstance(stats, Statistics):
+            raise CipmError(f"expected cipm.collect statistics, got {type(stats).__name__}")
+        g = meta_input(stats, stats.check_model(model), self.config)
+        return g.split(self.network(g))
+
+    # files
+
+    def save(self, path: str | Path) -> Path:
+        """Write the network (config, weights, training history) as safetensors, atomically."""
+        from safetensors.torch import save_file
+
+        from cipm.io import atomic_path
+
+        tensors = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
+        meta = {
+            "format": FORMAT,
+            "config": self.config.to_json(),
+            "history": json.dumps([dict(r) for r in self.history.rows]),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MetaAnalyzer:
+        """Read a network `save` wrote.
+
+        Raises:
+            CipmError: a missing or unreadable file, or one that is not a meta-network.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except (OSError, SafetensorError) as e:
+            raise CipmError(f"cannot read a meta-network from {path}: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise CipmError(f"{path} is not a cipm meta-network (format {meta.get('format')})")
+        analyzer = cls(MetaConfig.from_json(meta["config"]))
+        try:
+            analyzer.network.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise CipmError(f"{path}: weights do not fit its config: {e}") from None
+        analyzer.history = History(tuple(json.loads(meta.get("history", "[]"))))
+        return analyzer
+
+    @classmethod
+    def pretrained(cls) -> MetaAnalyzer:
+        """The default network shipped in the package (trained by ``cipm meta train``; see
+        docs/results.md for its zoo, objectives and training curve)."""
+        with resources.as_file(resources.files("cipm.meta") / PRETRAINED) as path:
+            if not path.exists():
+                raise CipmError(f"the pretrained meta-network is missing from the package ({path})")
+            return cls.load(path)

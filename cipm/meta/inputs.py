@@ -1,0 +1,175 @@
+"""What the meta-network reads of a model: its units as one graph at three scales.
+
+Nodes are every group's units with invariant features (activation mean and spread, weight
+norms in and out, bias, how strongly the unit correlates with the others), standardized
+within the group so the same network serves any width and scale. Edges of two relations:
+``intra`` links each unit to its top-k |correlation| neighbours in its group (correlation as
+attribute); ``weights`` links, for every weight whose rows are one group's units and whose
+columns another's, each output unit to its k largest-magnitude inputs (magnitude relative to
+the weight's mean as attribute). Edges of zero weight are dropped: a dead unit's all-zero
+correlations must not pick neighbours by position, which would make scores depend on order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from cipm.graph.layout import Leaf
+from cipm.graph.symmetry import GroupKind, SymmetryGraph
+from cipm.meta.config import MetaConfig
+from cipm.statistics.corrgraph import top_k_edges
+from cipm.statistics.group import GroupStatistics, Statistics
+
+__all__ = ["FEATURES", "MetaInput", "meta_input"]
+
+FEATURES = (
+    "mean",
+    "log_std",
+    "log_in_norm",
+    "log_out_norm",
+    "bias",
+    "mean_abs_corr",
+    "max_abs_corr",
+    *(f"kind_{k.value}" for k in GroupKind),
+)
+_WEIGHT_FEATURES = slice(2, 5)
+_CLAMP = 6.0  # standardized features beyond this many deviations carry no more information
+
+
+@dataclass(frozen=True)
+class MetaInput:
+    """One model's units as a graph (float64): node features, both edge relations, and
+    which group each node belongs to (nodes are the groups' units in graph order)."""
+
+    x: torch.Tensor  # (nodes, len(FEATURES))
+    intra_index: torch.Tensor  # (2, edges), unit -> correlated unit of the same group
+    intra_attr: torch.Tensor  # (edges, 2): correlation, |correlation|
+    weight_index: torch.Tensor  # (2, edges), input unit -> output unit
+    weight_attr: torch.Tensor  # (edges, 1)
+    node_group: torch.Tensor  # (nodes,) index into `groups`
+    groups: tuple[str, ...]
+    offsets: tuple[int, ...]  # first node of each group, and the number of nodes last
+
+    def split(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-node values (nodes, ...) cut into one tensor per group."""
+        return {g: values[self.offsets[i] : self.offsets[i + 1]] for i, g in enumerate(self.groups)}
+
+
+def meta_input(
+    stats: Statistics, tensors: Mapping[str, torch.Tensor], config: MetaConfig
+) -> MetaInput:
+    """The graph of `stats`' model (`tensors`: its `fitted_tensors`, for the weight edges)."""
+    graph = stats.graph
+    names = tuple(g.name for g in graph)
+    offsets = [0]
+    for g in graph:
+        offsets.append(offsets[-1] + g.size)
+    xs, intra_index, intra_attr = [], [], []
+    for i, name in enumerate(names):
+        s = stats[name]
+        relation = _relation(s, config)
+        xs.append(_features(s, relation, config))
+        index, attr = _nonzero(*top_k_edges(relation, config.k, exclude_self=True))
+        intra_index.append(index + offsets[i])
+        intra_attr.append(torch.cat([attr, attr.abs()], 1))
+    weight_index, weight_attr = _weight_edges(
+        graph, tensors, config, dict(zip(names, offsets[:-1], strict=True))
+    )
+    return MetaInput(
+        x=torch.cat(xs),
+        intra_index=torch.cat(intra_index, 1),
+        intra_attr=torch.cat(intra_attr),
+        weight_index=weight_index,
+        weight_attr=weight_attr,
+        node_group=torch.cat(
+            [torch.full((g.size,), i, dtype=torch.long) for i, g in enumerate(graph)]
+        ),
+        groups=names,
+        offsets=tuple(offsets),
+    )
+
+
+def _relation(s: GroupStatistics, config: MetaConfig) -> torch.Tensor:
+    if config.correlation == "pearson":
+        return s.corr.to(torch.float64)
+    cov = s.cov.to(torch.float64)
+    top = float(cov.diagonal().max()) if cov.numel() else 0.0
+    return cov / top if top > 0 else cov
+
+
+def _features(s: GroupStatistics, relation: torch.Tensor, config: MetaConfig) -> torch.Tensor:
+    n = relation.shape[0]
+    strength = relation.abs().fill_diagonal_(0.0)
+    f = s.features
+    columns = [
+        _standardized(s.mean),
+        _standardized(_log(s.std)),
+        _standardized(_log(f.in_norm)),
+        _standardized(_log(f.out_norm)),
+        _standardized(f.bias),
+        _standardized(strength.sum(1) / max(n - 1, 1)),
+        _standardized(strength.amax(1) if n > 1 else torch.zeros(n, dtype=torch.float64)),
+    ]
+    x = torch.stack(columns, 1)
+    if not config.weight_features:
+        x[:, _WEIGHT_FEATURES] = 0.0
+    kind = torch.zeros(n, len(GroupKind), dtype=torch.float64)
+    kind[:, list(GroupKind).index(s.group.kind)] = 1.0
+    return torch.cat([x, kind], 1)
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    x = x.to(torch.float64)
+    top = float(x.max()) if x.numel() else 0.0
+    return torch.log(x + (1e-8 * top + 1e-300))
+
+
+def _standardized(v: torch.Tensor) -> torch.Tensor:
+    v = v.to(torch.float64)
+    if v.numel() < 2:
+        return torch.zeros_like(v)
+    spread = float(v.std())
+    if not spread > 1e-12 * (float(v.abs().max()) + 1e-300):
+        return torch.zeros_like(v)
+    return ((v - v.mean()) / spread).clamp(-_CLAMP, _CLAMP)
+
+
+def _nonzero(index: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = attr[:, 0] != 0
+    return index[:, keep], attr[keep]
+
+
+def _weight_edges(
+    graph: SymmetryGraph,
+    tensors: Mapping[str, torch.Tensor],
+    config: MetaConfig,
+    offsets: Mapping[str, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input unit -> output unit through each weight whose dims 0 and 1 are whole groups."""
+    layouts = {(a.key, a.dim): a.layout for a in graph.axes}
+    indices, attrs = [], []
+    if config.hierarchical:
+        for (key, dim), out_layout in layouts.items():
+            in_layout = layouts.get((key, 1))
+            if dim != 0 or not (isinstance(out_layout, Leaf) and isinstance(in_layout, Leaf)):
+                continue
+            if out_layout.group is None or in_layout.group is None or key not in tensors:
+                continue
+            w = tensors[key].detach().to(torch.float64).abs()
+            magnitude = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # (out, in)
+            mean = float(magnitude.mean())
+            if mean == 0.0:
+                continue
+            index, attr = _nonzero(*top_k_edges(magnitude / mean, config.k_weights))
+            indices.append(
+                torch.stack(
+                    [index[1] + offsets[in_layout.group], index[0] + offsets[out_layout.group]]
+                )
+            )
+            attrs.append(attr)
+    if not indices:
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.float64)
+    return torch.cat(indices, 1), torch.cat(attrs)
