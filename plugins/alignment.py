@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cipm import hookimpl
-from cipm.alignment import AlignMethod
+from cipm import Permutation, hookimpl
+from cipm.alignment import AlignMethod, AlignProblem
 from cipm.alignment.activation import activation_method
 from cipm.alignment.sinkhorn import sinkhorn_method
 from cipm.alignment.ste import ste_method
@@ -19,4 +19,14 @@ def cipm_align_methods() -> Mapping[str, AlignMethod]:
         "activation": activation_method,
         "sinkhorn": sinkhorn_method,
         "ste": ste_method,
+        "learned": learned_method,
     }
+
+
+def learned_method(problem: AlignProblem) -> Permutation:
+    """Co-canonicalization by the pretrained meta-analysis network's scores (needs data
+    for each model's statistics; `cipm.MetaAnalyzer.align` takes another network)."""
+    from cipm.meta.analyzer import MetaAnalyzer  # torch-geometric: only when used
+
+    data = problem.needs_data("learned")
+    return MetaAnalyzer.pretrained().align(problem.model_b, problem.model_a, problem.graph, data)

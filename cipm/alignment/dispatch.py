@@ -34,10 +34,12 @@ def align(
         method: a name from `align_methods()`. Built in: ``"weight"`` (weight matching,
             data-free), ``"sinkhorn"`` (relaxed to soft permutations, annealed, rounded,
             then polished by weight matching; data-free, slower), ``"activation"`` (needs
-            `data`: an iterable of batches as for `cipm.collect`) or ``"ste"``
+            `data`: an iterable of batches as for `cipm.collect`), ``"ste"``
             (straight-through estimator on the midpoint's cross-entropy; `data` yields
             (inputs, targets); `cipm.alignment.ste.ste_matching` takes another loss and
-            step count). Activation correlations decide every group observed on its own;
+            step count) or ``"learned"`` (needs `data`: both models sorted by the pretrained
+            meta-analysis network's scores, O(n log n) per group; see `cipm.MetaAnalyzer`).
+            Activation correlations decide every group observed on its own;
             nested groups (attention heads and the dims within them, GroupNorm groups and
             the channels within them), whose activations only compare once the other is
             aligned, and ties (dead units) go by weights.

@@ -41,11 +41,15 @@ class MetaAnalyzer:
         >>> policy = meta.policy(model, cipm.collect(model, graph, data))  # doctest: +SKIP
     """
 
-    def __init__(self, config: MetaConfig | None = None) -> None:
+    def __init__(self, config: MetaConfig | None = None, *, seed: int = 0) -> None:
+        """A new network of `config`'s shape, its weights initialized from `seed` (on a fork
+        of torch's generator: the caller's random state is left as it was)."""
         if config is not None and not isinstance(config, MetaConfig):
             raise CipmError(f"expected a cipm.MetaConfig, got {type(config).__name__}")
         self.config = config or MetaConfig()
-        self.network = MetaNetwork(self.config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.network = MetaNetwork(self.config)
         self.history = History()
 
     def __repr__(self) -> str:

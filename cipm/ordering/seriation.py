@@ -10,7 +10,7 @@ correlations sit to the diagonal.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.group import Statistics
+
+if TYPE_CHECKING:
+    from cipm.meta.analyzer import MetaAnalyzer
 
 __all__ = ["Seriation", "check_statistics", "chosen_groups", "diagonality", "reorganize", "seriate"]
 
@@ -31,8 +34,9 @@ def reorganize(
     model: torch.nn.Module,
     stats: Statistics,
     *,
-    method: Seriation = "auto",
+    method: Seriation | Literal["learned"] = "auto",
     groups: Iterable[str] | None = None,
+    meta: MetaAnalyzer | None = None,
 ) -> Permutation:
     """A permutation that makes every group's correlated units contiguous.
 
@@ -42,19 +46,23 @@ def reorganize(
         stats: `cipm.collect` statistics of `model`.
         method: ``"olo"`` (optimal leaf ordering of average-linkage clusters; cubic in the
             group size), ``"spectral"`` (Fiedler vector; fast at any size, but one vector
-            separates two clusters best), or ``"auto"``: olo up to 1024 units, else spectral.
+            separates two clusters best), ``"auto"``: olo up to 1024 units, else spectral,
+            or ``"learned"``: the order of the meta-analysis network's scores (`meta`,
+            default `cipm.MetaAnalyzer.pretrained()`; trained with the correlation
+            objective, it seriates in O(n log n) once the graph is read).
         groups: names of the groups to reorder (default: all; the others keep their order).
     """
     check_statistics(model, stats)
     chosen = chosen_groups(stats.graph, groups)
+    if method == "learned":
+        from cipm.ordering.canonical import learned
+
+        policy = learned(meta).policy(model, stats)
+        order = {g: policy[g] for g in chosen}
+    else:
+        order = {g: seriate(stats[g].corr, method) for g in chosen}
     return Permutation(
-        stats.graph,
-        {
-            g.name: seriate(stats[g.name].corr, method)
-            if g.name in chosen
-            else torch.arange(g.size)
-            for g in stats.graph
-        },
+        stats.graph, {g.name: order.get(g.name, torch.arange(g.size)) for g in stats.graph}
     )
 
 

@@ -46,13 +46,20 @@ def selection_plan(keep: torch.Tensor) -> GroupPlan:
 
 
 def merge_plan(
-    own: torch.Tensor, target: torch.Tensor, out_norm: torch.Tensor, k: int, samples: int
+    own: torch.Tensor,
+    target: torch.Tensor,
+    out_norm: torch.Tensor,
+    k: int,
+    samples: int,
+    keep: torch.Tensor | None = None,
 ) -> GroupPlan:
-    """Keep the k units that explain the others best (`explaining`), then fold: consumers
+    """Keep the k units that explain the others best (`explaining`; or the units `keep`,
+    chosen otherwise, in ascending order), then fold: consumers
     get ``M = target[:, K] (own[K, K] + ridge)^-1``, the least-squares prediction of the
     target units (E[z z'^T], z the original's, z' the model being pruned) from the kept
     ones. When target is own (one-shot), kept units stay exactly themselves."""
-    keep = explaining(own, out_norm, k)
+    if keep is None:
+        keep = explaining(own, out_norm, k)
     kk = own[keep][:, keep]
     relative = RIDGE if samples >= 2 * k else RIDGE_FEW_SAMPLES
     ridge = relative * float(kk.diagonal().mean()) + 1e-300

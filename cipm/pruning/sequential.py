@@ -36,9 +36,11 @@ def merge_in_order(
     inputs: Inputs,
     progress: bool,
     checker: Checker,
+    chosen: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], list[KeptWhole]]:
     """Prune group after group; each is folded on cross-moments between the original
-    model's units and the partly pruned model's (see `cipm.prune`'s `data`). A group after
+    model's units and the partly pruned model's (see `cipm.prune`'s `data`); the units kept
+    are those that explain the others best, or `chosen`'s for the groups it names. A group after
     which the `checker` finds the model broken is kept whole. Returns the model, the kept
     units of each group pruned, and the groups kept whole."""
     check_loader(data, "prune")
@@ -60,7 +62,9 @@ def merge_in_order(
         out_norm = unit_features(tensors, now, now[name]).out_norm
         warn_if_few(own.count, k, name)
         second = second_moment(own)
-        plan = merge_plan(second, second if cross is None else cross, out_norm, k, own.count)
+        target = second if cross is None else cross
+        keep = None if chosen is None else chosen.get(name)
+        plan = merge_plan(second, target, out_norm, k, own.count, keep)
         state = pruned_state(tensors, now, {name: plan})
         candidate, failure = checker.built(partial(with_tensors, current, state, blocked))
         if failure is not None:

@@ -21,7 +21,7 @@ reconstruction of channel-pruning methods, driven by the symmetry graph.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
@@ -37,9 +37,12 @@ from cipm.statistics.group import Statistics
 from cipm.tensors.modify import fitted_tensors
 from cipm.tensors.resize import with_tensors
 
+if TYPE_CHECKING:
+    from cipm.meta.analyzer import MetaAnalyzer
+
 __all__ = ["METHODS", "PRUNABLE", "GroupPlan", "Method", "prune", "prune_plan", "pruned_state"]
 
-Method = Literal["merge", "magnitude", "activation"]
+Method = Literal["merge", "magnitude", "activation", "learned"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
@@ -55,6 +58,7 @@ def prune(
     inputs: Callable[[Any], Any] = model_inputs,
     example_inputs: Any = None,
     progress: bool = True,
+    meta: MetaAnalyzer | None = None,
 ) -> torch.nn.Module:
     """A smaller copy of `model`: groups lose units, layers shrink, same class.
 
@@ -67,8 +71,10 @@ def prune(
             (the residual stream included).
         method: ``"merge"`` (keep the units that explain the others best and fold the rest
             into them by least squares), ``"magnitude"`` (keep the largest weight-path norms
-            ||in|| * ||out||) or ``"activation"`` (keep the largest RMS activation times
-            outgoing norm).
+            ||in|| * ||out||), ``"activation"`` (keep the largest RMS activation times
+            outgoing norm) or ``"learned"`` (keep the units the meta-analysis network `meta`
+            ranks highest, default `cipm.MetaAnalyzer.pretrained()`, and fold the rest into
+            them as ``merge`` does).
         kinds: group kinds `ratio` applies to (default hidden units, channels, heads).
         data: calibration batches for ``merge``: groups are then pruned one at a time in
             graph order, each folded so that its consumers see the *original* model's
@@ -83,6 +89,7 @@ def prune(
             `cipm.pruning_report` (which module failed, and why), so the result always runs
             and gives outputs of the original's shapes.
         progress: a progress bar over the groups when pruning with `data`.
+        meta: the meta-analysis network for ``"learned"``.
 
     Returns:
         A new model of the same class, physically smaller; with nothing removed, equal to
@@ -99,10 +106,13 @@ def prune(
     traced = example_inputs is None
     examples = graph.example_inputs if traced else example_inputs
     checker = Checker(model, examples, bool(graph.outputs), traced=traced)
-    if method == "merge" and data is not None:
-        pruned, units, whole = merge_in_order(model, graph, kept, data, inputs, progress, checker)
+    chosen = _learned_keep(model, stats, kept, meta) if method == "learned" else None
+    if method in ("merge", "learned") and data is not None:
+        pruned, units, whole = merge_in_order(
+            model, graph, kept, data, inputs, progress, checker, chosen
+        )
     else:
-        plans = _plans(tensors, stats, graph, kept, method)
+        plans = _plans(tensors, stats, graph, kept, method, chosen)
 
         def build(names: Sequence[str]) -> torch.nn.Module:
             state = pruned_state(tensors, graph, {n: plans[n] for n in names})
@@ -122,10 +132,26 @@ def prune_plan(
     sizes: Mapping[str, int] | None = None,
     method: Method = "merge",
     kinds: tuple[GroupKind | str, ...] = PRUNABLE,
+    meta: MetaAnalyzer | None = None,
 ) -> dict[str, GroupPlan]:
     """What `prune` would do without `data`, per group that loses units (see `prune`)."""
     graph, tensors, kept = _checked(model, stats, ratio, sizes, method, kinds, data=False)
-    return _plans(tensors, stats, graph, kept, method)
+    chosen = _learned_keep(model, stats, kept, meta) if method == "learned" else None
+    return _plans(tensors, stats, graph, kept, method, chosen)
+
+
+def _learned_keep(
+    model: torch.nn.Module,
+    stats: Statistics | SymmetryGraph,
+    kept: Mapping[str, int],
+    meta: MetaAnalyzer | None,
+) -> dict[str, torch.Tensor]:
+    """The units the meta-analysis network ranks highest, per group to prune."""
+    from cipm.ordering.canonical import learned
+
+    assert isinstance(stats, Statistics)  # _checked: "learned" needs them
+    scores = learned(meta).scores(model, stats)
+    return {name: top(scores[name], k) for name, k in kept.items()}
 
 
 def _plans(
@@ -134,8 +160,10 @@ def _plans(
     graph: SymmetryGraph,
     kept: Mapping[str, int],
     method: str,
+    chosen: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, GroupPlan]:
-    """Each target group's plan, chosen from the weights (magnitude) or the statistics."""
+    """Each target group's plan, chosen from the weights (magnitude), the statistics, or
+    the kept units `chosen` (learned; folded as merge)."""
     plans: dict[str, GroupPlan] = {}
     for name, k in kept.items():
         group = graph[name]
@@ -145,9 +173,10 @@ def _plans(
         assert isinstance(stats, Statistics)  # _checked: the other methods need them
         second = second_moment(stats[name].moments)
         out_norm = stats[name].features.out_norm
-        if method == "merge":
+        if method in ("merge", "learned"):
             warn_if_few(stats[name].count, k, name)
-            plans[name] = merge_plan(second, second, out_norm, k, stats[name].count)
+            keep = None if chosen is None else chosen[name]
+            plans[name] = merge_plan(second, second, out_norm, k, stats[name].count, keep)
         else:
             plans[name] = selection_plan(top(second.diagonal().sqrt() * out_norm, k))
     return plans
@@ -173,7 +202,7 @@ def _checked(
     elif isinstance(stats, SymmetryGraph):
         graph = stats
         tensors = fitted_tensors(model, graph)
-        if method == "activation" or (method == "merge" and not data):
+        if method in ("activation", "learned") or (method == "merge" and not data):
             raise CipmError(
                 f"method '{method}' needs statistics (cipm.collect(model, graph, data))"
                 + (" or data=..." if method == "merge" else "")
