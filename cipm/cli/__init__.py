@@ -1,4 +1,5 @@
-"""The `cipm` command line: inspect, canonicalize, prune or export a model, list the plugins."""
+"""The `cipm` command line: inspect, canonicalize, prune or export a model, list the plugins,
+train the meta-analysis network (`cipm.cli.meta`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from cipm.cli import meta
 from cipm.cli.sources import FORMATS, batches, check_output, example_input, load_model, load_tensors
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
@@ -37,6 +39,7 @@ EXAMPLES = """examples:
   cipm prune hf_model/ --input ids.pt --ratio 0.5 --method magnitude -o small_hf/
   cipm export model.pt2 --input 1,3,32,32 -o model.onnx
   cipm plugins --block torch_attention
+  cipm meta train -o meta.safetensors          train a meta-analysis network on the zoo
 
 models: a Hugging Face folder, safetensors (or state-dict .pt) weights with --factory
 MODULE:CALLABLE that builds the model, a torch.export archive (.pt2), or a built-in example
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "meta":
+            return meta.run(args)
         return _modify(args)
     except CipmError as e:
         print(f"cipm: error: {e}", file=sys.stderr)
@@ -115,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins = sub.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--block", action="append", default=[], help="plugin name to block")
+    meta.add_parser(sub)
     return parser
 
 
@@ -196,7 +202,7 @@ def _modify(args: argparse.Namespace) -> int:
         sizes = dict(_size(s) for s in args.size)
         if args.ratio is None and not sizes:
             raise CipmError("say how much to prune: --ratio FRACTION or --size GROUP=UNITS")
-        if args.method in ("merge", "activation") and args.data is None:
+        if args.method in ("merge", "activation", "learned") and args.data is None:
             raise CipmError(f"--method {args.method} needs --data (calibration inputs)")
         data = batches(load_tensors(args.data, "data"), args.batch) if args.data else None
     model, example = _source(args)
@@ -209,7 +215,7 @@ def _modify(args: argparse.Namespace) -> int:
         show = not args.quiet and sys.stderr.isatty()
         method: Method = args.method or ("merge" if data is not None else "magnitude")
         stats: Statistics | SymmetryGraph = graph  # merge with data reads the data itself
-        if method == "activation":
+        if method in ("activation", "learned"):
             stats = collect(model, graph, data or [], progress=show)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CipmWarning)  # groups kept whole: said below

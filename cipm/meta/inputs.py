@@ -2,16 +2,19 @@
 
 Nodes are every group's units with invariant features (activation mean and spread, weight
 norms in and out, bias, how strongly the unit correlates with the others), standardized
-within the group so the same network serves any width and scale. Edges of two relations:
-``intra`` links each unit to its top-k |correlation| neighbours in its group (correlation as
-attribute); ``weights`` links, for every weight whose rows are one group's units and whose
-columns another's, each output unit to its k largest-magnitude inputs (magnitude relative to
-the weight's mean as attribute). Edges of zero weight are dropped: a dead unit's all-zero
-correlations must not pick neighbours by position, which would make scores depend on order.
+within the group so the same network serves any width and scale. Four relations, each a
+sparse matrix that averages over a unit's neighbours with the edges' weights: within a group,
+each unit's top-k |correlation| neighbours, weighted by the correlation (``correlation``)
+and by its magnitude (``strength``); between groups, for every weight whose rows are one
+group's units and whose columns another's, each output unit's k largest-magnitude inputs
+(``inputs``, magnitude relative to the weight's mean) and the transpose (``outputs``: the
+units a unit feeds). Edges of zero weight are dropped: a dead unit's all-zero correlations
+must not pick neighbours by position, which would make scores depend on order.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,7 +26,7 @@ from cipm.meta.config import MetaConfig
 from cipm.statistics.corrgraph import top_k_edges
 from cipm.statistics.group import GroupStatistics, Statistics
 
-__all__ = ["FEATURES", "MetaInput", "meta_input"]
+__all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]
 
 FEATURES = (
     "mean",
@@ -35,20 +38,19 @@ FEATURES = (
     "max_abs_corr",
     *(f"kind_{k.value}" for k in GroupKind),
 )
+RELATIONS = ("correlation", "strength", "inputs", "outputs")
 _WEIGHT_FEATURES = slice(2, 5)
 _CLAMP = 6.0  # standardized features beyond this many deviations carry no more information
 
 
 @dataclass(frozen=True)
 class MetaInput:
-    """One model's units as a graph (float64): node features, both edge relations, and
-    which group each node belongs to (nodes are the groups' units in graph order)."""
+    """One model's units as a graph (float64): node features, the `RELATIONS` as sparse
+    (nodes, nodes) CSR matrices whose row i averages over unit i's neighbours, and which
+    group each node belongs to (nodes are the groups' units in graph order)."""
 
     x: torch.Tensor  # (nodes, len(FEATURES))
-    intra_index: torch.Tensor  # (2, edges), unit -> correlated unit of the same group
-    intra_attr: torch.Tensor  # (edges, 2): correlation, |correlation|
-    weight_index: torch.Tensor  # (2, edges), input unit -> output unit
-    weight_attr: torch.Tensor  # (edges, 1)
+    relations: Mapping[str, torch.Tensor]
     node_group: torch.Tensor  # (nodes,) index into `groups`
     groups: tuple[str, ...]
     offsets: tuple[int, ...]  # first node of each group, and the number of nodes last
@@ -74,16 +76,20 @@ def meta_input(
         xs.append(_features(s, relation, config))
         index, attr = _nonzero(*top_k_edges(relation, config.k, exclude_self=True))
         intra_index.append(index + offsets[i])
-        intra_attr.append(torch.cat([attr, attr.abs()], 1))
-    weight_index, weight_attr = _weight_edges(
+        intra_attr.append(attr[:, 0])
+    index, attr = torch.cat(intra_index, 1), torch.cat(intra_attr)
+    nodes = offsets[-1]
+    w_index, w_attr = _weight_edges(
         graph, tensors, config, dict(zip(names, offsets[:-1], strict=True))
     )
     return MetaInput(
         x=torch.cat(xs),
-        intra_index=torch.cat(intra_index, 1),
-        intra_attr=torch.cat(intra_attr),
-        weight_index=weight_index,
-        weight_attr=weight_attr,
+        relations={
+            "correlation": _mean_matrix(index, attr, nodes),
+            "strength": _mean_matrix(index, attr.abs(), nodes),
+            "inputs": _mean_matrix(w_index, w_attr, nodes),
+            "outputs": _mean_matrix(w_index.flip(0), w_attr, nodes),
+        },
         node_group=torch.cat(
             [torch.full((g.size,), i, dtype=torch.long) for i, g in enumerate(graph)]
         ),
@@ -137,6 +143,17 @@ def _standardized(v: torch.Tensor) -> torch.Tensor:
     return ((v - v.mean()) / spread).clamp(-_CLAMP, _CLAMP)
 
 
+def _mean_matrix(index: torch.Tensor, weight: torch.Tensor, nodes: int) -> torch.Tensor:
+    """Sparse CSR (nodes, nodes): row `index[0]`, column `index[1]`, the weight over the
+    row's number of edges."""
+    degree = torch.bincount(index[0], minlength=nodes).clamp_min(1).to(torch.float64)
+    values = weight.to(torch.float64) / degree[index[0]]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        coo = torch.sparse_coo_tensor(index, values, (nodes, nodes), check_invariants=True)
+        return coo.coalesce().to_sparse_csr()
+
+
 def _nonzero(index: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     keep = attr[:, 0] != 0
     return index[:, keep], attr[keep]
@@ -148,7 +165,8 @@ def _weight_edges(
     config: MetaConfig,
     offsets: Mapping[str, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input unit -> output unit through each weight whose dims 0 and 1 are whole groups."""
+    """Edges (output unit, input unit) through each weight whose dims 0 and 1 are whole
+    groups, with their relative magnitude (edges,)."""
     layouts = {(a.key, a.dim): a.layout for a in graph.axes}
     indices, attrs = [], []
     if config.hierarchical:
@@ -166,10 +184,10 @@ def _weight_edges(
             index, attr = _nonzero(*top_k_edges(magnitude / mean, config.k_weights))
             indices.append(
                 torch.stack(
-                    [index[1] + offsets[in_layout.group], index[0] + offsets[out_layout.group]]
+                    [index[0] + offsets[out_layout.group], index[1] + offsets[in_layout.group]]
                 )
             )
-            attrs.append(attr)
+            attrs.append(attr[:, 0])
     if not indices:
-        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 1, dtype=torch.float64)
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     return torch.cat(indices, 1), torch.cat(attrs)

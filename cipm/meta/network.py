@@ -1,11 +1,13 @@
 """`MetaNetwork`: message passing over a model's units, one score per unit.
 
-Every round updates each unit's embedding from four messages: its correlated neighbours in
-its group (intra-layer), the units that feed it and the units it feeds through weights
-(inter-layer, two relations since the directions differ), and the means over its group and
-over all groups (global). Messages are means, every map is applied unit by unit, and nothing
-reads a unit's position, so permuting a model's units permutes the scores (equivariance) and
-the same weights serve groups of any width.
+Every round updates each unit's embedding from its neighbours in every relation of
+`cipm.meta.inputs` (its correlated units in its group, by signed and by absolute correlation:
+intra-layer; the units that feed it and the units it feeds through weights: inter-layer) and
+from the means over its group and over all groups (global). A relation's message is a
+weighted mean of the neighbours' embeddings, one sparse product (torch-geometric's ``spmm``);
+every other map is applied unit by unit, and nothing reads a unit's position, so permuting a
+model's units permutes the scores (equivariance) and the same weights serve groups of any
+width.
 """
 
 from __future__ import annotations
@@ -13,30 +15,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter
+from torch_geometric.utils import scatter, spmm
 
 from cipm.meta.config import MetaConfig
-from cipm.meta.inputs import FEATURES, MetaInput
+from cipm.meta.inputs import FEATURES, RELATIONS, MetaInput
 
 __all__ = ["MetaNetwork"]
 
 
 class _Relation(MessagePassing):
-    """Mean over a unit's neighbours of relu(W h_j + U e_ij): the node map runs once per
-    unit, so a message costs one addition per edge and channel."""
+    """The weighted mean of the neighbours' embeddings under one relation, mapped by W."""
 
-    def __init__(self, hidden: int, edge_dim: int) -> None:
-        super().__init__(aggr="mean")
-        self.node = nn.Linear(hidden, hidden)
-        self.edge = nn.Linear(edge_dim, hidden, bias=False)
+    def __init__(self, hidden: int) -> None:
+        super().__init__(aggr="sum")
+        self.lin = nn.Linear(hidden, hidden, bias=False)
 
-    def forward(
-        self, h: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor
-    ) -> torch.Tensor:
-        return self.propagate(edge_index, x=self.node(h), e=self.edge(edge_attr))
+    def forward(self, h: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        return self.propagate(matrix, x=self.lin(h))
 
-    def message(self, x_j: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x_j + e)
+    def message_and_aggregate(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return spmm(matrix, x, reduce="sum")
 
 
 class _Round(nn.Module):
@@ -44,28 +42,19 @@ class _Round(nn.Module):
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.intra = _Relation(hidden, 2)
-        self.feeds_me = _Relation(hidden, 1)
-        self.i_feed = _Relation(hidden, 1)
-        self.update = nn.Sequential(
-            nn.Linear(6 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)
-        )
+        self.relations = nn.ModuleDict({r: _Relation(hidden) for r in RELATIONS})
+        width = (len(RELATIONS) + 3) * hidden
+        self.update = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, h: torch.Tensor, g: MetaInput, hierarchical: bool) -> torch.Tensor:
-        groups = len(g.groups)
-        group_mean = scatter(h, g.node_group, dim=0, dim_size=groups, reduce="mean")
-        parts = [h, self.intra(h, g.intra_index, g.intra_attr), group_mean[g.node_group]]
-        if hierarchical:
-            backwards = g.weight_index.flip(0)
-            every = group_mean.mean(0, keepdim=True).expand_as(h)
-            parts += [
-                self.feeds_me(h, g.weight_index, g.weight_attr),
-                self.i_feed(h, backwards, g.weight_attr),
-                every,
-            ]
-        else:
-            parts += [torch.zeros_like(h)] * 3
+        group_mean = scatter(h, g.node_group, dim=0, dim_size=len(g.groups), reduce="mean")
+        every = group_mean.mean(0, keepdim=True).expand_as(h)
+        parts = [h, group_mean[g.node_group], every if hierarchical else torch.zeros_like(h)]
+        for name, relation in self.relations.items():
+            between = name in ("inputs", "outputs")
+            use = hierarchical or not between
+            parts.append(relation(h, g.relations[name]) if use else torch.zeros_like(h))
         return self.norm(h + self.update(torch.cat(parts, 1)))
 
 

@@ -55,7 +55,7 @@ class Moments:
 
     @property
     def std(self) -> torch.Tensor:
-        return self.cov.diagonal().clamp_min(0).sqrt()
+        return (self.comoment.diagonal() / max(self.count - 1, 1)).clamp_min(0).sqrt()
 
     @property
     def corr(self) -> torch.Tensor:
