@@ -1,0 +1,181 @@
+"""A trained meta-analysis network beside the analytic policies, on zoo models it did not
+train on: the rows behind ``cipm meta eval`` and ``benchmarks/meta.py``.
+
+Per specimen: test accuracy after pruning a `ratio` of every prunable group (learned keep
+and merge fold; analytic merge; magnitude); how stable each order is between the two
+disjoint calibration views (Spearman correlation of the scores: learned; activation RMS for
+the analytic canonical key); how diagonal the reorganized correlation matrices are (learned
+order; optimal leaf ordering; spectral). Per pair of specimens trained apart: how well unit
+i of one matches unit i of the other once each is canonicalized alone (mean correlation of
+the units at equal positions: learned; analytic with statistics; weight matching, the upper
+bound; as trained, the random baseline).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cipm.errors import CipmWarning
+
+__all__ = ["PairRow", "SpecimenRow", "evaluate_pairs", "evaluate_specimens", "table"]
+
+PRUNING = ("learned", "merge", "magnitude")
+SERIATION = ("learned", "olo", "spectral")
+MATCHING = ("learned", "analytic", "weight", "random")
+
+
+@dataclass(frozen=True)
+class SpecimenRow:
+    name: str
+    split: str
+    accuracy: float
+    pruned: Mapping[str, float]  # method -> test accuracy after pruning
+    stability: Mapping[str, float]  # "learned" / "analytic" -> Spearman between views
+    diagonality: Mapping[str, float]  # seriation -> mean over groups
+
+
+@dataclass(frozen=True)
+class PairRow:
+    name: str  # "a ~ b"
+    matched: Mapping[str, float]  # method -> mean correlation of units at equal positions
+
+
+def evaluate_specimens(
+    meta: Any, zoo: Sequence[Any], test: Mapping[str, Any], *, ratio: float = 0.5
+) -> list[SpecimenRow]:
+    """Rows for every specimen; `test` maps a family to its test batches."""
+    from tqdm.auto import tqdm
+
+    from cipm.ordering.seriation import diagonality, reorganize
+    from cipm.pruning.structured import prune
+
+    rows = []
+    for s in tqdm(zoo, desc="meta eval", leave=False):
+        stats = s.stats
+        pruned = {}
+        for method in PRUNING:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CipmWarning)
+                small = prune(s.model, stats, ratio=ratio, method=method, meta=meta, progress=False)
+            pruned[method] = _accuracy(small, test[s.spec.family])
+        first, second = (meta.scores(s.model, v) for v in s.views[:2])
+        rms = [{g: _rms(v[g].moments) for g in v} for v in s.views[:2]]
+        stability = {"learned": _spearman(first, second), "analytic": _spearman(*rms)}
+        diagonal = {}
+        for method in SERIATION:
+            order = reorganize(s.model, stats, method=method, meta=meta)
+            values = [
+                diagonality(stats[g].corr, order[g]) for g in stats if stats[g].group.size > 2
+            ]
+            diagonal[method] = sum(values) / max(len(values), 1)
+        rows.append(SpecimenRow(s.spec.name, s.split, s.accuracy, pruned, stability, diagonal))
+    return rows
+
+
+def evaluate_pairs(meta: Any, pairs: Sequence[tuple[Any, Any]]) -> list[PairRow]:
+    """Rows for pairs of specimens of one architecture trained apart (data: the first's
+    calibration batches)."""
+    from cipm.alignment.dispatch import align
+    from cipm.ordering.canonical import canonicalize
+    from cipm.statistics.collection import collect, collect_cross
+    from cipm.tensors.modify import permute
+
+    rows = []
+    for a, b in pairs:
+        graph, data = a.graph, a.calibration
+        sa = collect(a.model, graph, data, progress=False)
+        sb = collect(b.model, graph, data, progress=False)
+        placed = {
+            "learned": (
+                canonicalize(a.model, graph, stats=sa, method="learned", meta=meta),
+                canonicalize(b.model, graph, stats=sb, method="learned", meta=meta),
+            ),
+            "analytic": (
+                canonicalize(a.model, graph, stats=sa),
+                canonicalize(b.model, graph, stats=sb),
+            ),
+            "weight": (a.model, permute(b.model, align(b.model, a.model, graph))),
+            "random": (a.model, b.model),
+        }
+        matched = {}
+        for method, (ma, mb) in placed.items():
+            cross = collect_cross(ma, mb, graph, data, progress=False)
+            values = [float(cross.corr(g).diagonal().mean()) for g in cross]
+            matched[method] = sum(values) / len(values)
+        rows.append(PairRow(f"{a.spec.name} ~ s{b.spec.seed}", matched))
+    return rows
+
+
+def table(specimens: Sequence[SpecimenRow], pairs: Sequence[PairRow], ratio: float) -> str:
+    """The rows as text tables, with a mean row per split."""
+    lines = [
+        f"pruning {ratio:.0%} (test accuracy), order stability between calibration views "
+        "(Spearman), reorganization (diagonality)",
+        f"{'model':<26} {'split':<15} {'orig':>5} "
+        + " ".join(f"{'p:' + m:>11}" for m in PRUNING)
+        + " "
+        + " ".join(f"{'stab:' + m:>13}" for m in ("learned", "analytic"))
+        + " "
+        + " ".join(f"{'diag:' + m:>13}" for m in SERIATION),
+    ]
+
+    def row(name: str, split: str, rs: Sequence[SpecimenRow]) -> str:
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
+        return (
+            f"{name:<26} {split:<15} {mean([r.accuracy for r in rs]):>5.3f} "
+            + " ".join(f"{mean([r.pruned[m] for r in rs]):>11.3f}" for m in PRUNING)
+            + " "
+            + " ".join(
+                f"{mean([r.stability[m] for r in rs]):>13.3f}" for m in ("learned", "analytic")
+            )
+            + " "
+            + " ".join(f"{mean([r.diagonality[m] for r in rs]):>13.3f}" for m in SERIATION)
+        )
+
+    for r in specimens:
+        lines.append(row(r.name, r.split, [r]))
+    for split in dict.fromkeys(r.split for r in specimens):
+        lines.append(row("mean", split, [r for r in specimens if r.split == split]))
+    if pairs:
+        lines += [
+            "",
+            "canonical form, each model alone: mean correlation of units at equal positions",
+            f"{'pair':<34} " + " ".join(f"{m:>9}" for m in MATCHING),
+        ]
+        lines += [
+            f"{p.name:<34} " + " ".join(f"{p.matched[m]:>9.3f}" for m in MATCHING) for p in pairs
+        ]
+        lines.append(
+            f"{'mean':<34} "
+            + " ".join(f"{sum(p.matched[m] for p in pairs) / len(pairs):>9.3f}" for m in MATCHING)
+        )
+    return "\n".join(lines)
+
+
+def _accuracy(model: torch.nn.Module, batches: Any) -> float:
+    with torch.no_grad():
+        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+    return right / sum(len(y) for _, y in batches)
+
+
+def _rms(m: Any) -> torch.Tensor:
+    return (m.comoment.diagonal() / m.count + m.mean.square()).sqrt()
+
+
+def _spearman(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """Mean over groups (of 3+ units) of the rank correlation of two score vectors."""
+    values = []
+    for g, x in a.items():
+        if x.numel() < 3:
+            continue
+        ra, rb = (v.argsort().argsort().to(torch.float64) for v in (x, b[g]))
+        ra, rb = ra - ra.mean(), rb - rb.mean()
+        values.append(float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300)))
+    return sum(values) / max(len(values), 1)
