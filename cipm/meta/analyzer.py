@@ -179,7 +179,7 @@ class MetaAnalyzer:
             raise CipmError(f"cannot read a meta-network from {path}: {e}") from None
         if meta.get("format") != FORMAT:
             raise CipmError(f"{path} is not a cipm meta-network (format {meta.get('format')})")
-        analyzer = cls(MetaConfig.from_json(meta["config"]))
+        analyzer = cls(MetaConfig.from_json(meta.get("config", "")))
         try:
             analyzer.network.load_state_dict(tensors)
         except RuntimeError as e:
