@@ -201,11 +201,6 @@ def test_learned_canonical_form_is_idempotent(mlp: Case, meta: cipm.MetaAnalyzer
     assert meta.policy(canon, mlp.collect(canon)).is_identity()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="top-k neighbours tied in |correlation| are picked by position "
-    "(cipm/statistics/corrgraph.py top_k_edges, used by cipm/meta/inputs.py meta_input)",
-)
 def test_scores_are_equivariant_with_tied_correlations() -> None:
     """Hidden units that each fire on one sample only are equally correlated with each
     other, so a unit's k-th and (k+1)-th neighbours tie exactly; the scores must not depend
@@ -494,9 +489,6 @@ def test_loading_what_is_not_a_network_is_an_error(tmp_path: Path) -> None:
         cipm.MetaAnalyzer.load(shrunk)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MetaAnalyzer.load parses the history unguarded (a JSONDecodeError)"
-)
 def test_loading_a_network_with_corrupt_history_is_an_error(tmp_path: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file

@@ -184,7 +184,11 @@ class MetaAnalyzer:
             analyzer.network.load_state_dict(tensors)
         except RuntimeError as e:
             raise CipmError(f"{path}: weights do not fit its config: {e}") from None
-        analyzer.history = History(tuple(json.loads(meta.get("history", "[]"))))
+        try:
+            rows = json.loads(meta.get("history", "[]"))
+        except json.JSONDecodeError as e:
+            raise CipmError(f"{path}: its training history is not JSON: {e}") from None
+        analyzer.history = History(tuple(rows))
         return analyzer
 
     @classmethod

@@ -8,12 +8,15 @@ each unit's top-k |correlation| neighbours, weighted by the correlation (``corre
 and by its magnitude (``strength``); between groups, for every weight whose rows are one
 group's units and whose columns another's, each output unit's k largest-magnitude inputs
 (``inputs``, magnitude relative to the weight's mean) and the transpose (``outputs``: the
-units a unit feeds). Edges of zero weight are dropped: a dead unit's all-zero correlations
-must not pick neighbours by position, which would make scores depend on order.
+units a unit feeds). Neighbours are chosen so that no order can change them: values are
+rounded to a grid 40 bits below the largest (two values equal but for rounding noise are
+equal), every neighbour tied with the k-th is kept, and edges of zero weight are dropped (a
+dead unit's all-zero correlations must not pick neighbours by position).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +26,6 @@ import torch
 from cipm.graph.layout import Leaf
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.meta.config import MetaConfig
-from cipm.statistics.corrgraph import top_k_edges
 from cipm.statistics.group import GroupStatistics, Statistics
 
 __all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]
@@ -74,9 +76,9 @@ def meta_input(
         s = stats[name]
         relation = _relation(s, config)
         xs.append(_features(s, relation, config))
-        index, attr = _nonzero(*top_k_edges(relation, config.k, exclude_self=True))
+        index, attr = _neighbours(relation, config.k, exclude_self=True)
         intra_index.append(index + offsets[i])
-        intra_attr.append(attr[:, 0])
+        intra_attr.append(attr)
     index, attr = torch.cat(intra_index, 1), torch.cat(intra_attr)
     nodes = offsets[-1]
     w_index, w_attr = _weight_edges(
@@ -154,9 +156,24 @@ def _mean_matrix(index: torch.Tensor, weight: torch.Tensor, nodes: int) -> torch
         return coo.coalesce().to_sparse_csr()
 
 
-def _nonzero(index: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    keep = attr[:, 0] != 0
-    return index[:, keep], attr[keep]
+def _neighbours(
+    scores: torch.Tensor, k: int, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges (row, column) from each row to its k columns of largest |score| and every
+    column tied with the k-th (|score| rounded to 40 bits below the largest), none of zero
+    score; the attribute (edges,) is the score. The same edges for any order of rows and
+    columns."""
+    cols = scores.shape[1]
+    top = float(scores.abs().max()) if scores.numel() else 0.0
+    kk = min(k, cols - 1 if exclude_self else cols)
+    if top == 0.0 or kk < 1:
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=scores.dtype)
+    grid = torch.round(torch.ldexp(scores.abs(), torch.tensor(40 - math.frexp(top)[1])))
+    if exclude_self:
+        grid.fill_diagonal_(-1.0)
+    kth = grid.topk(kk, dim=1).values[:, -1:]
+    index = torch.nonzero((grid >= kth) & (grid > 0)).T
+    return index, scores[index[0], index[1]]
 
 
 def _weight_edges(
@@ -181,13 +198,13 @@ def _weight_edges(
             mean = float(magnitude.mean())
             if mean == 0.0:
                 continue
-            index, attr = _nonzero(*top_k_edges(magnitude / mean, config.k_weights))
+            index, attr = _neighbours(magnitude / mean, config.k_weights)
             indices.append(
                 torch.stack(
                     [index[0] + offsets[out_layout.group], index[1] + offsets[in_layout.group]]
                 )
             )
-            attrs.append(attr[:, 0])
+            attrs.append(attr)
     if not indices:
         return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     return torch.cat(indices, 1), torch.cat(attrs)
