@@ -6,10 +6,14 @@ scores about 1, so that the weights of a sum compare.
   with every prunable group's units scaled by a soft keep-mask of their ranks (at 25, 50 and
   75 % kept), and the output error is divided by that of random orders.
 - ``correlation``: correlated units get close ranks (seriation): sum |corr_ij| (r_i - r_j)^2
-  over pairs, relative to random ranks.
-- ``stability``: the ranks from disjoint calibration views of the data agree.
+  over pairs (|corr| summing to 1) over twice the ranks' variance, a Rayleigh quotient as in
+  spectral seriation: soft ranks that crowd together (near-tied scores average) gain
+  nothing, so the network cannot win by collapsing them.
+- ``stability``: the ranks from disjoint calibration views of the data agree: 1 - their
+  correlation (a soft Spearman distance, as blind to crowding).
 - ``alignment``: a partner model's units get the ranks of the subject's units they match
-  (targets from activation matching); subjects without a partner contribute nothing.
+  (targets from activation matching): 1 - the correlation of the matched ranks; subjects
+  without a partner contribute nothing.
 - ``canonicalization``: scores stay apart, so the order survives small noise: mean of
   exp(-gap / mean gap) over neighbouring sorted scores.
 """
@@ -32,7 +36,6 @@ from cipm.pruning.targets import PRUNABLE
 KEEP = (0.25, 0.5, 0.75)  # fractions of units the compression objective keeps
 SHARPNESS = 0.05  # width of the soft keep-mask, in normalized rank
 RANDOM_ORDERS = 4  # random orders that set the compression objective's scale
-RANDOM_PAIRS = 1.0 / 6.0  # E (r_i - r_j)^2 for independent uniform ranks
 
 
 @hookimpl
@@ -122,7 +125,8 @@ def correlation(batch: ObjectiveInput) -> torch.Tensor:
     terms = []
     for name, a in strengths.items():
         r = batch.ranks[name]
-        terms.append((a * (r[:, None] - r[None, :]).square()).sum() / RANDOM_PAIRS)
+        spread = 2.0 * r.var(unbiased=False) + 1e-12
+        terms.append((a * (r[:, None] - r[None, :]).square()).sum() / spread)
     return _mean(terms, batch)
 
 
@@ -164,7 +168,8 @@ def _rank_distances(
         if r.numel() < 2:
             continue
         other = b[name] if target is None else b[name][target[name]]  # type: ignore[index]
-        yield (r - other).square().mean() / RANDOM_PAIRS
+        x, y = r - r.mean(), other - other.mean()
+        yield 1.0 - (x * y).sum() / (x.norm() * y.norm() + 1e-12)
 
 
 def _mean(terms: Iterable[torch.Tensor], batch: ObjectiveInput) -> torch.Tensor:

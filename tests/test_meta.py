@@ -298,7 +298,7 @@ def test_alignment_objective_is_zero_for_a_planted_partner(mlp: Case) -> None:
         analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
         history = analyzer.fit([s], {"alignment": 1.0}, steps=1, batch=1, progress=False)
         losses[label] = history.rows[0]["alignment"]
-    assert losses["right"] < 1e-20 and losses["wrong"] > 0.1, losses
+    assert losses["right"] < 1e-10 and losses["wrong"] > 0.1, losses
 
 
 def test_objectives_that_lack_their_inputs_say_so(mlp: Case) -> None:

@@ -52,9 +52,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.meta_command == "train":
         return _train(args)
-    from cipm.cli.meta_eval import evaluate
+    return _evaluate(args)
 
-    return evaluate(args)
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cipm.meta.analyzer import MetaAnalyzer
+    from cipm.meta.evaluate import evaluate_pairs, evaluate_specimens, table
+    from cipm.meta.zoo import SPLITS, family_data, load_zoo, pairs
+
+    meta = (
+        MetaAnalyzer.pretrained()
+        if args.network == "pretrained"
+        else MetaAnalyzer.load(args.network)
+    )
+    splits = args.split or [s for s in SPLITS if s != "train"]
+    zoo = load_zoo(args.zoo, splits)
+    test = {f: family_data(f)[1] for f in {s.spec.family for s in zoo}}
+    rows = evaluate_specimens(meta, zoo, test, ratio=args.ratio)
+    print(table(rows, evaluate_pairs(meta, pairs(zoo)), args.ratio))
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
