@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    build_zoo(args.zoo)
+    build_zoo(args.zoo, progress=False)
     meta = (
         cipm.MetaAnalyzer.pretrained()
         if args.network == "pretrained"
