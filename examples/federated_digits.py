@@ -1,5 +1,6 @@
 """Federated learning on digits under label skew, on Flower: FedAvg against matched averaging
-(`cipm.federated.MatchedAveraging`), and one-shot merging of independently trained clients.
+(`cipm.federated.MatchedAveraging`) and learned co-canonicalization, and one-shot merging of
+independently trained clients.
 
     python examples/federated_digits.py [--rounds 10] [--clients 5] [--alpha 0.1]
         [--out docs/img/federated_digits.png]
@@ -9,13 +10,13 @@ classes per client). Every round each client trains the global MLP for a few epo
 own data; the server aggregates with Flower's FedAvg or with matched averaging (each client
 weight-matched to the global model first). Both run in Flower's simulation engine (Ray),
 each in a child process under a timeout. Test accuracy of the global model after every
-round is printed. The third column, learned co-canonicalization (clients sort their units by
-the meta-analysis network's scores, the server averages without matching), awaits that
-network (issue 14) and is not run.
+round is printed. The third column is learned co-canonicalization: each client sorts its
+units by the pretrained meta-analysis network's scores on its own data before it replies
+(`cipm.federated.canonical_client`), and the server averages with FedAvg, no matching.
 
 One-shot: 4 clients trained from different initializations, merged once by plain averaging,
-by matched averaging (MergeMany-style passes), and with REPAIR on 256 unlabeled inputs the
-server holds, against the best single client.
+by matched averaging (MergeMany-style passes), with REPAIR on 256 unlabeled inputs the
+server holds, and by learned co-canonicalization, against the best single client.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from cipm.testing import zoo
 from cipm.testing.data import digits, train_classifier
 
 Part = tuple[torch.Tensor, torch.Tensor]
+
+
+STRATEGIES = ("fedavg", "matched", "learned")
 
 
 def make_model(width: int, seed: int = 0) -> nn.Module:
@@ -99,6 +103,8 @@ def simulate(
         train_classifier(
             model, batches(parts[k]), epochs=args.epochs, seed=1000 * server_round + k, lr=args.lr
         )
+        if strategy_name == "learned":  # sorted by the meta-network, on this client's data
+            model = cipm.federated.canonical_client(model, graph, batches(parts[k]))
         reply = RecordDict(
             {
                 "arrays": ArrayRecord(cipm.federated.update_arrays(model)),
@@ -125,9 +131,9 @@ def simulate(
             "min_available_nodes": len(parts),
         }
         strategy = (
-            FedAvg(**common)
-            if strategy_name == "fedavg"
-            else cipm.federated.MatchedAveraging(model=init, graph=graph, **common)
+            cipm.federated.MatchedAveraging(model=init, graph=graph, **common)
+            if strategy_name == "matched"
+            else FedAvg(**common)  # learned: the clients sent canonical models
         )
         result = strategy.start(
             grid=grid,
@@ -179,6 +185,10 @@ def one_shot(args: argparse.Namespace, train: Part, test: Part, alpha: float) ->
     sizes = [len(p[1]) for p in parts]
     shares = [n / sum(sizes) for n in sizes]
     matched = cipm.federated.matched_average(models[0], models, graph, weights=sizes, passes=3)
+    own = [
+        cipm.collect(m, graph, [p[0]], progress=False) for m, p in zip(models, parts, strict=True)
+    ]
+    learned = cipm.federated.canonical_average(models, graph, own, weights=sizes)
     repaired = cipm.federated.matched_average(
         models[0], models, graph, weights=sizes, passes=3, data=calibration, repair=True
     )
@@ -188,6 +198,7 @@ def one_shot(args: argparse.Namespace, train: Part, test: Part, alpha: float) ->
         "plain average": accuracy(cipm.merge(models, graph, weights=shares), test),
         "matched": accuracy(matched, test),
         "matched + REPAIR": accuracy(repaired, test),
+        "learned co-canon.": accuracy(learned, test),
     }
 
 
@@ -199,7 +210,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="local epochs per round")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--only", choices=["fedavg", "matched"], default=None)
+    parser.add_argument("--only", choices=STRATEGIES, default=None)
     parser.add_argument("--one-shot-clients", type=int, default=4)
     parser.add_argument("--one-shot-alpha", type=float, default=1.0)
     parser.add_argument("--one-shot-epochs", type=int, default=30)
@@ -219,7 +230,7 @@ def main() -> None:
     print(f"{args.clients} clients, label skew Dirichlet({args.alpha}): examples per class")
     for k, (_, y) in enumerate(parts):
         print(f"  client {k}: {torch.bincount(y, minlength=10).tolist()}")
-    names = [args.only] if args.only else ["fedavg", "matched"]
+    names = [args.only] if args.only else list(STRATEGIES)
     curves: dict[str, list[float]] = {}
     for name in names:
         result = bounded(name, args)
@@ -227,15 +238,14 @@ def main() -> None:
             print(f"{name}: the Flower simulation did not finish within {args.timeout:.0f} s")
             continue
         curves[name] = result
-    print(f"\n{'round':>5s}  {'FedAvg':>8s}  {'matched':>8s}  learned co-canonicalization")
+    print(f"\n{'round':>5s}  {'FedAvg':>8s}  {'matched':>8s}  {'learned co-canon.':>17s}")
     for r in range(args.rounds):
-        cells = [
-            f"{curves[n][r]:8.1%}" if n in curves else f"{'-':>8s}" for n in ("fedavg", "matched")
-        ]
-        print(f"{r + 1:5d}  {cells[0]}  {cells[1]}  awaits the meta-network (issue 14)")
-    if len(curves) == 2:
-        gap = curves["matched"][-1] - curves["fedavg"][-1]
-        print(f"matched - FedAvg after {args.rounds} rounds: {100 * gap:+.1f} points")
+        cells = [f"{curves[n][r]:8.1%}" if n in curves else f"{'-':>8s}" for n in STRATEGIES]
+        print(f"{r + 1:5d}  {cells[0]}  {cells[1]}  {cells[2]:>17s}")
+    for name in ("matched", "learned"):
+        if name in curves and "fedavg" in curves:
+            gap = curves[name][-1] - curves["fedavg"][-1]
+            print(f"{name} - FedAvg after {args.rounds} rounds: {100 * gap:+.1f} points")
     shots = {}
     if not args.no_one_shot:
         for label, alpha in (

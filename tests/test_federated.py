@@ -245,3 +245,27 @@ def test_two_round_flower_simulation(tmp_path: Path) -> None:
     assert all(float(r[2].rstrip("%")) > 30.0 for r in rows)  # chance is 10 %
     assert "awaits the meta-network (issue 14)" in run.stdout
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_bn"])
+def test_learned_co_canonicalization_of_planted_clients_is_the_canonical_model(name: str) -> None:
+    """Clients that are permuted copies of one model, each canonicalized alone from
+    statistics of its own data (the same data here), average to that model's learned
+    canonical form exactly: no client was matched to another."""
+    from cipm.federated import canonical_average, canonical_client
+
+    graph = traced(name)
+    model, perms = planted(name)
+    model = model.double()
+    data = [x.double() for x in shards(name, 2)]
+    clients = [cipm.permute(model, p) for p in perms]
+    stats = [cipm.collect(c, graph, data, progress=False) for c in clients]
+    meta = cipm.MetaAnalyzer.pretrained()
+    merged = canonical_average(clients, graph, stats, weights=[1, 2, 3], meta=meta)
+    own = cipm.collect(model, graph, data, progress=False)
+    assert_state_equal(merged, cipm.canonicalize(model, graph, stats=own, method="learned"))
+    assert_state_equal(canonical_client(clients[0], graph, data, meta=meta), merged)
+    with torch.no_grad():  # the same function as the model
+        assert torch.allclose(merged(data[0]), model(data[0]), rtol=1e-10, atol=1e-12)
+    with pytest.raises(cipm.CipmError, match="one per client"):
+        canonical_average(clients, graph, stats[:1])

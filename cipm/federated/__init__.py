@@ -3,9 +3,9 @@ aggregation of client updates as a pure function (`aggregate_updates`), and a Fl
 that does it each round (`MatchedAveraging`, loaded on first use: it needs the
 ``federated`` extra, and `import cipm` never imports Flower or Ray).
 
-Learned co-canonicalization (each client sorts its units by the meta-analysis network's
-scores, the server averages without pairwise matching) is not here: it needs the pretrained
-meta-network of issue 14, which does not exist yet.
+Learned co-canonicalization: each client sorts its units by the meta-analysis network's
+scores on its own data (`canonical_client`), the server averages without pairwise matching
+(`canonical_average`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cipm.federated.average import match_clients, matched_average
+from cipm.federated.canonical import canonical_average, canonical_client
 from cipm.federated.updates import (
     STATISTICS_PREFIX,
     ClientUpdate,
@@ -29,6 +30,8 @@ __all__ = [
     "ClientUpdate",
     "MatchedAveraging",
     "aggregate_updates",
+    "canonical_average",
+    "canonical_client",
     "match_clients",
     "matched_average",
     "split_update",
