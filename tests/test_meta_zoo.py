@@ -125,9 +125,13 @@ def test_loaded_model_is_the_trained_one(specimens: dict[str, zoo.Specimen], nam
     s = specimens[name]
     family = zoo.FAMILY[s.spec.family]
     train, test = family.data()
-    with zoo._one_thread():  # the build's recipe, again: the same model, bit for bit
+    with zoo.families.one_thread():  # the build's recipe, again: the same model, bit for bit
         trained = train_classifier(
-            zoo._model(s.spec), train, epochs=family.epochs, seed=s.spec.seed, lr=family.lr
+            zoo.families.untrained(s.spec),
+            train,
+            epochs=family.epochs,
+            seed=s.spec.seed,
+            lr=family.lr,
         )
     for key, value in trained.state_dict().items():
         assert torch.equal(s.model.state_dict()[key], value), key
@@ -136,7 +140,7 @@ def test_loaded_model_is_the_trained_one(specimens: dict[str, zoo.Specimen], nam
     x = test[0][0]
     with torch.no_grad():
         assert torch.equal(s.model(x), trained(x))
-    assert s.accuracy == zoo._accuracy(trained, test)
+    assert s.accuracy == zoo.families.accuracy_on(trained, test)
 
 
 def test_models_learned(specimens: dict[str, zoo.Specimen]) -> None:
@@ -161,7 +165,7 @@ def test_loaded_stats_are_the_views_of_disjoint_halves(
     halves = (s.calibration[:2], s.calibration[2:])
     assert len(s.views) == 2
     for view, half in zip(s.views, halves, strict=True):
-        with zoo._one_thread():  # as the build collected them: the same sums, bit for bit
+        with zoo.families.one_thread():  # as the build collected them: the same sums, bit for bit
             fresh = cipm.collect(s.model, s.graph, half, progress=False)
         assert list(view) == list(fresh)
         for g in fresh:
@@ -245,7 +249,7 @@ def test_rebuild_is_cached_and_resumes(built: dict[str, object], tmp_path: Path)
         "index.json",
         "pairs",
         gone,
-        *(f"{gone}/{f}" for f in (*zoo.FILES, "meta.json")),
+        *(f"{gone}/{f}" for f in (*zoo.reading.FILES, "meta.json")),
         str(target.relative_to(folder)),
     }
     assert (folder / gone / "model.safetensors").read_bytes() == weights  # seeded: the same

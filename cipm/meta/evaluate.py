@@ -16,16 +16,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from cipm.errors import CipmWarning
 
+if TYPE_CHECKING:
+    from cipm.ordering.seriation import Seriation
+    from cipm.pruning.structured import Method
+
 __all__ = ["PairRow", "SpecimenRow", "evaluate_pairs", "evaluate_specimens", "table"]
 
-PRUNING = ("learned", "merge", "magnitude")
-SERIATION = ("learned", "olo", "spectral")
+PRUNING: tuple[Method, ...] = ("learned", "merge", "magnitude")
+SERIATION: tuple[Seriation | Literal["learned"], ...] = ("learned", "olo", "spectral")
 MATCHING = ("learned", "analytic", "weight", "random")
 
 
@@ -57,7 +61,7 @@ def evaluate_specimens(
     rows = []
     for s in tqdm(zoo, desc="meta eval", leave=False):
         stats = s.stats
-        pruned = {}
+        pruned: dict[str, float] = {}
         for method in PRUNING:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CipmWarning)
@@ -66,13 +70,13 @@ def evaluate_specimens(
         first, second = (meta.scores(s.model, v) for v in s.views[:2])
         rms = [{g: _rms(v[g].moments) for g in v} for v in s.views[:2]]
         stability = {"learned": _spearman(first, second), "analytic": _spearman(*rms)}
-        diagonal = {}
-        for method in SERIATION:
-            order = reorganize(s.model, stats, method=method, meta=meta)
+        diagonal: dict[str, float] = {}
+        for seriation in SERIATION:
+            order = reorganize(s.model, stats, method=seriation, meta=meta)
             values = [
                 diagonality(stats[g].corr, order[g]) for g in stats if stats[g].group.size > 2
             ]
-            diagonal[method] = sum(values) / max(len(values), 1)
+            diagonal[seriation] = sum(values) / max(len(values), 1)
         rows.append(SpecimenRow(s.spec.name, s.split, s.accuracy, pruned, stability, diagonal))
     return rows
 
