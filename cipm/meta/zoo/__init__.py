@@ -24,6 +24,7 @@ Example:
 """
 
 from cipm.meta.zoo.families import FAMILY, family_data
+from cipm.meta.zoo.families import _SequenceClassifier as _SequenceClassifier  # its home
 from cipm.meta.zoo.reading import load_zoo, pair_target
 from cipm.meta.zoo.specs import (
     FAMILIES,

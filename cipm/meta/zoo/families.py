@@ -57,6 +57,10 @@ def _cnn(width: int, depth: int) -> nn.Module:
 class _SequenceClassifier(nn.Module):
     """Token and position embeddings, pre-norm transformer blocks, mean over tokens, head."""
 
+    # the module it had when the zoo was one module: `structure()` digests the class's module,
+    # so this keeps the graphs of zoos built before the split (out/zoo) this model's
+    __module__ = "cipm.meta.zoo"
+
     def __init__(self, width: int, depth: int) -> None:
         super().__init__()
         self.tok, self.pos = nn.Embedding(VOCAB, width), nn.Embedding(SEQUENCE, width)
