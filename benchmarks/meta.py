@@ -18,15 +18,16 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import scipy.optimize
 import torch
 from torch import nn
 
 import cipm
-from cipm.meta.evaluate import evaluate_pairs, evaluate_specimens, table
+from cipm.meta.evaluate import disjoint_pairs, evaluate_pairs, evaluate_specimens, table
 from cipm.meta.inputs import meta_input
-from cipm.meta.zoo import build_zoo, family_data, load_zoo, pairs
+from cipm.meta.zoo import build_zoo, family_data, load_zoo
 
 WIDTHS = (512, 1024, 2048, 4096, 8192)
 
@@ -76,7 +77,8 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    build_zoo(args.zoo, progress=False)
+    if not Path(args.zoo, "index.json").is_file():
+        build_zoo(args.zoo)
     meta = (
         cipm.MetaAnalyzer.pretrained()
         if args.network == "pretrained"
@@ -101,10 +103,7 @@ def main() -> None:
     zoo = load_zoo(args.zoo, ["heldout-seed", "heldout-width", "heldout-family"])
     test = {f: family_data(f)[1] for f in {s.spec.family for s in zoo}}
     rows = evaluate_specimens(meta, zoo, test, ratio=args.ratio)
-    apart = [
-        (a, b) for a, b in pairs(zoo) if a.spec.seed % 2 == 0 and b.spec.seed == a.spec.seed + 1
-    ]
-    print(table(rows, evaluate_pairs(meta, apart), args.ratio))
+    print(table(rows, evaluate_pairs(meta, disjoint_pairs(zoo)), args.ratio))
 
 
 if __name__ == "__main__":

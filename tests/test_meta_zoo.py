@@ -323,3 +323,24 @@ def test_the_sequence_class_is_the_majority_token() -> None:
     top = counts.sort(1, descending=True).values
     assert torch.equal(counts.argmax(1), y)
     assert (top[:, 0] == 4).all() and (top[:, 1] < 4).all()  # no ties
+
+
+def test_meta_command_line_trains_and_evaluates(
+    built: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cipm meta train` on a zoo's training split writes a network, its curve (CSV and
+    PNG) that `cipm meta eval` then compares with the analytic policies."""
+    from cipm.cli import main
+
+    out = tmp_path / "meta.safetensors"
+    argv = ["meta", "train", "--zoo", str(built["folder"]), "-o", str(out), "--quiet"]
+    assert main([*argv, "--steps", "3", "--batch", "1", "--hidden", "8", "--layers", "1"]) == 0
+    assert out.is_file() and out.with_suffix(".png").stat().st_size > 0
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert rows[0].startswith("step,compression") and len(rows) == 4
+    assert len(cipm.MetaAnalyzer.load(out).history.rows) == 3
+    capsys.readouterr()
+    assert main(["meta", "eval", str(out), "--zoo", str(built["folder"]), "--split", "train"]) == 0
+    text = capsys.readouterr().out
+    assert "p:learned" in text and "mlp-digits-w8-d1-s0 ~ s1" in text
+    assert main(["meta", "train", "--zoo", str(built["folder"]), "-o", str(tmp_path / "x.pt")]) == 2

@@ -22,7 +22,10 @@ def add_parser(sub: Any) -> None:
     zoo.add_argument("folder", type=Path, nargs="?", default=DEFAULT_ZOO)
     train = verbs.add_parser("train", help="train a network on the zoo's training split")
     train.add_argument("-o", "--output", type=Path, required=True, help="FILE.safetensors")
-    train.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="built first if missing")
+    train.add_argument(
+        "--zoo", type=Path, default=DEFAULT_ZOO, help="a zoo folder (the default zoo is built "
+        "there first if it holds none)"
+    )  # fmt: skip
     train.add_argument(
         "--objective", action="append", default=[], metavar="NAME=WEIGHT",
         help="an objective and its weight (repeat; default compression=1 correlation=0.5 "
@@ -57,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cipm.meta.analyzer import MetaAnalyzer
-    from cipm.meta.evaluate import evaluate_pairs, evaluate_specimens, table
-    from cipm.meta.zoo import SPLITS, family_data, load_zoo, pairs
+    from cipm.meta.evaluate import disjoint_pairs, evaluate_pairs, evaluate_specimens, table
+    from cipm.meta.zoo import SPLITS, family_data, load_zoo
 
     meta = (
         MetaAnalyzer.pretrained()
@@ -69,7 +72,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     zoo = load_zoo(args.zoo, splits)
     test = {f: family_data(f)[1] for f in {s.spec.family for s in zoo}}
     rows = evaluate_specimens(meta, zoo, test, ratio=args.ratio)
-    print(table(rows, evaluate_pairs(meta, pairs(zoo)), args.ratio))
+    print(table(rows, evaluate_pairs(meta, disjoint_pairs(zoo)), args.ratio))
     return 0
 
 
@@ -82,7 +85,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.output.suffix != ".safetensors":
         raise CipmError(f"-o {args.output}: a meta-network is written as FILE.safetensors")
     objectives = dict(_weight(o) for o in args.objective) or None
-    build_zoo(args.zoo, progress=not args.quiet)
+    if not (args.zoo / "index.json").is_file():  # no zoo there yet: the default one
+        build_zoo(args.zoo, progress=not args.quiet)
     zoo = load_zoo(args.zoo, "train")
     meta = MetaAnalyzer(MetaConfig(hidden=args.hidden, layers=args.layers), seed=args.seed)
     start = time.perf_counter()

@@ -9,7 +9,8 @@
     training.py    seeded, checkpointed, resumable training
     subjects.py    zoo specimens as training subjects, with alignment partners
     analyzer.py    MetaAnalyzer: scores, policy, align, fit, save, load, pretrained
-    zoo.py         the zoo of small trained models it learns from
+    evaluate.py    learned against analytic on held-out zoo models (cipm meta eval)
+    zoo/           the zoo of small trained models it learns from
 
 Needs ``pip install 'cipm[meta]'`` (torch-geometric, torchsort), imported on first use.
 """

@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from cipm.ordering.seriation import Seriation
     from cipm.pruning.structured import Method
 
-__all__ = ["PairRow", "SpecimenRow", "evaluate_pairs", "evaluate_specimens", "table"]
+__all__ = [
+    "PairRow",
+    "SpecimenRow",
+    "disjoint_pairs",
+    "evaluate_pairs",
+    "evaluate_specimens",
+    "table",
+]
 
 PRUNING: tuple[Method, ...] = ("learned", "merge", "magnitude")
 SERIATION: tuple[Seriation | Literal["learned"], ...] = ("learned", "olo", "spectral")
@@ -79,6 +86,15 @@ def evaluate_specimens(
             diagonal[seriation] = sum(values) / max(len(values), 1)
         rows.append(SpecimenRow(s.spec.name, s.split, s.accuracy, pruned, stability, diagonal))
     return rows
+
+
+def disjoint_pairs(zoo: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """Pairs of specimens of one architecture, seeds 0~1, 2~3, ...: each model in one pair."""
+    from cipm.meta.zoo import pairs
+
+    return [
+        (a, b) for a, b in pairs(zoo) if a.spec.seed % 2 == 0 and b.spec.seed == a.spec.seed + 1
+    ]
 
 
 def evaluate_pairs(meta: Any, pairs: Sequence[tuple[Any, Any]]) -> list[PairRow]:

@@ -35,7 +35,6 @@ class MaskedModel:
     ) -> None:
         frozen = copy.deepcopy(model).requires_grad_(False)
         self.sites: dict[str, Site] = {g: representative_site(graph[g]) for g in groups}
-        self._graph = graph
         self._masks: Mapping[str, torch.Tensor] = {}
         module = export(frozen, inputs, warn_training=False).module()
         assert isinstance(module, torch.fx.GraphModule)
