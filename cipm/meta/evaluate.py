@@ -62,6 +62,7 @@ def evaluate_specimens(
     """Rows for every specimen; `test` maps a family to its test batches."""
     from tqdm.auto import tqdm
 
+    from cipm.meta.zoo.families import accuracy_on
     from cipm.ordering.seriation import diagonality, reorganize
     from cipm.pruning.structured import prune
 
@@ -73,7 +74,7 @@ def evaluate_specimens(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CipmWarning)
                 small = prune(s.model, stats, ratio=ratio, method=method, meta=meta, progress=False)
-            pruned[method] = _accuracy(small, test[s.spec.family])
+            pruned[method] = accuracy_on(small, test[s.spec.family])
         first, second = (meta.scores(s.model, v) for v in s.views[:2])
         rms = [{g: _rms(v[g].moments) for g in v} for v in s.views[:2]]
         stability = {"learned": _spearman(first, second), "analytic": _spearman(*rms)}
@@ -177,12 +178,6 @@ def table(specimens: Sequence[SpecimenRow], pairs: Sequence[PairRow], ratio: flo
             + " ".join(f"{sum(p.matched[m] for p in pairs) / len(pairs):>9.3f}" for m in MATCHING)
         )
     return "\n".join(lines)
-
-
-def _accuracy(model: torch.nn.Module, batches: Any) -> float:
-    with torch.no_grad():
-        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
-    return right / sum(len(y) for _, y in batches)
 
 
 def _rms(m: Any) -> torch.Tensor:

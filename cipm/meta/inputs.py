@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cipm.graph.layout import Leaf
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.meta.config import MetaConfig
+from cipm.statistics.corrgraph import weight_links
 from cipm.statistics.group import GroupStatistics, Statistics
 
 __all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]
@@ -184,27 +184,15 @@ def _weight_edges(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges (output unit, input unit) through each weight whose dims 0 and 1 are whole
     groups, with their relative magnitude (edges,)."""
-    layouts = {(a.key, a.dim): a.layout for a in graph.axes}
     indices, attrs = [], []
-    if config.hierarchical:
-        for (key, dim), out_layout in layouts.items():
-            in_layout = layouts.get((key, 1))
-            if dim != 0 or not (isinstance(out_layout, Leaf) and isinstance(in_layout, Leaf)):
-                continue
-            if out_layout.group is None or in_layout.group is None or key not in tensors:
-                continue
-            w = tensors[key].detach().to(torch.float64).abs()
-            magnitude = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # (out, in)
-            mean = float(magnitude.mean())
-            if mean == 0.0:
-                continue
-            index, attr = _neighbours(magnitude / mean, config.k_weights)
-            indices.append(
-                torch.stack(
-                    [index[0] + offsets[out_layout.group], index[1] + offsets[in_layout.group]]
-                )
-            )
-            attrs.append(attr)
+    links = weight_links(graph, tensors) if config.hierarchical else iter(())
+    for out_group, in_group, magnitude in links:
+        mean = float(magnitude.mean())
+        if mean == 0.0:
+            continue
+        index, attr = _neighbours(magnitude / mean, config.k_weights)
+        indices.append(torch.stack([index[0] + offsets[out_group], index[1] + offsets[in_group]]))
+        attrs.append(attr)
     if not indices:
         return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     return torch.cat(indices, 1), torch.cat(attrs)

@@ -6,12 +6,14 @@ Edges: each unit's top-k |correlation| neighbours (O(n k) edges), correlation as
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import torch
 
 from cipm.errors import CipmError
 from cipm.graph.layout import Leaf
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
 
 if TYPE_CHECKING:
@@ -28,7 +30,14 @@ def _data(**fields: object) -> Data:
     return Data(**fields)
 
 
-__all__ = ["FEATURES", "bipartite_graph", "correlation_graph", "network_graph", "top_k_edges"]
+__all__ = [
+    "FEATURES",
+    "bipartite_graph",
+    "correlation_graph",
+    "network_graph",
+    "top_k_edges",
+    "weight_links",
+]
 
 FEATURES = ("mean", "std", "in_norm", "out_norm", "bias")
 
@@ -94,24 +103,10 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
     for name in names:
         offsets[name] = total
         total += stats.graph[name].size
-    state = model.state_dict()
     indices, attrs = [], []
-    layouts = {(a.key, a.dim): a.layout for a in stats.graph.axes}
-    for (key, dim), out_layout in layouts.items():
-        in_layout = layouts.get((key, 1))
-        if dim != 0 or in_layout is None:
-            continue
-        if not (isinstance(out_layout, Leaf) and isinstance(in_layout, Leaf)):
-            continue  # heads and other nested layouts are linked through their own groups
-        if out_layout.group is None or in_layout.group is None or key not in state:
-            continue
-        w = state[key].detach().abs().to(torch.float64)
-        magnitude = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # (out, in)
+    for out_group, in_group, magnitude in weight_links(stats.graph, model.state_dict()):
         index, attr = top_k_edges(magnitude, k)
-        index = torch.stack(
-            [index[1] + offsets[in_layout.group], index[0] + offsets[out_layout.group]]
-        )
-        indices.append(index)
+        indices.append(torch.stack([index[1] + offsets[in_group], index[0] + offsets[out_group]]))
         attrs.append(attr)
     return _data(
         x=torch.cat([node_features(stats[n]) for n in names]),
@@ -122,6 +117,23 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
         ),
         groups=names,
     )
+
+
+def weight_links(
+    graph: SymmetryGraph, tensors: Mapping[str, torch.Tensor]
+) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """For each weight whose rows (dim 0) are one group's units and whose columns (dim 1)
+    another's: the two groups and the (out, in) float64 magnitudes, |w| summed over kernel
+    positions. Heads and other nested layouts are linked through their own groups."""
+    layouts = {(a.key, a.dim): a.layout for a in graph.axes}
+    for (key, dim), out_layout in layouts.items():
+        in_layout = layouts.get((key, 1))
+        if dim != 0 or not (isinstance(out_layout, Leaf) and isinstance(in_layout, Leaf)):
+            continue
+        if out_layout.group is None or in_layout.group is None or key not in tensors:
+            continue
+        w = tensors[key].detach().abs().to(torch.float64)
+        yield out_layout.group, in_layout.group, w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
 
 
 def top_k_edges(
