@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import torch
 
@@ -30,17 +30,23 @@ def build_graph(
     activations: list[tuple[torch.fx.Node, list[Axes | None]]],
     user_outputs: list[Axes | None],
     consumed: Collection[tuple[str, int]] = (),
+    declared: Mapping[int, tuple[str, GroupKind]] | None = None,
 ) -> SymmetryGraph:
     """Assemble the symmetry graph of a solved trace.
 
     A group is a solved class that is a leaf (not cut further), not fixed, has more than one
     unit, lives in at least one parameter or buffer, and is seen in at least one activation.
+    `declared` names classes that a module's declaration makes one group (its name and kind),
+    fixed or not: the classes of one name are one group.
     """
     fixed, tags = solver.solve()
+    declared = declared or {}
 
     def layout(atom: Atom) -> Layout:
         root = solver.find(atom)
         d = solver.decomposition(root)
+        if d is None and root in declared:
+            return Leaf(solver.size(root), declared[root][0])
         if d is None:
             free = root not in fixed and solver.size(root) > 1
             return Leaf(solver.size(root), str(root) if free else None)
@@ -71,14 +77,18 @@ def build_graph(
                 if outer in seen:
                     within.setdefault(root, outer)
 
-    names = _names(
-        members, {r: GroupKind.from_tags(tags.get(int(r), frozenset())) for r in members}
-    )
+    sizes = {name: solver.size(r) for r, (name, _) in declared.items()}
+    kinds = dict(declared.values())
+    for root in members:
+        if root not in kinds:
+            sizes[root] = solver.size(int(root))
+            kinds[root] = GroupKind.from_tags(tags.get(int(root), frozenset()))
+    names = _names(members, kinds, {name for name, _ in declared.values()})
     groups = tuple(
         PermGroup(
             name=names[root],
-            size=solver.size(int(root)),
-            kind=GroupKind.from_tags(tags.get(int(root), frozenset())),
+            size=sizes[root],
+            kind=kinds[root],
             members=tuple(dict.fromkeys(ms)),
             sites=tuple(
                 Site(
@@ -109,11 +119,16 @@ def build_graph(
     return SymmetryGraph(model_name, groups, tensor_axes, output_axes)
 
 
-def _names(members: dict[str, list[Member]], kinds: dict[str, GroupKind]) -> dict[str, str]:
-    """Readable names: the module of a group's first member, and its kind."""
-    names: dict[str, str] = {}
-    taken: set[str] = set()
+def _names(
+    members: dict[str, list[Member]], kinds: dict[str, GroupKind], declared: set[str]
+) -> dict[str, str]:
+    """Readable names: the module of a group's first member, and its kind (a declared
+    group is already named after its module)."""
+    names = {root: root for root in members if root in declared}
+    taken = set(names.values())
     for root, ms in members.items():
+        if root in declared:
+            continue
         module = ms[0].key.rsplit(".", 1)[0] if "." in ms[0].key else ms[0].key
         base = f"{module}:{kinds[root].value}"
         name, n = base, 2

@@ -19,6 +19,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from cipm.discovery.axes import AxisSolver
 from cipm.discovery.build import build_graph
+from cipm.discovery.declared import admitted, declarations
 from cipm.discovery.export import export
 from cipm.discovery.nodes import bind, module_path, op_name, output_shapes, single, source_line
 from cipm.discovery.rules import Axes, OpCall, Rule, freeze, in_place_rule
@@ -85,13 +86,21 @@ def trace(
     program = export(model, example_inputs)
     state = _propagate(program, rules, views, unknown, outputs)
     _tie_shared(state, model)
-    graph = build_graph(
-        type(model).__name__,
+    graph = admitted(
+        lambda declared: build_graph(
+            type(model).__name__,
+            state.solver,
+            state.params,
+            state.activations,
+            state.outputs,
+            state.consumed,
+            declared,
+        ),
+        declarations(model, blocked),
         state.solver,
         state.params,
-        state.activations,
-        state.outputs,
-        state.consumed,
+        model,
+        example_inputs,
     )
     return replace(
         graph, blocked_plugins=blocked, structure=structure(model), example_inputs=example_inputs

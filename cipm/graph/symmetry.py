@@ -27,6 +27,7 @@ class GroupKind(str, Enum):
     """What the units of a group are."""
 
     HEADS = "heads"
+    EXPERTS = "experts"
     WITHIN_HEAD = "within_head"
     RESIDUAL = "residual"
     CHANNELS = "channels"
@@ -35,10 +36,10 @@ class GroupKind(str, Enum):
 
     @classmethod
     def from_tags(cls, tags: frozenset[str]) -> GroupKind:
-        """Kind from the rules' tags: heads and within-head first; a residual stream is
+        """Kind from the rules' tags: heads, experts and within-head first; a residual stream is
         units made by two or more layers ('made:' tags) and added together ('sum'); else
         what the producing layer says (channels, hidden)."""
-        for kind in (cls.HEADS, cls.WITHIN_HEAD):
+        for kind in (cls.HEADS, cls.EXPERTS, cls.WITHIN_HEAD):
             if kind.value in tags:
                 return kind
         if "sum" in tags and sum(t.startswith("made:") for t in tags) >= 2:

@@ -12,7 +12,8 @@ of them can be blocked by name (``cipm.trace(..., blocked_plugins=...)``; the gr
 carries the names, and every hook called for that graph's model leaves them out too).
 
 Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
-what else an op is (`cipm_op_roles`), how a module follows resized tensors (`cipm_resized`),
+what else an op is (`cipm_op_roles`), which symmetries a whole module has that its ops don't
+show (`cipm_module_groups`), how a module follows resized tensors (`cipm_resized`),
 which modules keep running statistics (`cipm_reset_running_stats`), which alignment
 methods exist (`cipm_align_methods`), which file formats models export to
 (`cipm_exporters`), and what the meta-analysis network can be trained for
@@ -21,7 +22,7 @@ methods exist (`cipm_align_methods`), which file formats models export to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import pluggy
@@ -29,6 +30,7 @@ import torch
 
 if TYPE_CHECKING:
     from cipm.alignment.methods import AlignMethod
+    from cipm.discovery.declared import ModuleGroup
     from cipm.discovery.rules import Rule
     from cipm.exporting.exporter import Exporter
     from cipm.meta.objective import Objective
@@ -74,6 +76,29 @@ def cipm_op_roles() -> Mapping[str, OpRole]:  # type: ignore[empty-body]
 
     Returns:
         A mapping from op name to role.
+    """
+
+
+@hookspec
+def cipm_module_groups(module: torch.nn.Module) -> Sequence[ModuleGroup] | None:
+    """Permutation symmetries of a whole module that its ops cannot show.
+
+    Some symmetries act on a tensor's values rather than its dims: a mixture of experts
+    routes each token by the *index* its router's top-k picks, so permuting the experts
+    (expert e's weights with the router's row e) reorders which tokens meet which weights,
+    data-dependently, and leaves the block's output the same. The per-op rules fix such an
+    axis; a plugin that knows the module declares it here, as the module's own parameter
+    and buffer names and dims (``("gate.weight", 0), ("experts.down_proj", 0), ...``).
+
+    cipm admits a declaration only if it holds: every tensor dim the ops tie to it is
+    declared, every activation that carries it lies inside the module (none reaches the
+    model's outputs), and permuting it at random leaves the module's output on the traced
+    inputs the same. Otherwise it is left out with a `CipmWarning` saying why.
+    Implementations check the module's type or structure and return None (or nothing) for
+    modules they don't know.
+
+    Returns:
+        The module's groups, or None.
     """
 
 

@@ -30,6 +30,10 @@ from cipm.statistics.group import GroupStatistics, Statistics
 
 __all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]
 
+# the kinds the network was made to read; a kind added since reads as "other"
+KINDS = tuple(
+    GroupKind(k) for k in ("heads", "within_head", "residual", "channels", "hidden", "other")
+)
 FEATURES = (
     "mean",
     "log_std",
@@ -38,7 +42,7 @@ FEATURES = (
     "bias",
     "mean_abs_corr",
     "max_abs_corr",
-    *(f"kind_{k.value}" for k in GroupKind),
+    *(f"kind_{k.value}" for k in KINDS),
 )
 RELATIONS = ("correlation", "strength", "inputs", "outputs")
 _WEIGHT_FEATURES = slice(2, 5)
@@ -124,8 +128,8 @@ def _features(s: GroupStatistics, relation: torch.Tensor, config: MetaConfig) ->
     x = torch.stack(columns, 1)
     if not config.weight_features:
         x[:, _WEIGHT_FEATURES] = 0.0
-    kind = torch.zeros(n, len(GroupKind), dtype=torch.float64)
-    kind[:, list(GroupKind).index(s.group.kind)] = 1.0
+    kind = torch.zeros(n, len(KINDS), dtype=torch.float64)
+    kind[:, KINDS.index(s.group.kind if s.group.kind in KINDS else GroupKind.OTHER)] = 1.0
     return torch.cat([x, kind], 1)
 
 
