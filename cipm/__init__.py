@@ -50,6 +50,7 @@ from cipm.ordering import (
     partition,
     plot_correlation,
     reorganize,
+    split_order,
 )
 from cipm.pruning import KeptWhole, PruneReport, prune, pruning_report
 from cipm.statistics import (
@@ -123,6 +124,7 @@ __all__ = [
     "reorganize",
     "repair",
     "reset_batchnorm",
+    "split_order",
     "trace",
 ]
 

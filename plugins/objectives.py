@@ -16,6 +16,11 @@ scores about 1, so that the weights of a sum compare.
   without a partner contribute nothing.
 - ``canonicalization``: scores stay apart, so the order survives small noise: mean of
   exp(-gap / mean gap) over neighbouring sorted scores.
+- ``relevance``: units that matter to the output rank first: with w_i a unit's exact masking
+  relevance (`cipm.meta.relevance.unit_relevance` on the first calibration batch) over its
+  group's total, 2 sum_i w_i (1 - r_i). Soft ranks average 1/2 whatever the scores, so any
+  order of equally relevant units, crowded ranks and a random order all score 1, and the
+  exact relevance order scores least (the loss is linear in the ranks).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from cipm.errors import CipmError
 from cipm.meta.masking import MaskedModel
 from cipm.meta.objective import Objective, ObjectiveInput, Subject
 from cipm.meta.ranks import standardized
+from cipm.meta.relevance import leaves as _leaves
+from cipm.meta.relevance import output_error as _output_error
+from cipm.meta.relevance import relevance_groups, unit_relevance
 from cipm.pruning.targets import PRUNABLE
 
 KEEP = (0.25, 0.5, 0.75)  # fractions of units the compression objective keeps
@@ -46,6 +54,7 @@ def cipm_objectives() -> Mapping[str, Objective]:
         "stability": stability,
         "alignment": alignment,
         "canonicalization": canonicalization,
+        "relevance": relevance,
     }
 
 
@@ -99,20 +108,6 @@ def _compression(s: Subject) -> _Compression:
     return s.cache["compression"]
 
 
-def _leaves(outputs: object) -> list[torch.Tensor]:
-    leaves, _ = torch.utils._pytree.tree_flatten(outputs)
-    return [x for x in leaves if torch.is_tensor(x) and x.is_floating_point()]
-
-
-def _output_error(outputs: object, reference: list[torch.Tensor]) -> torch.Tensor:
-    """Squared error of every floating output relative to its variance, averaged."""
-    terms = []
-    for out, ref in zip(_leaves(outputs), reference, strict=True):
-        spread = (ref - ref.mean(0)).double().square().mean().clamp_min(1e-12)
-        terms.append((out.double() - ref.double()).square().mean() / spread)
-    return torch.stack(terms).mean()
-
-
 def correlation(batch: ObjectiveInput) -> torch.Tensor:
     strengths = batch.subject.cache.get("correlation")
     if strengths is None:
@@ -159,6 +154,27 @@ def canonicalization(batch: ObjectiveInput) -> torch.Tensor:
         mean_gap = float(gaps.detach().sum()) / (n - 1) + 1e-12
         terms.append(2.0 * torch.exp(-gaps / mean_gap).mean())
     return _mean(terms, batch)
+
+
+def relevance(batch: ObjectiveInput) -> torch.Tensor:
+    weights = _relevance(batch.subject)
+    terms = [2.0 * (w * (1.0 - batch.ranks[g])).sum() for g, w in weights.items()]
+    return _mean(terms, batch)
+
+
+def _relevance(s: Subject) -> dict[str, torch.Tensor]:
+    """Each group's masking relevance over its total (groups with none left out)."""
+    if "relevance" in s.cache:
+        return s.cache["relevance"]
+    if not s.calibration:
+        raise CipmError(f"the relevance objective needs calibration batches ({s.name})")
+    groups = relevance_groups(s.stats.graph)
+    inputs = model_inputs(s.calibration[0])
+    cached = s.cache.get("compression")
+    model = cached.masked if cached is not None else s.model
+    found = unit_relevance(model, s.stats.graph, inputs, groups) if groups else {}
+    s.cache["relevance"] = {g: r / r.sum() for g, r in found.items() if float(r.sum()) > 0}
+    return s.cache["relevance"]
 
 
 def _rank_distances(

@@ -1,7 +1,7 @@
 """Orders of units: canonical form (one order, whatever order units came in), and
 reorganization (correlated units contiguous) with partitions into blocks."""
 
-from cipm.ordering.blocks import Partition, partition
+from cipm.ordering.blocks import Partition, partition, split_order
 from cipm.ordering.canonical import canonical_permutation, canonicalize
 from cipm.ordering.heatmap import plot_correlation
 from cipm.ordering.seriation import diagonality, reorganize, seriate
@@ -15,4 +15,5 @@ __all__ = [
     "plot_correlation",
     "reorganize",
     "seriate",
+    "split_order",
 ]

@@ -4,13 +4,16 @@ The cut points minimize the normalized cut (sum over blocks of |correlation| lea
 over |correlation| touching it), found exactly by dynamic programming over the cut points, so
 blocks are exactly contiguous in the returned permutation. `Partition.masks` gives, per block,
 boolean masks over every parameter the block's units live in (to freeze a block, or to split a
-layer into k narrower ones).
+layer into k narrower ones), `Partition.block_masks` one block's entries across groups (to
+train only that block), and `split_order` cuts any order (a relevance order, say) into its
+first units and the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import reduce
 from itertools import pairwise
 
 import torch
@@ -21,7 +24,7 @@ from cipm.graph.permutation import Permutation
 from cipm.ordering.seriation import Seriation, check_statistics, chosen_groups, seriate
 from cipm.statistics.group import Statistics
 
-__all__ = ["Partition", "partition"]
+__all__ = ["Partition", "partition", "split_order"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,27 @@ class Partition:
                 masks[m.key] = masks[m.key] | mask if m.key in masks else mask.clone()
             result.append(masks)
         return result
+
+    def block_masks(self, block: int, *, isolated: bool = False) -> dict[str, torch.Tensor]:
+        """Boolean masks of block number `block` of every partitioned group, over every
+        tensor they live in (in the permuted model): by default each entry some unit of the
+        block lives in (a layer's rows and bias, the next layer's columns: everything the
+        block touches); with `isolated`, only the entries whose every partitioned axis is in
+        the block (the block's own pathway: a layer's weights from the block's units of the
+        group before to its units of this one, not those between blocks).
+
+        Raises:
+            CipmError: a group has no block number `block`.
+        """
+        short = [g for g, b in self.blocks.items() if not 0 <= block < len(b)]
+        if short or isinstance(block, bool) or not isinstance(block, int):
+            raise CipmError(f"no block {block!r} in groups {short or list(self.blocks)}")
+        per_key: dict[str, list[torch.Tensor]] = {}
+        for group in self.blocks:
+            for key, mask in self.masks(group)[block].items():
+                per_key.setdefault(key, []).append(mask)
+        combine = torch.logical_and if isolated else torch.logical_or
+        return {key: reduce(combine, masks) for key, masks in per_key.items()}
 
 
 def partition(
@@ -100,6 +124,56 @@ def partition(
         cut[g.name] = value
     shapes = {key: tuple(t.shape) for key, t in tensors.items()}
     return Partition(Permutation(stats.graph, order), blocks, cut, shapes)
+
+
+def split_order(
+    model: torch.nn.Module,
+    stats: Statistics,
+    order: Permutation,
+    first: float | Mapping[str, int],
+    *,
+    groups: Iterable[str] | None = None,
+) -> Partition:
+    """Two blocks per group: the first units of `order` (a fraction of every group, or a
+    count per group) and the rest, e.g. a relevance order's most relevant units as block 0.
+
+    Raises:
+        CipmError: an order of another graph, statistics of another model, or a block that
+            would be empty.
+    """
+    tensors = check_statistics(model, stats)
+    if order.graph != stats.graph:
+        raise CipmError("the order is of another graph than the statistics")
+    named = chosen_groups(stats.graph, groups)
+    blocks: dict[str, tuple[range, ...]] = {}
+    cut: dict[str, float] = {}
+    for name in named:
+        n = stats.graph[name].size
+        if isinstance(first, Mapping):
+            if name not in first:
+                continue
+            m = first[name]
+        elif isinstance(first, float) and 0.0 < first < 1.0:
+            m = round(first * n)
+        else:
+            raise CipmError(f"first must be a fraction in (0, 1) or counts per group: {first!r}")
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 < m < n:
+            raise CipmError(f"group '{name}' of {n} units cannot be split after {m!r} units")
+        seq = order[name]
+        a = stats[name].corr.abs().to(torch.float64)[seq][:, seq].fill_diagonal_(0.0)
+        blocks[name] = (range(0, m), range(m, n))
+        cut[name] = _ncut(a, [0, m, n])
+    shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+    return Partition(order, blocks, cut, shapes)
+
+
+def _ncut(a: torch.Tensor, bounds: list[int]) -> float:
+    total = 0.0
+    for s, e in pairwise(bounds):
+        volume = float(a[s:e].sum())
+        if volume > 0:
+            total += max(volume - float(a[s:e, s:e].sum()), 0.0) / volume
+    return total
 
 
 def _min_ncut(a: torch.Tensor, k: int) -> tuple[list[int], float]:

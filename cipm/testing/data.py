@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
 from cipm.errors import CipmError
 
-__all__ = ["Batches", "digits", "digits_cnn", "digits_mlp", "train_classifier"]
+__all__ = [
+    "Batches",
+    "accuracy",
+    "digits",
+    "digits_cnn",
+    "digits_mlp",
+    "of_classes",
+    "train_classifier",
+]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,6 +46,34 @@ def digits(image: bool = False, batch: int = 128, seed: int = 0) -> tuple[Batche
         return list(zip(a.split(batch), b.split(batch), strict=True))
 
     return batches(x[:split], y[:split]), batches(x[split:], y[split:])
+
+
+def of_classes(data: Batches, classes: range | list[int], batch: int = 64) -> Batches:
+    """The examples of `data` whose label is in `classes`, in order, re-batched (to split
+    digits into tasks: 0-4 and 5-9)."""
+    x = torch.cat([x for x, _ in data])
+    y = torch.cat([y for _, y in data])
+    keep = torch.isin(y, torch.tensor(list(classes)))
+    if not bool(keep.any()):
+        raise CipmError(f"no examples of classes {list(classes)}")
+    return list(zip(x[keep].split(batch), y[keep].split(batch), strict=True))
+
+
+def accuracy(
+    model: torch.nn.Module, data: Batches, classes: range | list[int] | None = None
+) -> float:
+    """Fraction of examples whose highest output is their label; with `classes`, the highest
+    among those classes' outputs only (task-aware: a task's accuracy when the task is known)."""
+    right = 0
+    with torch.no_grad():
+        for x, y in data:
+            out = model(x)
+            if classes is None:
+                right += int((out.argmax(1) == y).sum())
+            else:
+                ids = torch.tensor(list(classes))
+                right += int((ids[out[:, ids].argmax(1)] == y).sum())
+    return right / sum(len(y) for _, y in data)
 
 
 def digits_mlp(width: int = 256) -> torch.nn.Module:
@@ -68,14 +106,38 @@ def digits_cnn(width: int = 32) -> torch.nn.Module:
 
 
 def train_classifier(
-    model: torch.nn.Module, data: Batches, *, epochs: int, seed: int, lr: float = 1e-3
+    model: torch.nn.Module,
+    data: Batches,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 1e-3,
+    trainable: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.nn.Module:
     """Train `model` in place with Adam and cross-entropy; returns it in eval mode.
 
     `seed` fixes the batch order and any randomness inside the model (dropout), on a fork
-    of torch's global generator: the caller's random state is left as it was.
+    of torch's global generator: the caller's random state is left as it was. With
+    `trainable` (parameter name -> boolean mask of its shape, e.g.
+    `cipm.Partition.block_masks`), only those entries train: gradients elsewhere are zeroed
+    and, after every step, every other entry (and every parameter not named) is put back
+    exactly as it was.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    named = dict(model.named_parameters())
+    frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if trainable is not None:
+        unknown = sorted(set(trainable) - set(named))
+        if unknown:
+            raise CipmError(f"trainable names parameters the model does not have: {unknown}")
+        for name, p in named.items():
+            mask = trainable.get(name, torch.zeros(p.shape, dtype=torch.bool))
+            if tuple(mask.shape) != tuple(p.shape) or mask.dtype != torch.bool:
+                raise CipmError(f"the mask of '{name}' must be a bool tensor of shape {p.shape}")
+            frozen[name] = (mask.to(p.device), p.detach().clone())
+    params = [p for n, p in named.items() if n not in frozen or bool(frozen[n][0].any())]
+    if not params:
+        raise CipmError("train_classifier: the masks leave nothing to train")
+    opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     with torch.random.fork_rng(devices=[]):
@@ -85,5 +147,12 @@ def train_classifier(
                 x, y = data[i]
                 opt.zero_grad()
                 F.cross_entropy(model(x), y).backward()
+                for name, (mask, _) in frozen.items():
+                    grad = named[name].grad
+                    if grad is not None:
+                        grad.mul_(mask)
                 opt.step()
+                with torch.no_grad():
+                    for name, (mask, before) in frozen.items():
+                        named[name].copy_(torch.where(mask, named[name], before))
     return model.eval()
