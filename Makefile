@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(PY) examples/seed_barriers.py --epochs 8 --out out/seed_barriers.png
 	$(PY) examples/prune_digits.py
 	$(PY) examples/canonical_heatmaps.py --out out/heatmaps
+	$(PY) examples/transfer_blocks.py --out out/transfer_blocks.png
+	$(PY) examples/continual_blocks.py --out out/continual_blocks.png
 
 test: $(STAMP)
 	$(PY) -m pytest
