@@ -3,7 +3,7 @@
 An objective is a function ``objective(batch: ObjectiveInput) -> torch.Tensor`` returning a
 scalar loss, differentiable in ``batch.ranks`` (or ``batch.scores``); training minimizes
 ``sum_i weight_i * objective_i`` over the `Subject` models of a zoo. The built-in ones
-(compression, correlation, stability, alignment, canonicalization) live in
+(compression, correlation, stability, alignment, canonicalization, relevance) live in
 ``plugins/objectives.py`` and register exactly as a third-party objective would::
 
     @cipm.hookimpl
