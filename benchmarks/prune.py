@@ -49,8 +49,12 @@ from cipm.testing.data import Batches, digits, digits_cnn, digits_mlp, train_cla
 
 RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each
-CIPM: dict[str, Method] = {"cipm merge": "merge", "cipm magnitude": "magnitude"}
-METHODS = (*CIPM, "torch-pruning")
+CIPM: dict[str, Method] = {
+    "cipm merge": "merge",
+    "cipm magnitude": "magnitude",
+    "cipm learned": "learned",  # benchmarks/meta_eval.py: the pretrained meta network's keep
+}
+METHODS = ("cipm merge", "cipm magnitude", "torch-pruning")
 
 SENTENCES = [
     "The cat slept on the warm windowsill all afternoon.",
@@ -291,7 +295,7 @@ class Row:
     latency: float = float("nan")
 
 
-def prune_all(case: Case) -> list[Row]:
+def prune_all(case: Case, methods: tuple[str, ...] = METHODS) -> list[Row]:
     """The original and every (ratio, method) pruned model of one case, with pruning times."""
     model = case.model
     start = time.perf_counter()
@@ -306,13 +310,13 @@ def prune_all(case: Case) -> list[Row]:
     rows = [Row(case.name, 0.0, "original", model)]
     for ratio in RATIOS:
         sizes = {g.name: max(1, round(g.size * (1 - ratio))) for g in groups}
-        for method in METHODS:
+        for method in methods:
             start = time.perf_counter()
             try:
                 if method == "torch-pruning":
                     pruned = torch_pruning(case, ratio)
                 else:
-                    data = case.calibration if CIPM[method] == "merge" else None
+                    data = case.calibration if CIPM[method] in ("merge", "learned") else None
                     pruned = cipm.prune(
                         model, stats, sizes=sizes, method=CIPM[method], data=data, progress=False
                     )
@@ -323,8 +327,8 @@ def prune_all(case: Case) -> list[Row]:
     return rows
 
 
-def measure(case: Case, repeat: int) -> list[Row]:
-    rows = prune_all(case)
+def measure(case: Case, repeat: int, methods: tuple[str, ...] = METHODS) -> list[Row]:
+    rows = prune_all(case, methods)
     done = [(row, row.pruned) for row in rows if row.pruned is not None]
     times = latencies([model for _, model in done], case.batch, repeat)
     for (row, model), seconds in zip(done, times, strict=True):

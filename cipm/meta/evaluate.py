@@ -32,6 +32,7 @@ __all__ = [
     "disjoint_pairs",
     "evaluate_pairs",
     "evaluate_specimens",
+    "spearman",
     "table",
 ]
 
@@ -77,7 +78,7 @@ def evaluate_specimens(
             pruned[method] = accuracy_on(small, test[s.spec.family])
         first, second = (meta.scores(s.model, v) for v in s.views[:2])
         rms = [{g: _rms(v[g].moments) for g in v} for v in s.views[:2]]
-        stability = {"learned": _spearman(first, second), "analytic": _spearman(*rms)}
+        stability = {"learned": spearman(first, second), "analytic": spearman(*rms)}
         diagonal: dict[str, float] = {}
         for seriation in SERIATION:
             order = reorganize(s.model, stats, method=seriation, meta=meta)
@@ -184,7 +185,7 @@ def _rms(m: Any) -> torch.Tensor:
     return (m.comoment.diagonal() / m.count + m.mean.square()).sqrt()
 
 
-def _spearman(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+def spearman(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """Mean over groups (of 3+ units) of the rank correlation of two score vectors."""
     values = []
     for g, x in a.items():
