@@ -81,16 +81,30 @@ class MetaAnalyzer:
         *,
         inputs: Inputs = model_inputs,
         progress: bool = False,
+        window: int | None = None,
     ) -> Permutation:
         """B's permutation onto A by co-canonicalization: each model's units are sorted by
         their own scores (each could do it where it lives) and the k-th unit of B goes
         where A's k-th is. O(n log n) per group after statistics; no model meets the other.
+
+        With `window`, that alignment is refined by weight matching's exact assignment
+        inside consecutive windows of `window` units of the score order (and windows
+        shifted by half of one), with both models' weights in one place
+        (`cipm.alignment.windowed.windowed_matching`).
         """
         from cipm.statistics.collection import collect
 
         pa = self.policy(model_a, collect(model_a, graph, data, inputs=inputs, progress=progress))
         pb = self.policy(model_b, collect(model_b, graph, data, inputs=inputs, progress=progress))
-        return Permutation(graph, {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph})
+        perm = Permutation(graph, {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph})
+        if window is None:
+            return perm
+        from cipm.alignment.windowed import windowed_matching
+        from cipm.tensors.modify import fitted_tensors
+
+        state_a = fitted_tensors(model_a, graph, "model_a")
+        state_b = fitted_tensors(model_b, graph, "model_b")
+        return windowed_matching(state_a, state_b, graph, perm, order=pa, window=window)
 
     # training
 
