@@ -14,9 +14,9 @@
    the units at equal positions; learned, analytic key, weight matching, as trained).
 4. Ablations (seed 002 §7.3): networks trained from scratch for `--steps` steps on the zoo's
    training split, differing in one choice each (correlation measure, flat or hierarchical,
-   weight features, objective weights), judged on the held-out-seed and -width splits: accuracy kept at
-   50 % pruning (learned keep + merge fold, as a share of the original), stability between
-   calibration views, diagonality, canonical matching.
+   weight features, objective weights), judged on the held-out-seed and -width splits:
+   accuracy kept at 50 % pruning (learned keep + merge fold, as a share of the original),
+   stability between calibration views, diagonality, canonical matching.
 
     python benchmarks/meta_eval.py [--zoo out/zoo] [--steps 300] [--skip scale,...]
 """
@@ -72,25 +72,32 @@ VARIANTS = (
 )
 
 
-def pruning_section() -> None:
+PRUNING_METHODS = ("cipm learned", "cipm merge", "cipm magnitude", "torch-pruning")
+Curves = dict[str, dict[str, dict[float, float]]]  # model -> method -> ratio -> score
+
+
+def pruning_section(plot_path: str) -> None:
     import prune as bench  # benchmarks/prune.py, beside this script
 
-    methods = ("cipm learned", "cipm merge", "cipm magnitude", "torch-pruning")
+    methods = PRUNING_METHODS
     cases = [
         lambda: bench.digits_case("digits MLP", image=False, epochs=15),
         lambda: bench.digits_case("digits CNN", image=True, epochs=15),
         lambda: bench.minilm_case(len(bench.SENTENCES)),
     ]
+    curves: Curves = {}
     print(f"\n| model | ratio | {' | '.join(methods)} |")
     print(f"|---|---:|{'---:|' * len(methods)}")
     for make in cases:
         rows = bench.measure(make(), repeat=1, methods=methods)
         original = next(r.score for r in rows if r.method == "original")
+        curve = curves.setdefault(rows[0].model, {m: {0.0: original} for m in methods})
         for ratio in bench.RATIOS:
             got = {r.method: r for r in rows if r.ratio == ratio}
-            cells = [
-                "failed" if got[m].error else f"{got[m].score:.4f}" for m in methods if m in got
-            ]
+            for m in methods:
+                if not got[m].error:
+                    curve[m][ratio] = got[m].score
+            cells = ["failed" if got[m].error else f"{got[m].score:.4f}" for m in methods]
             best = max((got[m].score for m in methods if not got[m].error), default=None)
             cells = [f"**{c}**" if best is not None and c == f"{best:.4f}" else c for c in cells]
             print(f"| {rows[0].model} (orig. {original:.4f}) | {ratio:.0%} | {' | '.join(cells)} |")
@@ -98,6 +105,31 @@ def pruning_section() -> None:
         "\nscore: test accuracy (digits); mean cosine to the original's sentence embeddings on "
         "held-out sentences (MiniLM); nothing fine-tuned after pruning."
     )
+    plot_pruning(curves, plot_path)
+    print(f"plot: {plot_path}")
+
+
+def plot_pruning(curves: Curves, path: str) -> None:
+    """Score against pruning ratio, a panel per model, a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (model, per_method) in zip(axes[0], curves.items(), strict=True):
+        for method, points in per_method.items():
+            ratios = sorted(points)
+            ax.plot(ratios, [points[r] for r in ratios], marker="o", label=method)
+        ax.set_title(model)
+        ax.set_xlabel("fraction of units pruned")
+        ax.set_xticks([0.0, 0.25, 0.5, 0.75])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score (accuracy; MiniLM: cosine)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def heldout_section(zoo_folder: str) -> None:
@@ -162,13 +194,14 @@ def ablations_section(zoo_folder: str, steps: int) -> None:
 def scale_section() -> None:
     import meta_scale  # benchmarks/meta_scale.py, beside this script
 
-    meta_scale.main([])
+    meta_scale.main([])  # its tables and docs/img/meta_scale.png
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", default="out/zoo")
     parser.add_argument("--steps", type=int, default=300, help="training steps per ablation")
+    parser.add_argument("--pruning-plot", default="docs/img/meta_pruning.png")
     parser.add_argument("--skip", default="", help=f"comma-separated sections of {SECTIONS}")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -178,7 +211,7 @@ def main() -> None:
         build_zoo(args.zoo)
     run = {
         "scale": scale_section,
-        "pruning": pruning_section,
+        "pruning": lambda: pruning_section(args.pruning_plot),
         "heldout": lambda: heldout_section(args.zoo),
         "ablations": lambda: ablations_section(args.zoo, args.steps),
     }

@@ -198,13 +198,13 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     parser.add_argument("--cost-widths", default=",".join(map(str, COST_WIDTHS)))
     parser.add_argument("--window", type=int, default=WINDOW)
     parser.add_argument("--plot", default="docs/img/meta_scale.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
     start = time.perf_counter()
