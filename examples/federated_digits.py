@@ -3,14 +3,16 @@
 independently trained clients.
 
     python examples/federated_digits.py [--rounds 10] [--clients 5] [--alpha 0.1]
-        [--out docs/img/federated_digits.png]
+        [--splits 3] [--out docs/img/federated_digits.png]
 
 Each client holds the digits of a Dirichlet(alpha) share of every class (small alpha: few
 classes per client). Every round each client trains the global MLP for a few epochs on its
 own data; the server aggregates with Flower's FedAvg or with matched averaging (each client
 weight-matched to the global model first). Both run in Flower's simulation engine (Ray),
 each in a child process under a timeout. Test accuracy of the global model after every
-round is printed. The third column is learned co-canonicalization: each client sorts its
+round is printed, as the mean (± standard deviation) over `--splits` label-skew draws: at
+this skew one draw's curves swing by several points from round to round, so one draw does
+not separate the strategies. The third column is learned co-canonicalization: each client sorts its
 units by the pretrained meta-analysis network's scores on its own data before it replies
 (`cipm.federated.canonical_client`), and the server averages with FedAvg, no matching.
 
@@ -42,6 +44,7 @@ Part = tuple[torch.Tensor, torch.Tensor]
 
 
 STRATEGIES = ("fedavg", "matched", "learned")
+LABELS = {"fedavg": "FedAvg", "matched": "matched", "learned": "learned co-canon."}
 
 
 def make_model(width: int, seed: int = 0) -> nn.Module:
@@ -153,12 +156,14 @@ def simulate(
     return accuracies
 
 
-def bounded(name: str, args: argparse.Namespace) -> list[float] | None:
-    """`simulate` in a child process (this script, run with --simulate); None if it does not
-    finish within --timeout seconds (Ray can hang where loopback networking is down)."""
+def bounded(name: str, args: argparse.Namespace, split: int) -> list[float] | None:
+    """`simulate` in a child process (this script, run with --simulate) on label-skew draw
+    `split`; None if it does not finish within --timeout seconds (Ray can hang where
+    loopback networking is down)."""
     with tempfile.TemporaryDirectory() as folder:
         result = Path(folder, "accuracies.json")
         command = [sys.executable, __file__, *sys.argv[1:], "--simulate", name]
+        command += ["--split-seed", str(split)]
         command += ["--result", str(result)]
         try:
             subprocess.run(command, timeout=args.timeout, check=True, stdout=subprocess.DEVNULL)
@@ -218,34 +223,48 @@ def main() -> None:
     parser.add_argument("--no-one-shot", action="store_true")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per simulation")
     parser.add_argument("--out", type=Path, default=Path("docs/img/federated_digits.png"))
+    parser.add_argument("--splits", type=int, default=3, help="label-skew draws averaged")
     parser.add_argument("--simulate", help=argparse.SUPPRESS)  # the child process's part
+    parser.add_argument("--split-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     train_batches, test_batches = digits(batch=10_000)
     train, test = train_batches[0], test_batches[0]
-    parts = label_skew(*train, args.clients, args.alpha, seed=0)
     if args.simulate:
+        parts = label_skew(*train, args.clients, args.alpha, seed=args.split_seed)
         args.result.write_text(json.dumps(simulate(args.simulate, args, parts, test)))
         return
-    print(f"{args.clients} clients, label skew Dirichlet({args.alpha}): examples per class")
-    for k, (_, y) in enumerate(parts):
-        print(f"  client {k}: {torch.bincount(y, minlength=10).tolist()}")
+    print(f"{args.clients} clients, label skew Dirichlet({args.alpha}), {args.splits} draws")
+    for k, (_, y) in enumerate(label_skew(*train, args.clients, args.alpha, seed=0)):
+        print(f"  draw 0, client {k}: {torch.bincount(y, minlength=10).tolist()}")
     names = [args.only] if args.only else list(STRATEGIES)
-    curves: dict[str, list[float]] = {}
-    for name in names:
-        result = bounded(name, args)
-        if result is None:
-            print(f"{name}: the Flower simulation did not finish within {args.timeout:.0f} s")
-            continue
-        curves[name] = result
-    print(f"\n{'round':>5s}  {'FedAvg':>8s}  {'matched':>8s}  {'learned co-canon.':>17s}")
+    runs: dict[str, list[list[float]]] = {}  # strategy -> one curve per draw
+    for split in range(args.splits):
+        for name in names:
+            result = bounded(name, args, split)
+            if result is None:
+                print(f"{name}, draw {split}: did not finish within {args.timeout:.0f} s")
+                continue
+            runs.setdefault(name, []).append(result)
+    curves = {n: torch.tensor(r).mean(0).tolist() for n, r in runs.items()}
+    spread = {n: torch.tensor(r).std(0, unbiased=False).tolist() for n, r in runs.items()}
+    print(f"\n{'round':>5s}" + "".join(f"{LABELS[n]:>20s}" for n in STRATEGIES))
     for r in range(args.rounds):
-        cells = [f"{curves[n][r]:8.1%}" if n in curves else f"{'-':>8s}" for n in STRATEGIES]
-        print(f"{r + 1:5d}  {cells[0]}  {cells[1]}  {cells[2]:>17s}")
+        cells = [
+            f"{curves[n][r]:.1%} ± {spread[n][r]:.1%}" if n in curves else "-" for n in STRATEGIES
+        ]
+        print(f"{r + 1:5d}" + "".join(f"{c:>20s}" for c in cells))
+    for name in runs:
+        finals = " ".join(f"{run[-1]:.1%}" for run in runs[name])
+        print(f"after round {args.rounds}, {LABELS[name]} per draw: {finals}")
     for name in ("matched", "learned"):
-        if name in curves and "fedavg" in curves:
-            gap = curves[name][-1] - curves["fedavg"][-1]
-            print(f"{name} - FedAvg after {args.rounds} rounds: {100 * gap:+.1f} points")
+        if name in runs and "fedavg" in runs and len(runs[name]) == len(runs["fedavg"]):
+            gaps = [a[-1] - b[-1] for a, b in zip(runs[name], runs["fedavg"], strict=True)]
+            ahead = sum(g > 0 for g in gaps)
+            print(
+                f"{name} - FedAvg after {args.rounds} rounds: {100 * sum(gaps) / len(gaps):+.1f} "
+                f"points on average, ahead in {ahead} of {len(gaps)} draws"
+            )
     shots = {}
     if not args.no_one_shot:
         for label, alpha in (
@@ -266,7 +285,8 @@ def plot(curves: dict[str, list[float]], shots: dict[str, dict[str, float]], pat
     left, right = fig.subplots(1, 2)
     for name, accs in curves.items():
         left.plot(range(1, len(accs) + 1), accs, marker="o", ms=3, label=name)
-    left.set(title="federated rounds, label skew", xlabel="round", ylabel="test accuracy")
+    left.set(title="federated rounds, label skew (mean of draws)", xlabel="round")
+    left.set(ylabel="test accuracy")
     left.legend(fontsize=8)
     width = 0.8 / max(len(shots), 1)
     for i, (label, row) in enumerate(shots.items()):
