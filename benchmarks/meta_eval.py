@@ -59,7 +59,7 @@ class Variant:
 VARIANTS = (
     Variant("as pretrained (pearson, hierarchical, weights)", cipm.MetaConfig(), PRETRAINED),
     Variant(
-        "|covariance| instead of pearson", cipm.MetaConfig(correlation="covariance"), PRETRAINED
+        "abs. covariance instead of pearson", cipm.MetaConfig(correlation="covariance"), PRETRAINED
     ),
     Variant("flat (each group's own graph)", cipm.MetaConfig(hierarchical=False), PRETRAINED),
     Variant("no weight features", cipm.MetaConfig(weight_features=False), PRETRAINED),
