@@ -215,7 +215,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="local epochs per round")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--only", choices=STRATEGIES, default=None)
+    parser.add_argument(
+        "--only", default=",".join(STRATEGIES), help=f"comma-separated, of {STRATEGIES}"
+    )
     parser.add_argument("--one-shot-clients", type=int, default=4)
     parser.add_argument("--one-shot-alpha", type=float, default=1.0)
     parser.add_argument("--one-shot-epochs", type=int, default=30)
@@ -237,7 +239,10 @@ def main() -> None:
     print(f"{args.clients} clients, label skew Dirichlet({args.alpha}), {args.splits} draws")
     for k, (_, y) in enumerate(label_skew(*train, args.clients, args.alpha, seed=0)):
         print(f"  draw 0, client {k}: {torch.bincount(y, minlength=10).tolist()}")
-    names = [args.only] if args.only else list(STRATEGIES)
+    unknown = set(args.only.split(",")) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"--only: unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
+    names = [n for n in STRATEGIES if n in args.only.split(",")]
     runs: dict[str, list[list[float]]] = {}  # strategy -> one curve per draw
     for split in range(args.splits):
         for name in names:
