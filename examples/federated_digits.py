@@ -230,6 +230,10 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chosen = set(args.only.split(","))
+    if unknown := sorted(chosen - set(STRATEGIES)):
+        parser.error(f"--only: unknown {unknown}; choose from {STRATEGIES}")
+    names = [n for n in STRATEGIES if n in chosen]
     train_batches, test_batches = digits(batch=10_000)
     train, test = train_batches[0], test_batches[0]
     if args.simulate:
@@ -239,10 +243,6 @@ def main() -> None:
     print(f"{args.clients} clients, label skew Dirichlet({args.alpha}), {args.splits} draws")
     for k, (_, y) in enumerate(label_skew(*train, args.clients, args.alpha, seed=0)):
         print(f"  draw 0, client {k}: {torch.bincount(y, minlength=10).tolist()}")
-    unknown = set(args.only.split(",")) - set(STRATEGIES)
-    if unknown:
-        parser.error(f"--only: unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
-    names = [n for n in STRATEGIES if n in args.only.split(",")]
     runs: dict[str, list[list[float]]] = {}  # strategy -> one curve per draw
     for split in range(args.splits):
         for name in names:
