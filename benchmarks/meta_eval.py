@@ -97,7 +97,7 @@ def pruning_section(plot_path: str) -> None:
             for m in methods:
                 if not got[m].error:
                     curve[m][ratio] = got[m].score
-            cells = ["failed" if got[m].error else f"{got[m].score:.4f}" for m in methods]
+            cells = [_cell(got[m]) for m in methods]
             best = max((got[m].score for m in methods if not got[m].error), default=None)
             cells = [f"**{c}**" if best is not None and c == f"{best:.4f}" else c for c in cells]
             print(f"| {rows[0].model} (orig. {original:.4f}) | {ratio:.0%} | {' | '.join(cells)} |")
@@ -107,6 +107,13 @@ def pruning_section(plot_path: str) -> None:
     )
     plot_pruning(curves, plot_path)
     print(f"plot: {plot_path}")
+
+
+def _cell(row: Any) -> str:
+    """A pruning table cell: the score, or why there is none."""
+    if not row.error:
+        return f"{row.score:.4f}"
+    return "not installed" if "not installed" in row.error else "failed"
 
 
 def plot_pruning(curves: Curves, path: str) -> None:

@@ -263,7 +263,10 @@ def embed(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 def torch_pruning(case: Case, ratio: float) -> nn.Module:
     """torch-pruning on a copy: the named layers' outputs lose `ratio`, every other layer is
     ignored (so only the groups those layers lead are pruned)."""
-    import torch_pruning as tp
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise ImportError("not installed: pip install -e '.[bench]' (make bench does)") from None
 
     model = copy.deepcopy(case.model)
     ignored = [
