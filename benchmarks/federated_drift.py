@@ -44,14 +44,14 @@ from federated_digits import Part, accuracy, batches, label_skew, make_model
 
 
 def local_round(
-    start: nn.Module, parts: list[Part], epochs: int, lr: float, server_round: int
+    starts: list[nn.Module], parts: list[Part], epochs: int, lr: float, server_round: int
 ) -> list[nn.Module]:
-    """Each client trains a copy of `start` on its own part, seeded as the example's clients."""
+    """Client k trains a copy of `starts[k]` on its own part, seeded as the example's clients."""
     return [
         train_classifier(
-            copy.deepcopy(start), batches(p), epochs=epochs, seed=1000 * server_round + k, lr=lr
+            copy.deepcopy(m), batches(p), epochs=epochs, seed=1000 * server_round + k, lr=lr
         )
-        for k, p in enumerate(parts)
+        for k, (m, p) in enumerate(zip(starts, parts, strict=True))
     ]
 
 
@@ -73,17 +73,25 @@ def one_draw(args: argparse.Namespace, draw: int) -> dict[str, list]:
     fedavg, matched = init, init
     out: dict[str, list] = {"fedavg": [], "matched": [], "paired": [], "moved": []}
     for r in range(1, args.rounds + 1):
-        clients = local_round(fedavg, parts, args.epochs, args.lr, r)
+        cold = args.cold_start and r == 1
+        starts = [
+            make_model(args.width, seed=10 + k) if cold else fedavg for k in range(len(parts))
+        ]
+        clients = local_round(starts, parts, args.epochs, args.lr, r)
         fedavg_next = cipm.merge(clients, graph, weights=shares)
-        paired = cipm.federated.matched_average(fedavg, clients, graph, weights=sizes)
+        # a cold start has no common model to align to: merge one-shot, onto the largest client
+        reference = clients[sizes.index(max(sizes))] if cold else fedavg
+        paired = cipm.federated.matched_average(
+            reference, clients, graph, weights=sizes, passes=3 if cold else 1
+        )
         out["paired"].append(accuracy(paired, test) - accuracy(fedavg_next, test))
-        out["moved"].append(moved_units(fedavg, clients, graph))
+        out["moved"].append(moved_units(reference, clients, graph))
         fedavg = fedavg_next
         out["fedavg"].append(accuracy(fedavg, test))
         if r == 1:  # same clients, so the same merge as the paired one
             matched = paired
         else:
-            clients = local_round(matched, parts, args.epochs, args.lr, r)
+            clients = local_round([matched] * len(parts), parts, args.epochs, args.lr, r)
             matched = cipm.federated.matched_average(matched, clients, graph, weights=sizes)
         out["matched"].append(accuracy(matched, test))
     return out
@@ -105,6 +113,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50, help="local epochs per round")
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="round 1's clients start from their own initializations (trained alone first)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="draws run in parallel processes")
     args = parser.parse_args()
     draws = range(args.first_draw, args.first_draw + args.draws)
