@@ -220,18 +220,54 @@ def test_cross_covariance_with_permuted_copy_is_permuted_covariance(name: str) -
         torch.testing.assert_close(cross.cov(g.name), expected, rtol=1e-9, atol=1e-11)
 
 
+def _edge_set(index: torch.Tensor, relabel: torch.Tensor | None = None) -> set[tuple[int, int]]:
+    if relabel is not None:
+        index = relabel[index]
+    return set(map(tuple, index.T.tolist()))
+
+
+def test_correlation_and_network_graphs_are_permutation_equivariant_with_dead_units() -> None:
+    """Dead ReLUs correlate 0 with everything, a tie that plain top-k breaks by position:
+    the graphs of a permuted model must still be the permuted graphs."""
+    model = zoo.build("mlp")[0].double()
+    graph = traced("mlp")
+    with torch.no_grad():  # units 3, 10, 11 of the first hidden layer never fire
+        for unit in (3, 10, 11):
+            model[0].weight[unit] = 0.0
+            model[0].bias[unit] = -1.0
+        model[2].weight[:, 5] = model[2].weight[:, 6]  # two equal columns: tied magnitudes
+    data = batches("mlp", 5)
+    perm = graph.random_permutation(seed=3)
+    other = cipm.permute(model, perm)
+    stats = cipm.collect(model, graph, data, progress=False)
+    stats_p = cipm.collect(other, graph, data, progress=False)
+    group = "0:hidden"
+    plain = cipm.correlation_graph(stats, group, k=4)
+    permuted = cipm.correlation_graph(stats_p, group, k=4)
+    assert _edge_set(permuted.edge_index, perm[group]) == _edge_set(plain.edge_index)
+    dead = {3, 10, 11}
+    assert not dead & set(plain.edge_index.flatten().tolist())  # no edges of zero correlation
+    net, net_p = cipm.network_graph(stats, model, k=3), cipm.network_graph(stats_p, other, k=3)
+    relabel = torch.cat(
+        [perm[n] + sum(graph[m].size for m in net.groups[:i]) for i, n in enumerate(net.groups)]
+    )
+    assert _edge_set(net_p.edge_index, relabel) == _edge_set(net.edge_index)
+
+
 def test_correlation_graph_has_top_k_edges() -> None:
     model = zoo.build("mlp")[0].double()
     stats = cipm.collect(model, traced("mlp"), batches("mlp", 5), progress=False)
     data = cipm.correlation_graph(stats, "0:hidden", k=5)
     n = 32
-    assert data.x.shape == (n, 5) and data.edge_index.shape == (2, n * 5)
-    assert data.edge_attr.shape == (n * 5, 1)
+    live = (stats["0:hidden"].std > 0).nonzero().squeeze(1).tolist()
+    assert 0 < len(live) < n  # this seed has dead units: they get no edges
+    assert data.x.shape == (n, 5) and data.edge_index.shape == (2, len(live) * 5)
+    assert data.edge_attr.shape == (len(live) * 5, 1)
     corr = stats["0:hidden"].corr
-    for unit in (0, 7, 31):
+    for unit in range(n):
         row = corr[unit].abs().clone()
         row[unit] = -1
-        expected = set(row.argsort(descending=True)[:5].tolist())
+        expected = set(row.argsort(descending=True)[:5].tolist()) if unit in live else set()
         got = data.edge_index[1, data.edge_index[0] == unit].tolist()
         assert set(got) == expected
         torch.testing.assert_close(

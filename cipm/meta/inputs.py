@@ -8,15 +8,12 @@ each unit's top-k |correlation| neighbours, weighted by the correlation (``corre
 and by its magnitude (``strength``); between groups, for every weight whose rows are one
 group's units and whose columns another's, each output unit's k largest-magnitude inputs
 (``inputs``, magnitude relative to the weight's mean) and the transpose (``outputs``: the
-units a unit feeds). Neighbours are chosen so that no order can change them: values are
-rounded to a grid 40 bits below the largest (two values equal but for rounding noise are
-equal), every neighbour tied with the k-th is kept, and edges of zero weight are dropped (a
-dead unit's all-zero correlations must not pick neighbours by position).
+units a unit feeds). Neighbours are chosen so that no order can change them
+(`cipm.statistics.corrgraph.top_k_edges`: ties with the k-th are kept, zero edges dropped).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ import torch
 
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.meta.config import MetaConfig
-from cipm.statistics.corrgraph import weight_links
+from cipm.statistics.corrgraph import top_k_edges, weight_links
 from cipm.statistics.group import GroupStatistics, Statistics
 
 __all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]
@@ -80,7 +77,7 @@ def meta_input(
         s = stats[name]
         relation = _relation(s, config)
         xs.append(_features(s, relation, config))
-        index, attr = _neighbours(relation, config.k, exclude_self=True)
+        index, attr = top_k_edges(relation, config.k, exclude_self=True)
         intra_index.append(index + offsets[i])
         intra_attr.append(attr)
     index, attr = torch.cat(intra_index, 1), torch.cat(intra_attr)
@@ -160,26 +157,6 @@ def _mean_matrix(index: torch.Tensor, weight: torch.Tensor, nodes: int) -> torch
         return coo.coalesce().to_sparse_csr()
 
 
-def _neighbours(
-    scores: torch.Tensor, k: int, exclude_self: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges (row, column) from each row to its k columns of largest |score| and every
-    column tied with the k-th (|score| rounded to 40 bits below the largest), none of zero
-    score; the attribute (edges,) is the score. The same edges for any order of rows and
-    columns."""
-    cols = scores.shape[1]
-    top = float(scores.abs().max()) if scores.numel() else 0.0
-    kk = min(k, cols - 1 if exclude_self else cols)
-    if top == 0.0 or kk < 1:
-        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=scores.dtype)
-    grid = torch.round(torch.ldexp(scores.abs(), torch.tensor(40 - math.frexp(top)[1])))
-    if exclude_self:
-        grid.fill_diagonal_(-1.0)
-    kth = grid.topk(kk, dim=1).values[:, -1:]
-    index = torch.nonzero((grid >= kth) & (grid > 0)).T
-    return index, scores[index[0], index[1]]
-
-
 def _weight_edges(
     graph: SymmetryGraph,
     tensors: Mapping[str, torch.Tensor],
@@ -194,7 +171,7 @@ def _weight_edges(
         mean = float(magnitude.mean())
         if mean == 0.0:
             continue
-        index, attr = _neighbours(magnitude / mean, config.k_weights)
+        index, attr = top_k_edges(magnitude / mean, config.k_weights)
         indices.append(torch.stack([index[0] + offsets[out_group], index[1] + offsets[in_group]]))
         attrs.append(attr)
     if not indices:

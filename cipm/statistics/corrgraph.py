@@ -1,11 +1,13 @@
 """Correlation graphs of units as `torch_geometric.data.Data`, the meta-network's input.
 
 Node features per unit: activation mean and std, incoming and outgoing weight norms, bias.
-Edges: each unit's top-k |correlation| neighbours (O(n k) edges), correlation as edge attribute.
+Edges: each unit's top-k |correlation| neighbours (O(n k) edges), correlation as edge attribute;
+chosen so that permuting the units permutes the graph (`top_k_edges`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -52,14 +54,18 @@ def correlation_graph(stats: Statistics, group: str, k: int = 16) -> Data:
     """One group's units, linked to their `k` most correlated (by |corr|) other units.
 
     Returns:
-        Data with ``x`` (n, 5), ``edge_index`` (2, n k') directed from each unit to its
-        neighbours, ``edge_attr`` (n k', 1) their correlations, and ``group`` the name;
-        k' = min(k, n - 1).
+        Data with ``x`` (n, 5), ``edge_index`` (2, edges) directed from each unit to its
+        neighbours, ``edge_attr`` (edges, 1) their correlations, and ``group`` the name;
+        min(k, n - 1) edges per unit, more where correlations tie with the k-th, none to
+        units it does not correlate with at all (`top_k_edges`).
     """
     s = stats[group]
     edge_index, edge_attr = top_k_edges(s.corr, k, exclude_self=True)
     return _data(
-        x=node_features(s), edge_index=edge_index, edge_attr=edge_attr.float(), group=group
+        x=node_features(s),
+        edge_index=edge_index,
+        edge_attr=edge_attr.float().unsqueeze(1),
+        group=group,
     )
 
 
@@ -83,7 +89,7 @@ def bipartite_graph(cross: CrossStatistics, group: str, k: int = 16) -> Data:
     return _data(
         x=x.float(),
         edge_index=torch.cat([ab_index, ba_index], 1),
-        edge_attr=torch.cat([ab_attr, ba_attr]).float(),
+        edge_attr=torch.cat([ab_attr, ba_attr]).float().unsqueeze(1),
         side=side,
         group=group,
     )
@@ -107,7 +113,7 @@ def network_graph(stats: Statistics, model: torch.nn.Module, k: int = 8) -> Data
     for out_group, in_group, magnitude in weight_links(stats.graph, model.state_dict()):
         index, attr = top_k_edges(magnitude, k)
         indices.append(torch.stack([index[1] + offsets[in_group], index[0] + offsets[out_group]]))
-        attrs.append(attr)
+        attrs.append(attr.unsqueeze(1))
     return _data(
         x=torch.cat([node_features(stats[n]) for n in names]),
         edge_index=torch.cat(indices, 1) if indices else torch.zeros(2, 0, dtype=torch.long),
@@ -139,20 +145,25 @@ def weight_links(
 def top_k_edges(
     scores: torch.Tensor, k: int, exclude_self: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges from each row to its k columns of largest |score|; the
-    attribute (edges, 1) is the score, in its dtype."""
+    """Edges (2, edges) from each row to its k columns of largest |score|, plus every column
+    tied with the k-th, none of zero score; the attribute (edges,) is the score.
+
+    The same edges for any order of rows and columns: |scores| are rounded to a grid 40 bits
+    below the largest (values equal but for float rounding are equal), every column tied
+    with the k-th is kept, and zero scores are never edges (a dead unit's all-zero
+    correlations must not pick neighbours by position). So a row has at most k edges unless
+    scores tie, and none if all its scores are zero.
+    """
     if k < 1:
         raise CipmError(f"k must be at least 1, got {k}")
-    rows, cols = scores.shape
-    masked = scores.abs()
-    if exclude_self:
-        masked = masked.clone()
-        masked.fill_diagonal_(-1.0)
+    cols = scores.shape[1]
+    top = float(scores.abs().max()) if scores.numel() else 0.0
     kk = min(k, cols - 1 if exclude_self else cols)
-    if kk < 1:
-        empty = torch.zeros(2, 0, dtype=torch.long)
-        return empty, torch.zeros(0, 1, dtype=scores.dtype)
-    nbrs = masked.topk(kk, dim=1).indices
-    src = torch.arange(rows).repeat_interleave(kk)
-    dst = nbrs.reshape(-1)
-    return torch.stack([src, dst]), scores[src, dst].unsqueeze(1)
+    if top == 0.0 or kk < 1:
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=scores.dtype)
+    grid = torch.round(torch.ldexp(scores.abs(), torch.tensor(40 - math.frexp(top)[1])))
+    if exclude_self:
+        grid.fill_diagonal_(-1.0)
+    kth = grid.topk(kk, dim=1).values[:, -1:]
+    index = torch.nonzero((grid >= kth) & (grid > 0)).T
+    return index, scores[index[0], index[1]]
