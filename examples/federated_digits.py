@@ -12,9 +12,11 @@ weight-matched to the global model first). Both run in Flower's simulation engin
 each in a child process under a timeout. Test accuracy of the global model after every
 round is printed, as the mean (± standard deviation) over `--splits` label-skew draws: at
 this skew one draw's curves swing by several points from round to round, so one draw does
-not separate the strategies. The third column is learned co-canonicalization: each client sorts its
-units by the pretrained meta-analysis network's scores on its own data before it replies
-(`cipm.federated.canonical_client`), and the server averages with FedAvg, no matching.
+not separate the strategies (`benchmarks/federated_drift.py` runs the same rounds without
+Flower, deterministically, over 30 draws). The third column is learned
+co-canonicalization: each client sorts its units by the pretrained meta-analysis network's
+scores on its own data before it replies (`cipm.federated.canonical_client`), and the
+server averages with FedAvg, no matching.
 
 One-shot: 4 clients trained from different initializations, merged once by plain averaging,
 by matched averaging (MergeMany-style passes), with REPAIR on 256 unlabeled inputs the
