@@ -40,7 +40,14 @@ import cipm
 from cipm.testing.data import digits, train_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from federated_digits import Part, accuracy, batches, label_skew, make_model
+from federated_digits import (
+    Part,
+    accuracy,
+    batches,
+    federation_arguments,
+    label_skew,
+    make_model,
+)
 
 
 def local_round(
@@ -61,10 +68,8 @@ def moved_units(start: nn.Module, clients: list[nn.Module], graph: cipm.Symmetry
     return sum(int((p[g.name] != torch.arange(g.size)).sum()) for p in perms for g in graph.groups)
 
 
-def one_draw(args: argparse.Namespace, draw: int) -> dict[str, list]:
+def one_draw(args: argparse.Namespace, train: Part, test: Part, draw: int) -> dict[str, list]:
     torch.set_num_threads(1)
-    train_batches, test_batches = digits(batch=10_000)
-    train, test = train_batches[0], test_batches[0]
     parts = label_skew(*train, args.clients, args.alpha, seed=draw)
     sizes = [len(p[1]) for p in parts]
     shares = [n / sum(sizes) for n in sizes]
@@ -107,12 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--first-draw", type=int, default=10, help="seed of the first split")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--clients", type=int, default=5)
-    parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet label skew")
-    parser.add_argument("--epochs", type=int, default=50, help="local epochs per round")
-    parser.add_argument("--lr", type=float, default=3e-2)
-    parser.add_argument("--width", type=int, default=128)
+    federation_arguments(parser, epochs=50, lr=3e-2)
     parser.add_argument(
         "--cold-start",
         action="store_true",
@@ -126,11 +126,14 @@ def main() -> None:
         f"{args.lr}, MLP width {args.width}, {args.rounds} rounds, draws {draws.start}-"
         f"{draws.stop - 1}"
     )
+    train_batches, test_batches = digits(batch=10_000)
     runs = []
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         for draw, run in zip(
-            draws, pool.map(functools.partial(one_draw, args), draws), strict=True
+            draws,
+            pool.map(functools.partial(one_draw, args, train_batches[0], test_batches[0]), draws),
+            strict=True,
         ):
             runs.append(run)
             print(

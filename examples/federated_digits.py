@@ -209,14 +209,21 @@ def one_shot(args: argparse.Namespace, train: Part, test: Part, alpha: float) ->
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def federation_arguments(
+    parser: argparse.ArgumentParser, *, epochs: int = 20, lr: float = 1e-2
+) -> None:
+    """The rounds' setting: how many rounds and clients, the skew, local training, width."""
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet label skew")
-    parser.add_argument("--epochs", type=int, default=20, help="local epochs per round")
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--epochs", type=int, default=epochs, help="local epochs per round")
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--width", type=int, default=128)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    federation_arguments(parser)
     parser.add_argument(
         "--only", default=",".join(STRATEGIES), help=f"comma-separated, of {STRATEGIES}"
     )
