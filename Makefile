@@ -33,8 +33,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cipm plugins tests benchmarks examples
-	$(VENV)/bin/ruff format --check cipm plugins tests benchmarks examples
+	$(VENV)/bin/ruff check cipm tests benchmarks examples
+	$(VENV)/bin/ruff format --check cipm tests benchmarks examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

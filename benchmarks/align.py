@@ -91,15 +91,15 @@ def compare(
         return (name, method, seconds, cipm.barrier(a, aligned, test_data), changed)
 
     rows = [row("none (plain average)", 0.0, b)]
-    t, perm = timed(lambda: cipm.align(b, a, graph, method="weight"))
+    t, perm = timed(lambda: cipm.align(a, b, graph, method="weight"))
     rows.append(row("cipm weight matching", t, cipm.permute(b, perm)))
     # rebasin's time includes finding the model's structure: so does this row
     rows.append(row("cipm trace + weight match", t_trace + t, cipm.permute(b, perm)))
-    t, perm = timed(lambda: cipm.align(b, a, graph, method="activation", data=calib))
+    t, perm = timed(lambda: cipm.align(a, b, graph, method="activation", data=calib))
     rows.append(row("cipm activation matching", t, cipm.permute(b, perm)))
-    t, perm = timed(lambda: cipm.align(b, a, graph, method="sinkhorn"))
+    t, perm = timed(lambda: cipm.align(a, b, graph, method="sinkhorn"))
     rows.append(row("cipm Sinkhorn matching", t, cipm.permute(b, perm)))
-    t, perm = timed(lambda: cipm.align(b, a, graph, method="ste", data=train_data))
+    t, perm = timed(lambda: cipm.align(a, b, graph, method="ste", data=train_data))
     rows.append(row("cipm STE matching", t, cipm.permute(b, perm)))
     try:
         from rebasin import PermutationCoordinateDescent
@@ -130,7 +130,7 @@ def solve_share(
         return rows, cols
 
     with mock.patch.object(scipy.optimize, "linear_sum_assignment", timed_solve):
-        total, _ = timed(lambda: cipm.align(b, a, graph))
+        total, _ = timed(lambda: cipm.align(a, b, graph))
     return total, spent[0], moved
 
 
@@ -142,7 +142,7 @@ def sweeps(
     out = []
     for limit in (1, 2, 3, 4, 5, 100):
         runs = [
-            timed(lambda k=limit: cipm.align(b, a, graph, config=cipm.AlignConfig(max_sweeps=k)))  # type: ignore[misc]
+            timed(lambda k=limit: cipm.align(a, b, graph, config=cipm.AlignConfig(max_sweeps=k)))  # type: ignore[misc]
             for _ in range(3)
         ]
         seconds, perm = min(runs, key=lambda r: r[0])

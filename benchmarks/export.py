@@ -64,7 +64,7 @@ def digits_case(name: str, image: bool, epochs: int) -> Case:
     torch.manual_seed(0)
     model = train_classifier(digits_cnn() if image else digits_mlp(), train, epochs=epochs, seed=0)
     graph = cipm.trace(model, train[0][0])
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    small = cipm.prune(model, graph, ratio=0.5, method="magnitude").model
     batch = torch.cat([x for x, _ in test])
     return Case(
         name,
@@ -96,13 +96,13 @@ def minilm_case() -> Case:
     graph = cipm.trace(model, example, outputs="free")
     ffn = {g.name: g.size // 2 for g in graph.by_kind("hidden") if "intermediate" in g.name}
     heads = {g.name: g.size // 2 for g in graph.by_kind("heads")}
-    prune = lambda sizes: cipm.prune(model, graph, sizes=sizes, method="magnitude")  # noqa: E731
+    prune = lambda sizes: cipm.prune(model, graph, sizes=sizes, method="magnitude").model  # noqa: E731
     return Case(
         "all-MiniLM-L6-v2",
         [
             Variant("original", model),
-            Variant("50% MLP", prune(ffn)),
-            Variant("50% MLP + heads", prune({**ffn, **heads})),
+            Variant("50% MLP", prune(ffn).model),
+            Variant("50% MLP + heads", prune({**ffn, **heads}).model),
         ],
         example,
         tokens(sentences, 128),

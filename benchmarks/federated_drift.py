@@ -86,8 +86,9 @@ def one_draw(args: argparse.Namespace, train: Part, test: Part, draw: int) -> di
         fedavg_next = cipm.merge(clients, graph, weights=shares)
         # a cold start has no common model to align to: merge one-shot, onto the largest client
         reference = clients[sizes.index(max(sizes))] if cold else fedavg
+        one_shot = cipm.MatchConfig(passes=3 if cold else 1)
         paired = cipm.federated.matched_average(
-            reference, clients, graph, weights=sizes, passes=3 if cold else 1
+            reference, clients, graph, weights=sizes, config=one_shot
         )
         out["paired"].append(accuracy(paired, test) - accuracy(fedavg_next, test))
         out["moved"].append(moved_units(reference, clients, graph))

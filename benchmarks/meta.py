@@ -35,9 +35,11 @@ WIDTHS = (512, 1024, 2048, 4096, 8192)
 def training_cost(zoo_folder: str, steps: int) -> float:
     zoo = load_zoo(zoo_folder, "train")
     meta = cipm.MetaAnalyzer()
-    meta.fit(zoo, steps=1, progress=False)  # exports and caches outside the timing
+    meta.fit(
+        zoo, config=cipm.meta.FitConfig(steps=1, progress=False)
+    )  # exports and caches outside the timing
     start = time.perf_counter()
-    meta.fit(zoo, steps=steps, progress=False)
+    meta.fit(zoo, config=cipm.meta.FitConfig(steps=steps, progress=False))
     return (time.perf_counter() - start) / steps
 
 
@@ -48,7 +50,7 @@ def inference(meta: cipm.MetaAnalyzer, width: int, repeats: int = 3) -> dict[str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = cipm.trace(model, x[:8])
-    stats = cipm.collect(model, graph, x.split(1024), progress=False)
+    stats = cipm.collect(model, graph, x.split(1024), config=cipm.CollectConfig(progress=False))
     tensors = stats.check_model(model)
     best = {"graph": float("inf"), "network": float("inf"), "argsort": float("inf")}
     for _ in range(repeats):

@@ -154,11 +154,11 @@ def learned_only(meta: Any, zoo: Sequence[Any], test: Mapping[str, Any]) -> dict
     for s in zoo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", cipm.CipmWarning)
-            small = cipm.prune(s.model, s.stats, ratio=0.5, method="learned", meta=meta)
+            small = cipm.prune(s.model, s.stats, ratio=0.5, method=meta.prune_method()).model
         kept.append(accuracy_on(small, test[s.spec.family]) / s.accuracy)
         first, second = (meta.scores(s.model, v) for v in s.views[:2])
         stable.append(spearman(first, second))
-        order = cipm.reorganize(s.model, s.stats, method="learned", meta=meta)
+        order = cipm.reorganize(s.model, s.stats, method=meta.seriation)
         values = [
             diagonality(s.stats[g].corr, order[g]) for g in s.stats if s.stats[g].group.size > 2
         ]
@@ -187,7 +187,7 @@ def ablations_section(zoo_folder: str, steps: int) -> None:
     for v in VARIANTS:
         meta = cipm.MetaAnalyzer(v.config, seed=0)
         start = time.perf_counter()
-        meta.fit(train, dict(v.objectives), steps=steps, progress=False)
+        meta.fit(train, dict(v.objectives), config=cipm.meta.FitConfig(steps=steps, progress=False))
         seconds = time.perf_counter() - start
         got = learned_only(meta, heldout, test)
         cells = " | ".join(f"{got[c]:.3f}" for c in columns)

@@ -37,7 +37,7 @@ from cipm.alignment.weight import weight_matching
 from cipm.alignment.windowed import windowed_matching
 from cipm.meta.analyzer import MetaAnalyzer
 from cipm.meta.zoo.families import FAMILY, family_data
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 from cipm.testing.data import Batches, train_classifier
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -87,8 +87,12 @@ def scale_row(width: int, window: int = WINDOW) -> dict[str, Any]:
         return cipm.barrier(a, cipm.permute(b, perm), train[:BARRIER]).loss_barrier
 
     def learned() -> tuple[cipm.Permutation, cipm.Permutation]:
-        pa = meta.policy(a, cipm.collect(a, graph, calib, progress=False))
-        pb = meta.policy(b, cipm.collect(b, graph, calib, progress=False))
+        pa = meta.policy(
+            a, cipm.collect(a, graph, calib, config=cipm.CollectConfig(progress=False))
+        )
+        pb = meta.policy(
+            b, cipm.collect(b, graph, calib, config=cipm.CollectConfig(progress=False))
+        )
         perm = {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph}
         return cipm.Permutation(graph, perm), pa
 

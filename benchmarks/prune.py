@@ -8,7 +8,7 @@ retrained afterwards:
 - the pretrained sentence-transformer all-MiniLM-L6-v2: the feed-forward intermediate units of
   its six layers (attention, residual stream and pooler are kept).
 
-Methods: cipm ``merge`` (keep the units that explain the others best, fold the removed ones
+Methods: cipm ``fold`` (keep the units that explain the others best, fold the removed ones
 into them by least squares, group after group on the calibration data), cipm ``magnitude``
 (keep the largest ||in|| * ||out||), and torch-pruning's MetaPruner with
 GroupMagnitudeImportance(p=2) (group L2 magnitude), told to prune the same layers by the same
@@ -20,7 +20,7 @@ normalized) on held-out sentences. cipm's statistics come from the training data
 256 calibration texts made by pairing the other half of the sentences (MiniLM); a line per
 model gives the time of cipm.trace + collect and how many samples (token positions, pixels)
 the statistics hold. The table's prune time is the pruning call alone (torch-pruning's
-includes building its dependency graph; cipm merge's the passes over the calibration data).
+includes building its dependency graph; cipm fold's the passes over the calibration data).
 Latency is the median of 21 forward passes on a fixed batch (the test set, the held-out
 sentences), the models of one case timed in interleaved rounds (CPU, default threads).
 
@@ -50,11 +50,11 @@ from cipm.testing.data import Batches, digits, digits_cnn, digits_mlp, train_cla
 RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each
 CIPM: dict[str, Method] = {
-    "cipm merge": "merge",
+    "cipm fold": "fold",
     "cipm magnitude": "magnitude",
     "cipm learned": "learned",  # benchmarks/meta_eval.py: the pretrained meta network's keep
 }
-METHODS = ("cipm merge", "cipm magnitude", "torch-pruning")
+METHODS = ("cipm fold", "cipm magnitude", "torch-pruning")
 
 SENTENCES = [
     "The cat slept on the warm windowsill all afternoon.",
@@ -303,7 +303,7 @@ def prune_all(case: Case, methods: tuple[str, ...] = METHODS) -> list[Row]:
     model = case.model
     start = time.perf_counter()
     graph = cipm.trace(model, case.example, outputs="free" if case.free_outputs else "fixed")
-    stats = cipm.collect(model, graph, case.calibration, progress=False)
+    stats = cipm.collect(model, graph, case.calibration, config=cipm.CollectConfig(progress=False))
     groups = case.groups(graph)
     print(
         f"{case.name}: cipm trace + collect {time.perf_counter() - start:.2f} s; "
@@ -319,10 +319,15 @@ def prune_all(case: Case, methods: tuple[str, ...] = METHODS) -> list[Row]:
                 if method == "torch-pruning":
                     pruned = torch_pruning(case, ratio)
                 else:
-                    data = case.calibration if CIPM[method] in ("merge", "learned") else None
+                    data = case.calibration if CIPM[method] in ("fold", "learned") else None
                     pruned = cipm.prune(
-                        model, stats, sizes=sizes, method=CIPM[method], data=data, progress=False
-                    )
+                        model,
+                        stats,
+                        sizes=sizes,
+                        method=CIPM[method],
+                        data=data,
+                        config=cipm.PruneConfig(progress=False),
+                    ).model
             except Exception as e:  # report, don't hide: a method that fails is a result
                 rows.append(Row(case.name, ratio, method, None, error=f"{type(e).__name__}: {e}"))
                 continue

@@ -107,13 +107,23 @@ def measure(
                 model(x)
 
     runs: dict[str, list[float]] = {k: [] for k in ("forward", "cipm", "sampled", "setup")}
-    cipm.collect(model, graph, loader[:1], progress=False)  # warm-up
+    cipm.collect(model, graph, loader[:1], config=cipm.CollectConfig(progress=False))  # warm-up
     for _ in range(repeat):
         runs["forward"].append(timed(forward))
         runs["setup"].append(timed(lambda: SiteRecorder(model, graph).check(loader[0])))
-        runs["cipm"].append(timed(lambda: cipm.collect(model, graph, loader, progress=False)))
+        runs["cipm"].append(
+            timed(
+                lambda: cipm.collect(
+                    model, graph, loader, config=cipm.CollectConfig(progress=False)
+                )
+            )
+        )
         runs["sampled"].append(
-            timed(lambda: cipm.collect(model, graph, loader, sample=sample, progress=False))
+            timed(
+                lambda: cipm.collect(
+                    model, graph, loader, config=cipm.CollectConfig(sample=sample, progress=False)
+                )
+            )
         )
     result = {k: min(v) for k, v in runs.items()}  # least disturbed run
     result["cipm"] -= result["setup"]
@@ -131,7 +141,7 @@ def probe_peak_rss(mode: str, batches: int) -> float:
     graph = cipm.trace(model, make(0))
     loader = (make(i) for i in range(batches))  # lazy: the loader itself holds one batch
     if mode == "cipm":
-        cipm.collect(model, graph, loader, progress=False)
+        cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     else:
         naive(SiteRecorder(model, graph), list(loader), per_batch=False)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

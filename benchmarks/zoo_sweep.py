@@ -130,14 +130,19 @@ def run_one(family: str, name: str) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", cipm.CipmWarning)
         try:
-            small = cipm.prune(
-                model, graph, ratio=0.5, method="magnitude", example_inputs=x, progress=False
+            small_result = cipm.prune(
+                model,
+                graph,
+                ratio=0.5,
+                method="magnitude",
+                config=cipm.PruneConfig(example_inputs=x, progress=False),
             )
+            small = small_result.model
             with torch.no_grad():
                 _first(small(*x))
             row["pruned_params_M"] = sum(p.numel() for p in small.parameters()) / 1e6
             row["runs"] = True
-            report = cipm.pruning_report(small)
+            report = small_result.report
             row["kept_whole"] = [f"{k.group}: {k.reason}" for k in report.kept_whole]
         except Exception as e:  # a row of the table, not a crash of the sweep
             row["runs"] = False

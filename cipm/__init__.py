@@ -5,7 +5,7 @@ The package face: it only re-exports. The subpackages are the architecture::
     discovery/   trace a model: symbolic axes, op rules, unification -> a SymmetryGraph
     graph/       the symmetry graph, layouts of tensor dims, permutations, JSON
     tensors/     reading units out of tensors, permuting, mapping, resizing models
-    statistics/  activations at group sites, float64 moments, correlation graphs
+    statistics/  activations at group sites, float64 moments that merge exactly
     alignment/   re-basin: weight/activation/Sinkhorn/STE matching (methods are plugins)
     merging/     averages, BatchNorm reset, REPAIR, loss barriers
     federated/   matched averaging of clients, a Flower strategy (Flower loaded lazily)
@@ -14,6 +14,8 @@ The package face: it only re-exports. The subpackages are the architecture::
     ordering/    canonical form, reorganization, partitions
     meta/        the meta-analysis network: learned policies (torch-geometric, loaded lazily)
     hooks/       hook specifications and the plugin manager
+    plugin       the plugin contract: every type a hook takes or returns (for plugin authors)
+    plugins/     the built-in plugins: op rules, resizers, exporters (architecture knowledge)
     testing/     example models and data (not the core)
 """
 
@@ -30,6 +32,7 @@ from cipm.errors import (
     UnsupportedOpError,
 )
 from cipm.exporting import export, exporters, read_policy
+from cipm.federated.config import MatchConfig
 from cipm.graph import GroupKind, Member, PermGroup, Permutation, Site, SymmetryGraph, TensorAxis
 from cipm.hooks import get_plugin_manager, hookimpl, list_plugins
 from cipm.merging import (
@@ -52,20 +55,25 @@ from cipm.ordering import (
     reorganize,
     split_order,
 )
-from cipm.pruning import KeptWhole, PruneReport, prune, pruning_report
+from cipm.pruning import (
+    KeptWhole,
+    PruneConfig,
+    Pruned,
+    PruneMethod,
+    PruneReport,
+    prune,
+    prune_methods,
+)
 from cipm.statistics import (
+    CollectConfig,
     CrossStatistics,
     GroupStatistics,
     Statistics,
-    bipartite_graph,
     collect,
     collect_cross,
-    correlation_graph,
-    network_graph,
 )
 from cipm.tensors import permute
-
-__version__ = "0.1.0"
+from cipm.version import __version__ as __version__
 
 __all__ = [
     "AlignConfig",
@@ -73,10 +81,12 @@ __all__ = [
     "BarrierCurve",
     "CipmError",
     "CipmWarning",
+    "CollectConfig",
     "CrossStatistics",
     "GroupKind",
     "GroupStatistics",
     "KeptWhole",
+    "MatchConfig",
     "Member",
     "MetaAnalyzer",
     "MetaConfig",
@@ -85,7 +95,10 @@ __all__ = [
     "Permutation",
     "PermutationError",
     "PluginError",
+    "PruneConfig",
+    "PruneMethod",
     "PruneReport",
+    "Pruned",
     "RuleError",
     "Site",
     "Statistics",
@@ -97,12 +110,10 @@ __all__ = [
     "align_many",
     "align_methods",
     "barrier",
-    "bipartite_graph",
     "canonical_permutation",
     "canonicalize",
     "collect",
     "collect_cross",
-    "correlation_graph",
     "diagonality",
     "export",
     "exporters",
@@ -113,13 +124,12 @@ __all__ = [
     "list_plugins",
     "merge",
     "meta",
-    "network_graph",
     "partition",
     "permute",
     "plot_barriers",
     "plot_correlation",
     "prune",
-    "pruning_report",
+    "prune_methods",
     "read_policy",
     "reorganize",
     "repair",

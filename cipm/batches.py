@@ -36,8 +36,9 @@ def as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (inputs,), {}
 
 
-def check_loader(data: Any, what: str) -> None:
-    """Raise a CipmError unless `data` is an iterable of batches (a DataLoader, a list)."""
+def check_loader(data: Any, what: str) -> Iterable[Any]:
+    """`data`, once it is known to be an iterable of batches (a DataLoader, a list); else a
+    CipmError."""
     if data is None:
         raise CipmError(f"{what}: no data; pass an iterable of batches (a DataLoader, a list)")
     if isinstance(data, torch.Tensor):
@@ -49,6 +50,7 @@ def check_loader(data: Any, what: str) -> None:
         raise CipmError(
             f"{what}: the data must be an iterable of batches, got {type(data).__name__}"
         )
+    return data
 
 
 def batch_list(data: Iterable[Any], what: str) -> list[Any]:

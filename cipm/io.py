@@ -13,9 +13,9 @@ from typing import Any
 from cipm.errors import CipmError
 
 __all__ = [
+    "atomic_file",
     "atomic_path",
     "figure",
-    "save_exported",
     "save_figure",
     "save_model",
     "write_text_atomic",
@@ -24,7 +24,7 @@ __all__ = [
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
-    with _atomic(path, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path, ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -46,7 +46,7 @@ def figure(**kwargs: Any) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically (temporary file, then rename)."""
-    with _atomic(path, ".png") as tmp:
+    with atomic_file(path, ".png") as tmp:
         fig.savefig(tmp, dpi=dpi)
     return Path(path)
 
@@ -55,21 +55,8 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` a whole model (class and weights) atomically: temporary file, rename."""
     import torch
 
-    with _atomic(path, ".tmp") as tmp:
+    with atomic_file(path, ".tmp") as tmp:
         torch.save(model, tmp)
-    return Path(path)
-
-
-def save_exported(model: Any, example_inputs: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.export`` `model` on `example_inputs` and save the archive (.pt2) atomically:
-    a file that loads with ``torch.export.load`` and needs no pickle."""
-    import torch
-
-    from cipm.discovery.export import export
-
-    program = export(model, example_inputs, warn_training=False)
-    with _atomic(path, ".pt2") as tmp:
-        torch.export.save(program, tmp)
     return Path(path)
 
 
@@ -91,7 +78,7 @@ def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterat
     if not folder and target.is_dir():
         raise CipmError(f"{target} is a folder; this format writes a file: give a file name")
     if not folder:
-        with _atomic(target, ".tmp") as tmp:
+        with atomic_file(target, ".tmp") as tmp:
             yield Path(tmp)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,9 +108,10 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 
 @contextmanager
-def _atomic(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
-    """A temporary file beside `path` (with a plain file's mode) to write; renamed onto
-    `path` if the block succeeds, removed either way."""
+def atomic_file(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
+    """A temporary file beside `path` (with a plain file's mode, its name ending in
+    `suffix`, for writers that go by it) to write; renamed onto `path` if the block
+    succeeds, removed either way."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)

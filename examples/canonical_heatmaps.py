@@ -44,7 +44,7 @@ def study(name: str, make: Callable[[], nn.Module], image: bool, epochs: int, ou
     print(f"\n{name}: {len(graph)} groups")
     print(f"  a permuted copy canonicalizes to the same tensors: "
           f"{same_tensors(cipm.canonicalize(shuffled, graph), canon)}")  # fmt: skip
-    stats = cipm.collect(canon, graph, train, progress=False)
+    stats = cipm.collect(canon, graph, train, config=cipm.CollectConfig(progress=False))
     spectral = cipm.reorganize(canon, stats, method="spectral")
     olo = cipm.reorganize(canon, stats, method="olo")
     parts = cipm.partition(canon, stats, k=4)

@@ -52,7 +52,9 @@ def b_partition(
     model: torch.nn.Module, graph: cipm.SymmetryGraph, data: Batches, method: str, seed: int
 ) -> cipm.Partition:
     """Two blocks per hidden group; block 1 is task B's."""
-    stats = cipm.collect(model, graph, [x for x, _ in data], progress=False)
+    stats = cipm.collect(
+        model, graph, [x for x, _ in data], config=cipm.CollectConfig(progress=False)
+    )
     relevance = unit_relevance(model, graph, torch.cat([x for x, _ in data]))
     if method == "least A-relevant half":
         return cipm.split_order(model, stats, relevance_order(graph, relevance), 0.5)

@@ -32,12 +32,14 @@ def main() -> None:
     model_b = zoo.mlp(depth=2, width=64, d_in=64, d_out=10)[0].double()
     graph = cipm.trace(model_a, inputs[0])
     world_group = dist.group.WORLD
-    stats = cipm.collect(model_a, graph, shard, progress=False, process_group=world_group)
+    stats = cipm.collect(
+        model_a, graph, shard, config=cipm.CollectConfig(progress=False)
+    ).all_reduce(world_group)
     cross = cipm.collect_cross(
-        model_a, model_b, graph, shard, progress=False, process_group=world_group
-    )
+        model_a, model_b, graph, shard, config=cipm.CollectConfig(progress=False)
+    ).all_reduce(world_group)
     if rank == 0:
-        alone = cipm.collect(model_a, graph, inputs, progress=False)
+        alone = cipm.collect(model_a, graph, inputs, config=cipm.CollectConfig(progress=False))
         print(f"{world} ranks, {len(shard)} of {len(inputs)} batches on rank 0")
         for name in stats:
             diff = (stats[name].cov - alone[name].cov).abs().max()
@@ -45,13 +47,15 @@ def main() -> None:
                 f"{name}: {stats[name].count} samples (one process: {alone[name].count}), "
                 f"max |cov difference| {float(diff):.1e}"
             )
-        cross_alone = cipm.collect_cross(model_a, model_b, graph, inputs, progress=False)
+        cross_alone = cipm.collect_cross(
+            model_a, model_b, graph, inputs, config=cipm.CollectConfig(progress=False)
+        )
         for name in cross:
             diff = (cross.corr(name) - cross_alone.corr(name)).abs().max()
             print(f"{name}: max |cross-correlation difference| {float(diff):.1e}")
         state_a, state_b = model_a.state_dict(), model_b.state_dict()
         perm = matching_from_statistics(state_a, state_b, cross, cipm.AlignConfig())
-        one = cipm.align(model_b, model_a, graph, method="activation", data=inputs)
+        one = cipm.align(model_a, model_b, graph, method="activation", data=inputs)
         print(f"activation matching from the reduced statistics = one process's: {perm == one}")
     dist.destroy_process_group()
 

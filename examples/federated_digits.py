@@ -191,13 +191,20 @@ def one_shot(args: argparse.Namespace, train: Part, test: Part, alpha: float) ->
     graph = cipm.trace(models[0], train[0][:4])
     sizes = [len(p[1]) for p in parts]
     shares = [n / sum(sizes) for n in sizes]
-    matched = cipm.federated.matched_average(models[0], models, graph, weights=sizes, passes=3)
+    three = cipm.MatchConfig(passes=3)
+    matched = cipm.federated.matched_average(models[0], models, graph, weights=sizes, config=three)
     own = [
-        cipm.collect(m, graph, [p[0]], progress=False) for m, p in zip(models, parts, strict=True)
+        cipm.collect(m, graph, [p[0]], config=cipm.CollectConfig(progress=False))
+        for m, p in zip(models, parts, strict=True)
     ]
     learned = cipm.federated.canonical_average(models, graph, own, weights=sizes)
     repaired = cipm.federated.matched_average(
-        models[0], models, graph, weights=sizes, passes=3, data=calibration, repair=True
+        models[0],
+        models,
+        graph,
+        weights=sizes,
+        data=calibration,
+        config=cipm.MatchConfig(repair=True, passes=3),
     )
     return {
         "best client": max(accuracy(m, test) for m in models),

@@ -35,16 +35,16 @@ def main() -> None:
     torch.manual_seed(0)
     model = train_classifier(digits_cnn(), train, epochs=args.epochs, seed=0)
     graph = cipm.trace(model, train[0][0])
-    stats = cipm.collect(model, graph, train, progress=False)
+    stats = cipm.collect(model, graph, train, config=cipm.CollectConfig(progress=False))
     size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     print(f"original: accuracy {accuracy(model, test):.3f}, {size(model):,} parameters")
     pruned = {
         "merge, group by group on data": cipm.prune(
-            model, stats, ratio=args.ratio, data=train, progress=False
-        ),
-        "merge, all at once from stats": cipm.prune(model, stats, ratio=args.ratio),
-        "activation": cipm.prune(model, stats, ratio=args.ratio, method="activation"),
-        "magnitude": cipm.prune(model, graph, ratio=args.ratio, method="magnitude"),
+            model, stats, ratio=args.ratio, data=train, config=cipm.PruneConfig(progress=False)
+        ).model,
+        "merge, all at once from stats": cipm.prune(model, stats, ratio=args.ratio).model,
+        "activation": cipm.prune(model, stats, ratio=args.ratio, method="activation").model,
+        "magnitude": cipm.prune(model, graph, ratio=args.ratio, method="magnitude").model,
     }
     for method, small in pruned.items():
         print(f"{method:>30}: accuracy {accuracy(small, test):.3f}, {size(small):,} parameters")

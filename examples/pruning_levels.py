@@ -67,10 +67,10 @@ def main() -> None:
     path_a = levels(train, 1, args.levels, args.epochs)
     path_b = levels(train, 2, args.levels, args.epochs)
     graph = cipm.trace(path_a[0], train[0][0])
-    final = cipm.align(path_b[-1], path_a[-1], graph)
+    final = cipm.align(path_a[-1], path_b[-1], graph)
     rows = []
     for level, (a, b) in enumerate(zip(path_a, path_b, strict=True)):
-        own = cipm.align(b, a, graph)
+        own = cipm.align(a, b, graph)
         barriers = [
             cipm.barrier(a, m, test).loss_barrier
             for m in (b, cipm.permute(b, final), cipm.permute(b, own))
@@ -84,8 +84,7 @@ def main() -> None:
         [100 * r[1] for r in rows],
         {label: [r[2 + i] for r in rows] for i, label in enumerate(labels)},
         args.out,
-        xlabel="weights pruned (%)",
-        ylabel="test loss barrier A-B",
+        labels=("weights pruned (%)", "test loss barrier A-B"),
         title="pruning levels on digits (3x256 MLP)",
     )
     print(f"\nwrote {args.out}")

@@ -77,9 +77,9 @@ def main() -> None:
         reset = calibration if any(isinstance(m, nn.BatchNorm2d) for m in a.modules()) else None
         candidates = {
             "none": b,
-            "weight matching": cipm.permute(b, cipm.align(b, a, graph)),
+            "weight matching": cipm.permute(b, cipm.align(a, b, graph)),
             "activation matching": cipm.permute(
-                b, cipm.align(b, a, graph, method="activation", data=calibration)
+                b, cipm.align(a, b, graph, method="activation", data=calibration)
             ),
         }
         results[name] = {

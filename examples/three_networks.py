@@ -43,8 +43,8 @@ def main() -> None:
         width = BASE * factor
         a, b, c = (trained(width, train, args.epochs, seed) for seed in (1, 2, 3))
         graph = cipm.trace(a, train[0][0])
-        direct = cipm.permute(b, cipm.align(b, a, graph))
-        indirect = cipm.permute(b, cipm.align(b, a, graph, via=c))
+        direct = cipm.permute(b, cipm.align(a, b, graph))
+        indirect = cipm.permute(b, cipm.align(a, b, graph, via=c))
         barriers = [cipm.barrier(a, m, test).loss_barrier for m in (b, direct, indirect)]
         rows.append((factor, width, *barriers))
     print(f"{'width':>9s}  {'unaligned':>9s}  {'direct':>9s}  {'via C':>9s}")
@@ -55,8 +55,7 @@ def main() -> None:
         [r[1] for r in rows],
         {label: [r[2 + i] for r in rows] for i, label in enumerate(labels)},
         args.out,
-        xlabel="hidden width",
-        ylabel="test loss barrier A-B",
+        labels=("hidden width", "test loss barrier A-B"),
         title="three networks on digits (3-layer MLP)",
         log_x=True,
     )

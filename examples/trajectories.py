@@ -46,10 +46,10 @@ def main() -> None:
     train, test = digits()
     path_a, path_b = trajectory(train, args.epochs, 1), trajectory(train, args.epochs, 2)
     graph = cipm.trace(path_a[-1], train[0][0])
-    final = cipm.align(path_b[-1], path_a[-1], graph)
+    final = cipm.align(path_a[-1], path_b[-1], graph)
     rows = []
     for epoch, (a, b) in enumerate(zip(path_a, path_b, strict=True)):
-        own = cipm.align(b, a, graph)
+        own = cipm.align(a, b, graph)
         barriers = [
             cipm.barrier(a, m, test).loss_barrier
             for m in (b, cipm.permute(b, final), cipm.permute(b, own))
@@ -63,8 +63,7 @@ def main() -> None:
         [r[0] for r in rows],
         {label: [r[1 + i] for r in rows] for i, label in enumerate(labels)},
         args.out,
-        xlabel="epoch",
-        ylabel="test loss barrier A_t-B_t",
+        labels=("epoch", "test loss barrier A_t-B_t"),
         title="trajectories on digits (3x256 MLP)",
     )
     print(f"\nwrote {args.out}")

@@ -79,7 +79,7 @@ def probed(data: Mapping[str, Batches], seed: int, width: int = 64) -> Subject:
     )
     inputs = [x for x, _ in data["train"]]
     graph = cipm.trace(model, inputs[0])
-    stats = cipm.collect(model, graph, inputs, progress=False)
+    stats = cipm.collect(model, graph, inputs, config=cipm.CollectConfig(progress=False))
     return Subject(f"seed{seed}-w{width}", model, stats, calibration=[torch.cat(inputs)])
 
 
@@ -87,7 +87,9 @@ def learned_network(data: Mapping[str, Batches], steps: int) -> MetaAnalyzer:
     """A small meta-network fitted for relevance on 6 models no row is measured on."""
     zoo = [probed(data, 100 + i, w) for i, w in enumerate((32, 64, 96, 32, 64, 96))]
     meta = MetaAnalyzer(MetaConfig(hidden=16, layers=2), seed=0)
-    meta.fit(zoo, {"relevance": 1.0}, steps=steps, batch=2, progress=False)
+    meta.fit(
+        zoo, {"relevance": 1.0}, config=cipm.meta.FitConfig(steps=steps, batch=2, progress=False)
+    )
     return meta
 
 

@@ -59,4 +59,4 @@ def zoo_stats(name: str) -> tuple[torch.nn.Module, torch.Tensor, cipm.Statistics
         loader = [x] + [torch.randn(x.shape, generator=gen).double() for _ in "ab"]
     else:
         loader = [x] + [zoo.build(name, seed=seed)[1] for seed in (1, 2)]
-    return model, x, cipm.collect(model, graph, loader, progress=False)
+    return model, x, cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))

@@ -47,7 +47,7 @@ def subject(tasks: dict[str, list]) -> Subject:
     model = train_classifier(digits_mlp(16), tasks["a"], epochs=3, seed=0)
     inputs = [x for x, _ in tasks["a"]]
     graph = cipm.trace(model, inputs[0])
-    stats = cipm.collect(model, graph, inputs, progress=False)
+    stats = cipm.collect(model, graph, inputs, config=cipm.CollectConfig(progress=False))
     return Subject("mlp16", model, stats, calibration=[torch.cat(inputs)])
 
 
@@ -107,7 +107,9 @@ def test_relevance_objective_scores_random_about_one_and_exact_order_lower(
 
 def test_relevance_objective_gradient_is_finite_and_not_zero(subject: Subject) -> None:
     analyzer = cipm.MetaAnalyzer(MetaConfig(hidden=16, layers=2), seed=0)
-    history = analyzer.fit([subject], {"relevance": 1.0}, steps=1, batch=1, progress=False)
+    history = analyzer.fit(
+        [subject], {"relevance": 1.0}, config=cipm.meta.FitConfig(steps=1, batch=1, progress=False)
+    )
     assert 0.0 < history.rows[0]["relevance"] < 2.0
     grads = [p.grad for p in analyzer.network.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
@@ -118,7 +120,9 @@ def test_relevance_objective_needs_calibration(subject: Subject) -> None:
     bare = Subject("bare", subject.model, subject.stats)
     analyzer = cipm.MetaAnalyzer(MetaConfig(hidden=8, layers=1), seed=0)
     with pytest.raises(cipm.CipmError, match="calibration"):
-        analyzer.fit([bare], {"relevance": 1.0}, steps=1, batch=1, progress=False)
+        analyzer.fit(
+            [bare], {"relevance": 1.0}, config=cipm.meta.FitConfig(steps=1, batch=1, progress=False)
+        )
 
 
 @settings(max_examples=6, deadline=None)

@@ -102,8 +102,8 @@ def test_activation_key_is_permutation_invariant(name: str) -> None:
     perm = graph.random_permutation(seed=9)
     permuted = cipm.permute(model, perm)
 
-    stats = cipm.collect(model, graph, loader, progress=False)
-    pstats = cipm.collect(permuted, graph, loader, progress=False)
+    stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
+    pstats = cipm.collect(permuted, graph, loader, config=cipm.CollectConfig(progress=False))
     canon = cipm.canonicalize(model, graph, stats=stats)
     assert_state_equal(cipm.canonicalize(permuted, graph, stats=pstats), canon)
     assert_same_function(model, canon, loader[0])
@@ -116,7 +116,7 @@ def test_activation_key_orders_by_activation_rms() -> None:
     graph = traced("mlp")
     model = zoo.build("mlp", seed=2)[0].double()
     loader = zoo_batches("mlp", 3, seed=70)
-    stats = cipm.collect(model, graph, loader, progress=False)
+    stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     canon = cipm.canonicalize(model, graph, stats=stats)
     # RMS of each hidden ReLU output of the canonical model, computed directly
     acts: dict[int, list[torch.Tensor]] = {1: [], 3: [], 5: []}

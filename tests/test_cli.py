@@ -137,7 +137,7 @@ def test_prune_bad_input_is_an_error_and_writes_nothing(
     torch.save(torch.randn(16, *x.shape[1:]), data)
     cases = [
         (["--size", "0.0:channels=0"], "would leave it empty"),
-        (["--ratio", "0.5", "--method", "merge"], "--method merge needs --data"),
+        (["--ratio", "0.5", "--method", "fold"], "--method fold needs --data"),
         ([], r"--ratio FRACTION or --size GROUP=UNITS"),
         (["--ratio", "0.5", "--batch", "0", "--data", str(data)], "--batch must be at least 1"),
         (["--ratio", "0.5", "--data", str(path)], "does not unpickle code from data files"),

@@ -13,7 +13,6 @@ import hf_families
 import pytest
 import torch
 import vision
-from cipm_plugins.multihead import HeadPrunedMultiheadAttention
 from hypothesis import given
 from hypothesis import strategies as st
 from test_prune import zero_removed
@@ -21,6 +20,7 @@ from torch import nn
 
 import cipm
 from cipm.discovery.rules import OpCall
+from cipm.plugins.multihead import HeadPrunedMultiheadAttention
 
 tv = vision.torchvision()
 needs_torchvision = pytest.mark.skipif(tv is None, reason=f"no torchvision in {vision.TARGET}")
@@ -122,8 +122,9 @@ def test_torchvision_pruned_at_half_runs_smaller(name: str) -> None:
     graph = cipm.trace(model, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cipm.CipmWarning)  # swin: heads kept whole, said
-        small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
-    report = cipm.pruning_report(small)
+        small_result = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+        small = small_result.model
+    report = small_result.report
     assert report.verified and report.sizes
     params = [sum(p.numel() for p in m.parameters()) for m in (model, small)]
     assert params[1] < 0.75 * params[0]
@@ -235,8 +236,9 @@ def test_mixture_of_experts_residual_and_expert_units_are_found_and_pruned(name:
     experts = [g for g in graph if g.name.endswith("mlp.experts:hidden")]
     assert len(experts) == 2 and len(graph.by_kind("residual")) == 1
     assert all(any(m.key.endswith("experts.down_proj") for m in g.members) for g in experts)
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
-    report = cipm.pruning_report(small)
+    small_result = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    small = small_result.model
+    report = small_result.report
     assert {g.name for g in experts} <= set(report.sizes) and not report.kept_whole
     with torch.no_grad():
         assert first(small(*x)).shape == first(model(*x)).shape
@@ -249,7 +251,8 @@ def test_grouped_query_attention_prunes_whole_key_value_groups() -> None:
     graph = cipm.trace(model, x)
     outer = {g.name: 1 for g in graph.by_kind("heads") if g.within is None}
     assert len(outer) == 2  # the key/value heads of each layer
-    small = cipm.prune(model, graph, sizes=outer, method="magnitude")
+    small_result = cipm.prune(model, graph, sizes=outer, method="magnitude")
+    small = small_result.model
     plans = cipm.pruning.prune_plan(model, graph, sizes=outer, method="magnitude")
     attention = [m for m in small.modules() if type(m).__name__ == "LlamaAttention"]
     assert all(m.k_proj.out_features == m.head_dim for m in attention)  # one key/value head
@@ -315,19 +318,21 @@ def test_a_group_the_model_cannot_follow_is_kept_whole_and_reported() -> None:
     graph = cipm.trace(model, x)
     assert len(graph) == 2
     with pytest.warns(cipm.CipmWarning, match=r"kept 1 group.*'0.lin:hidden' in 0"):
-        small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
-    report = cipm.pruning_report(small)
+        small_result = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+        small = small_result.model
+    report = small_result.report
     (kept,) = report.kept_whole
     assert kept.group == "0.lin:hidden" and kept.module == "0" and "shape" in kept.reason
     assert report.sizes == {"1:hidden": (6, 3)} and small[1].out_features == 3
     with torch.no_grad():
         assert small(x).shape == model(x).shape
-    with pytest.raises(cipm.CipmError, match=r"not made by cipm\.prune"):
-        cipm.pruning_report(model)
     # with calibration data, group after group: the same group kept, the other folded
     with pytest.warns(cipm.CipmWarning, match=r"kept 1 group.*'0.lin:hidden' in 0"):
-        folded = cipm.prune(model, graph, ratio=0.5, data=[x, x * 2], progress=False)
-    report = cipm.pruning_report(folded)
+        folded_result = cipm.prune(
+            model, graph, ratio=0.5, data=[x, x * 2], config=cipm.PruneConfig(progress=False)
+        )
+        folded = folded_result.model
+    report = folded_result.report
     assert [k.group for k in report.kept_whole] == ["0.lin:hidden"]
     assert report.sizes == {"1:hidden": (6, 3)} and folded[1].out_features == 3
     with torch.no_grad():

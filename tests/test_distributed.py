@@ -59,12 +59,14 @@ def _worker(rank: int, folder: str) -> None:
         for name in ("mlp", "cnn_bn"):
             model, graph = zoo.build(name)[0].double(), traced(name)
             shard = data(name)[rank::WORLD]
-            stats = cipm.collect(model, graph, shard, progress=False, process_group=group)
+            stats = cipm.collect(
+                model, graph, shard, config=cipm.CollectConfig(progress=False)
+            ).all_reduce(group)
             results |= {f"{name}/{k}": v for k, v in _flat(stats).items()}
             other = zoo.build(name, seed=1)[0].double()
             cross = cipm.collect_cross(
-                model, other, graph, shard, progress=False, process_group=group
-            )
+                model, other, graph, shard, config=cipm.CollectConfig(progress=False)
+            ).all_reduce(group)
             results |= {f"{name}/cross/{k}": v for k, v in _flat(cross).items()}
         # ranks that disagree on what they reduce are told so, not left hanging
         mine = [Moments.of(torch.randn(5, 3, dtype=torch.float64))] * (1 + rank)
@@ -100,10 +102,12 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str
 def _single(name: str) -> dict[str, torch.Tensor]:
     model, graph = zoo.build(name)[0].double(), traced(name)
     loader = data(name)
-    stats = cipm.collect(model, graph, loader, progress=False)
+    stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     out = {f"{name}/{k}": v for k, v in _flat(stats).items()}
     other = zoo.build(name, seed=1)[0].double()
-    cross = cipm.collect_cross(model, other, graph, loader, progress=False)
+    cross = cipm.collect_cross(
+        model, other, graph, loader, config=cipm.CollectConfig(progress=False)
+    )
     return out | {f"{name}/cross/{k}": v for k, v in _flat(cross).items()}
 
 
@@ -131,7 +135,9 @@ def test_shards_alone_differ_from_the_whole(
 ) -> None:
     """The reduction is doing the work: one rank's shard alone is not the whole."""
     model, graph = zoo.build("mlp")[0].double(), traced("mlp")
-    shard = cipm.collect(model, graph, data("mlp")[::WORLD], progress=False)
+    shard = cipm.collect(
+        model, graph, data("mlp")[::WORLD], config=cipm.CollectConfig(progress=False)
+    )
     whole = _single("mlp")
     name = next(iter(shard))
     assert shard[name].count < int(whole[f"mlp/{name}/count"])
@@ -147,6 +153,6 @@ def test_mismatched_ranks_are_an_error(ranks: tuple[Path, list[dict[str, torch.T
 
 def test_without_a_process_group_initialized() -> None:
     model, graph = zoo.build("mlp")[0].double(), traced("mlp")
-    stats = cipm.collect(model, graph, data("mlp"), progress=False)
+    stats = cipm.collect(model, graph, data("mlp"), config=cipm.CollectConfig(progress=False))
     with pytest.raises(cipm.CipmError, match="init_process_group"):
         stats.all_reduce(None)

@@ -73,7 +73,7 @@ def test_permuting_experts_alone_keeps_the_function(moe: Any, seed: int) -> None
 def test_weight_matching_finds_a_planted_expert_permutation(moe: Any) -> None:
     _, model, _, graph = moe
     planted = cipm.permute(model, cipm.Permutation.random(graph, seed=11))
-    found = cipm.align(planted, model, graph, method="weight")
+    found = cipm.align(model, planted, graph, method="weight")
     back = cipm.permute(planted, found)
     for (key, a), b in zip(model.state_dict().items(), back.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
@@ -83,9 +83,14 @@ def test_pruning_experts_equals_a_model_built_with_those_experts(moe: Any) -> No
     """Half the experts pruned: the same as a model made from a config with half as many,
     holding the kept experts' weights and router rows (sliced here, by hand)."""
     _, model, x, graph = moe
-    plans = cipm.pruning.prune_plan(model, graph, ratio=0.5, kinds=("experts",), method="magnitude")
-    small = cipm.prune(model, graph, ratio=0.5, kinds=("experts",), method="magnitude")
-    assert not cipm.pruning_report(small).kept_whole
+    plans = cipm.pruning.prune_plan(
+        model, graph, ratio=0.5, method="magnitude", config=cipm.PruneConfig(kinds=("experts",))
+    )
+    small_result = cipm.prune(
+        model, graph, ratio=0.5, config=cipm.PruneConfig(kinds=("experts",)), method="magnitude"
+    )
+    small = small_result.model
+    assert not small_result.report.kept_whole
     config = model.config.to_dict()
     count = "num_local_experts" if "num_local_experts" in config else "num_experts"
     config[count] //= 2

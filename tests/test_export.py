@@ -79,9 +79,10 @@ def test_pruned_zoo_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> None
     model, x = zoo.build(name)
     graph = traced(name)
     plans = prune_plan(model, graph, ratio=0.5, method="magnitude")
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    small = pruned.model
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
-    path = cipm.export(small, tmp_path / "small.onnx", x)  # its policy: the pruning report's
+    path = cipm.export(small, tmp_path / "small.onnx", x, policy=pruned.report)
     assert_runs_like(small, path, x)
     policy = cipm.read_policy(path)
     assert policy.kind == "pruned"
@@ -92,6 +93,22 @@ def test_pruned_zoo_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> None
     assert len(policy.removed(group)) == graph[group].size - len(plans[group].keep)
     if name == "mlp":  # the policy names the units the small model has: its first layer's rows
         assert torch.equal(small[0].weight, model[0].weight[list(policy.groups[group])])
+
+
+def test_a_pruning_report_never_rides_on_the_model(tmp_path: Path) -> None:
+    """The report travels with the result, not the model: a pruned model permuted afterwards
+    exports without a policy unless given one, never with the stale kept units."""
+    model, x = zoo.build("mlp")
+    graph = traced("mlp")
+    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    small_graph = cipm.trace(pruned.model, x)
+    permuted = cipm.permute(pruned.model, small_graph.random_permutation(seed=0))
+    assert not any(name.startswith("_cipm") for name in vars(pruned.model))
+    path = cipm.export(permuted, tmp_path / "permuted.safetensors")
+    with pytest.raises(cipm.CipmError, match="holds no cipm policy"):
+        cipm.read_policy(path)
+    with_report = cipm.export(pruned.model, tmp_path / "small.safetensors", policy=pruned.report)
+    assert dict(cipm.read_policy(with_report).groups) == dict(pruned.report.kept)
 
 
 def test_safetensors_holds_the_same_tensors_and_the_policy(tmp_path: Path) -> None:

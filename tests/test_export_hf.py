@@ -65,7 +65,7 @@ def test_permuted_hf_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_pruned_hf_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> None:
     model, x, graph = built(name)
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    small = cipm.prune(model, graph, ratio=0.5, method="magnitude").model
     path = cipm.export(small, tmp_path / "small.onnx", x)
     assert_onnx_matches(small, path)
 
@@ -85,7 +85,9 @@ def test_pruned_hf_model_reloads_with_from_pretrained(
     name: str, kinds: tuple[str, ...], tmp_path: Path
 ) -> None:
     model, x, graph = built(name)
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude", kinds=kinds)
+    small = cipm.prune(
+        model, graph, ratio=0.5, method="magnitude", config=cipm.PruneConfig(kinds=kinds)
+    ).model
     out = cipm.export(small, tmp_path / "out", x)
     reloaded = AUTO[name].from_pretrained(out, local_files_only=True).eval()
     assert type(reloaded) is type(model)
@@ -102,7 +104,7 @@ def test_pruned_hf_model_reloads_with_from_pretrained(
 def test_pruned_bert_feed_forward_only_reloads(tmp_path: Path) -> None:
     model, x, graph = built("bert")
     sizes = {g.name: g.size // 2 for g in graph if "intermediate" in g.name}
-    small = cipm.prune(model, graph, sizes=sizes, method="magnitude")
+    small = cipm.prune(model, graph, sizes=sizes, method="magnitude").model
     cipm.export(small, tmp_path / "out", x)
     reloaded = transformers.BertModel.from_pretrained(tmp_path / "out", local_files_only=True)
     assert reloaded.config.intermediate_size == 24
@@ -112,7 +114,9 @@ def test_pruned_bert_feed_forward_only_reloads(tmp_path: Path) -> None:
 
 def test_heads_a_config_cannot_describe_are_an_error_and_keep_the_folder(tmp_path: Path) -> None:
     model, x, graph = built("gpt2")
-    small = cipm.prune(model, graph, ratio=0.5, method="magnitude", kinds=("heads",))
+    small = cipm.prune(
+        model, graph, ratio=0.5, method="magnitude", config=cipm.PruneConfig(kinds=("heads",))
+    ).model
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text("{}")
@@ -128,10 +132,12 @@ def test_different_widths_per_layer_are_an_error_offering_uniform_sizes(tmp_path
     ffn = [g.name for g in graph if g.kind.value == "hidden"]
     uneven = {ffn[0]: 24, ffn[1]: 40}
     with pytest.raises(cipm.CipmError, match=r"n_inner.*\[24, 40\].*uniform_sizes"):
-        cipm.export(cipm.prune(model, graph, sizes=uneven, method="magnitude"), tmp_path / "o")
+        cipm.export(
+            cipm.prune(model, graph, sizes=uneven, method="magnitude").model, tmp_path / "o"
+        )
     sizes = uniform_sizes(graph, uneven)
     assert sizes == {ffn[0]: 40, ffn[1]: 40}
-    small = cipm.prune(model, graph, sizes=sizes, method="magnitude")
+    small = cipm.prune(model, graph, sizes=sizes, method="magnitude").model
     out = cipm.export(small, tmp_path / "o", x, policy={ffn[0]: list(range(40))})
     assert transformers.GPT2Config.from_pretrained(out).n_inner == 40
     assert cipm.read_policy(out).groups[ffn[0]] == tuple(range(40))
@@ -145,7 +151,7 @@ def test_cli_prune_of_a_hf_folder_writes_a_folder_that_reloads(tmp_path: Path) -
     argv += ["--ratio", "0.5", "--method", "magnitude", "-o", str(tmp_path / "small")]
     assert main(argv) == 0
     reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "small").eval()
-    expected = cipm.prune(model, graph, ratio=0.5, method="magnitude")
+    expected = cipm.prune(model, graph, ratio=0.5, method="magnitude").model
     config = reloaded.config  # 2 key/value heads of 2 query heads each, both halved
     assert (config.num_attention_heads, config.num_key_value_heads) == (1, 1)
     assert config.intermediate_size == 24

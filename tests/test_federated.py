@@ -16,6 +16,7 @@ from conftest import assert_state_equal, snapshot, traced
 import cipm
 from cipm.federated import (
     ClientUpdate,
+    MatchConfig,
     aggregate_updates,
     match_clients,
     matched_average,
@@ -90,12 +91,16 @@ def test_activation_matching_from_client_statistics(name: str) -> None:
     stats = []
     for i, client in enumerate(clients):
         local = shards(name, 2, seed=i)
-        halves = [cipm.collect_cross(model, client, graph, [x], progress=False) for x in local]
+        halves = [
+            cipm.collect_cross(model, client, graph, [x], config=cipm.CollectConfig(progress=False))
+            for x in local
+        ]
         stats.append(halves[0].merge(halves[1]))
-    merged = matched_average(model, clients, graph, method="activation", stats=stats)
+    activation = MatchConfig(method="activation")
+    merged = matched_average(model, clients, graph, stats=stats, config=activation)
     assert_state_equal(merged, model)
     # the statistics decide: each client's paired with another client's, it goes wrong
-    swapped = matched_average(model, clients, graph, method="activation", stats=stats[::-1])
+    swapped = matched_average(model, clients, graph, stats=stats[::-1], config=activation)
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in swapped.state_dict().items())
 
 
@@ -104,7 +109,7 @@ def test_server_data_resets_batchnorm_and_repairs() -> None:
     model, perms = planted("cnn_bn")
     clients = [cipm.permute(model, p) for p in perms]
     data = shards("cnn_bn", 2)
-    merged = matched_average(model, clients, graph, data=data, repair=True)
+    merged = matched_average(model, clients, graph, data=data, config=MatchConfig(repair=True))
     reset = cipm.reset_batchnorm(zoo.build("cnn_bn")[0], data)
     bn = "0.1.running_var"
     torch.testing.assert_close(merged.state_dict()[bn], reset.state_dict()[bn])
@@ -115,7 +120,7 @@ def test_one_shot_passes_realign_to_the_average() -> None:
     graph = traced("mlp")
     model, perms = planted("mlp")
     clients = [cipm.permute(model, p) for p in perms]
-    merged = matched_average(clients[0], clients, graph, passes=3)
+    merged = matched_average(clients[0], clients, graph, config=MatchConfig(passes=3))
     assert_state_equal(merged, clients[0])
 
 
@@ -138,7 +143,9 @@ def test_update_arrays_round_trip_the_statistics_exactly() -> None:
     graph = traced("mlp")
     model, perms = planted("mlp", 1)
     client = cipm.permute(model, perms[0])
-    cross = cipm.collect_cross(model, client, graph, shards("mlp", 2), progress=False)
+    cross = cipm.collect_cross(
+        model, client, graph, shards("mlp", 2), config=cipm.CollectConfig(progress=False)
+    )
     arrays = update_arrays(client, cross)
     state, back = split_update(arrays, graph)
     assert state.keys() == client.state_dict().keys()
@@ -149,7 +156,8 @@ def test_update_arrays_round_trip_the_statistics_exactly() -> None:
         assert torch.equal(back[name].b.comoment, cross[name].b.comoment)
     assert split_update(client.state_dict(), graph)[1] is None
     updates = [ClientUpdate(state, 5.0, back)]
-    out = aggregate_updates(model, graph, model.state_dict(), updates, method="activation")
+    activation = MatchConfig(method="activation")
+    out = aggregate_updates(model, graph, model.state_dict(), updates, config=activation)
     assert all(torch.equal(out[k], v) for k, v in model.state_dict().items())
 
 
@@ -162,12 +170,16 @@ def test_errors_say_what_to_do() -> None:
     with pytest.raises(cipm.CipmError, match="list of models"):
         matched_average(model, clients[0], graph)  # type: ignore[arg-type]
     with pytest.raises(cipm.CipmError, match="needs data"):
-        matched_average(model, clients, graph, repair=True)
+        matched_average(model, clients, graph, config=MatchConfig(repair=True))
     with pytest.raises(cipm.CipmError, match="statistics from each client"):
-        matched_average(model, clients, graph, method="activation")
-    cross = cipm.collect_cross(model, clients[0], graph, shards("mlp", 1), progress=False)
+        matched_average(model, clients, graph, config=MatchConfig(method="activation"))
+    cross = cipm.collect_cross(
+        model, clients[0], graph, shards("mlp", 1), config=cipm.CollectConfig(progress=False)
+    )
     with pytest.raises(cipm.CipmError, match="1 statistics given for 2 clients"):
-        matched_average(model, clients, graph, method="activation", stats=[cross])
+        matched_average(
+            model, clients, graph, stats=[cross], config=MatchConfig(method="activation")
+        )
     with pytest.raises(cipm.CipmError, match="weights must be finite"):
         matched_average(model, clients, graph, weights=[1, -1])
     with pytest.raises(cipm.CipmError, match="all or none"):
@@ -180,6 +192,14 @@ def test_errors_say_what_to_do() -> None:
     other = zoo.build("cnn_bn")[0]
     with pytest.raises(cipm.CipmError, match="aligning client 0"):
         matched_average(model, [other], graph)
+    with pytest.raises(cipm.CipmError, match="passes must be a whole number >= 1"):
+        MatchConfig(passes=0)
+    with pytest.raises(cipm.CipmError, match="repair must be True or False"):
+        MatchConfig(repair="yes")  # type: ignore[arg-type]
+    with pytest.raises(cipm.CipmError, match=r"align must be a cipm\.AlignConfig"):
+        MatchConfig(align={"seed": 1})  # type: ignore[arg-type]
+    with pytest.raises(cipm.CipmError, match=r"MatchConfig\(align=AlignConfig"):
+        matched_average(model, clients, graph, config=cipm.AlignConfig())  # type: ignore[arg-type]
 
 
 class _Reply:
@@ -260,10 +280,12 @@ def test_learned_co_canonicalization_of_planted_clients_is_the_canonical_model(n
     model = model.double()
     data = [x.double() for x in shards(name, 2)]
     clients = [cipm.permute(model, p) for p in perms]
-    stats = [cipm.collect(c, graph, data, progress=False) for c in clients]
+    stats = [
+        cipm.collect(c, graph, data, config=cipm.CollectConfig(progress=False)) for c in clients
+    ]
     meta = cipm.MetaAnalyzer.pretrained()
     merged = canonical_average(clients, graph, stats, weights=[1, 2, 3], meta=meta)
-    own = cipm.collect(model, graph, data, progress=False)
+    own = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
     assert_state_equal(merged, cipm.canonicalize(model, graph, stats=own, method="learned"))
     assert_state_equal(canonical_client(clients[0], graph, data, meta=meta), merged)
     with torch.no_grad():  # the same function as the model

@@ -76,7 +76,7 @@ def test_non_finite_data_and_weights_are_refused(tmp_path: Path) -> None:
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(cipm.CipmError, match="non-finite"):
-        cipm.prune(model, graph, ratio=0.5, data=[x, bad], progress=False)
+        cipm.prune(model, graph, ratio=0.5, data=[x, bad], config=cipm.PruneConfig(progress=False))
     with pytest.raises(cipm.CipmError, match="finite"):
         cipm.merge([model, model], weights=[math.nan, 1.0])
     assert unchanged(model, before)
@@ -93,7 +93,7 @@ def test_each_reproduced_raw_exception_is_now_a_cipm_error() -> None:
     model, x, graph = mlp()
     before = snapshot(model)
     name = graph.groups[0].name
-    stats = cipm.collect(model, graph, [x], progress=False)
+    stats = cipm.collect(model, graph, [x], config=cipm.CollectConfig(progress=False))
     tampered = graph.to_dict()
     tampered["groups"][0]["size"] = 5
     meta = zoo.mlp()[0].to("meta")
@@ -106,13 +106,34 @@ def test_each_reproduced_raw_exception_is_now_a_cipm_error() -> None:
         (lambda: cipm.SymmetryGraph.from_json("{not json"), "not JSON"),
         (lambda: cipm.SymmetryGraph.from_dict(tampered), "holds 32 units of group"),
         (lambda: graph.random_permutation(seed="a"), "seed must be"),  # type: ignore[arg-type]
-        (lambda: cipm.collect(model, graph, x, progress=False), "one tensor"),
-        (lambda: cipm.collect(model, graph, None, progress=False), "no data"),  # type: ignore[arg-type]
-        (lambda: cipm.collect(model, graph, [x.double()], progress=False), "batch 0 does not fit"),
-        (lambda: cipm.collect(model, graph, [x.long()], progress=False), "batch 0 does not fit"),
-        (lambda: cipm.prune(model, stats, ratio=0.5, kinds=("nope",)), "unknown group kinds"),
-        (lambda: cipm.prune(model, stats, ratio="0.5"), "ratio must be a number"),  # type: ignore[arg-type]
-        (lambda: cipm.prune(model, stats, sizes={name: 2.5}), "whole number"),  # type: ignore[dict-item]
+        (
+            lambda: cipm.collect(model, graph, x, config=cipm.CollectConfig(progress=False)),
+            "one tensor",
+        ),
+        (
+            lambda: cipm.collect(model, graph, None, config=cipm.CollectConfig(progress=False)),
+            "no data",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: cipm.collect(
+                model, graph, [x.double()], config=cipm.CollectConfig(progress=False)
+            ),
+            "batch 0 does not fit",
+        ),
+        (
+            lambda: cipm.collect(
+                model, graph, [x.long()], config=cipm.CollectConfig(progress=False)
+            ),
+            "batch 0 does not fit",
+        ),
+        (
+            lambda: (
+                cipm.prune(model, stats, ratio=0.5, config=cipm.PruneConfig(kinds=("nope",))).model
+            ),
+            "unknown group kinds",
+        ),
+        (lambda: cipm.prune(model, stats, ratio="0.5").model, "ratio must be a number"),  # type: ignore[arg-type]
+        (lambda: cipm.prune(model, stats, sizes={name: 2.5}).model, "whole number"),  # type: ignore[dict-item]
         (lambda: cipm.partition(model, stats, k=100), "cannot cut into 100 blocks"),
         (lambda: cipm.merge(model), "takes a list of models"),  # type: ignore[arg-type]
         (lambda: cipm.AlignConfig(restarts=-1), "restarts must be a whole number >= 1"),
@@ -146,11 +167,13 @@ def test_malformed_input_to_any_entry_point_is_a_cipm_error(
 ) -> None:
     model, x, graph = mlp()
     before = snapshot(model)
-    stats = cipm.collect(model, graph, [x], progress=False)
+    stats = cipm.collect(model, graph, [x], config=cipm.CollectConfig(progress=False))
     calls = {
         "permute": lambda: cipm.permute(model, a),  # type: ignore[arg-type]
-        "prune": lambda: cipm.prune(model, stats, ratio=a, sizes=b),  # type: ignore[arg-type]
-        "collect": lambda: cipm.collect(model, graph, a, sample=b, progress=False),  # type: ignore[arg-type]
+        "prune": lambda: cipm.prune(model, stats, ratio=a, sizes=b).model,  # type: ignore[arg-type]
+        "collect": lambda: cipm.collect(
+            model, graph, a, config=cipm.CollectConfig(sample=b, progress=False)
+        ),  # type: ignore[arg-type]
         "merge": lambda: cipm.merge([model, model], weights=a, data=b),  # type: ignore[arg-type]
         "align": lambda: cipm.align(model, model, graph, method=a, data=b),  # type: ignore[arg-type]
         "partition": lambda: cipm.partition(model, stats, k=a, groups=b),  # type: ignore[arg-type]

@@ -64,11 +64,11 @@ def test_barrier_of_a_model_with_itself_is_zero(tmp_path: Path) -> None:
 def test_plot_barriers_writes_a_png_and_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "sweep.png"
     series = {"unaligned": [1.0, 0.8, 0.5], "aligned": [0.3, 0.1, 0.0]}
-    out = cipm.plot_barriers([32, 64, 128], series, path, xlabel="width", log_x=True)
+    out = cipm.plot_barriers([32, 64, 128], series, path, labels=("width", "barrier"), log_x=True)
     assert out == path and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = path.read_bytes()
     with pytest.raises(ValueError):  # a series of the wrong length: matplotlib refuses it
-        cipm.plot_barriers([32, 64, 128], {"short": [1.0]}, path, xlabel="width")
+        cipm.plot_barriers([32, 64, 128], {"short": [1.0]}, path, labels=("width", "barrier"))
     assert path.read_bytes() == before
 
 
@@ -76,7 +76,7 @@ def test_barrier_between_aligned_permuted_copy_is_zero() -> None:
     graph = traced("resnet20")
     model = zoo.build("resnet20")[0].double()
     shuffled = cipm.permute(model, graph.random_permutation(seed=4))
-    aligned = cipm.permute(shuffled, cipm.align(shuffled, model, graph))
+    aligned = cipm.permute(shuffled, cipm.align(model, shuffled, graph))
     loader = labelled("resnet20", 2)
     assert cipm.barrier(model, aligned, loader, steps=3).loss_barrier == pytest.approx(0, abs=1e-9)
     x = loader[0][0]
@@ -143,7 +143,7 @@ def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
     graph = traced(name)
     a = zoo.build(name, seed=1)[0].double()
     b = zoo.build(name, seed=2)[0].double()
-    b = cipm.permute(b, cipm.align(b, a, graph))
+    b = cipm.permute(b, cipm.align(a, b, graph))
     data = [x for x, _ in labelled(name, 4)]
     merged = cipm.merge([a, b])
     repaired = cipm.repair(merged, [a, b], graph, data)

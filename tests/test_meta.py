@@ -42,7 +42,7 @@ class Case:
     stats: cipm.Statistics
 
     def collect(self, model: nn.Module) -> cipm.Statistics:
-        return cipm.collect(model, self.graph, self.data, progress=False)
+        return cipm.collect(model, self.graph, self.data, config=cipm.CollectConfig(progress=False))
 
     def run(self, model: nn.Module) -> torch.Tensor:
         with torch.no_grad():
@@ -54,7 +54,12 @@ def case(model: nn.Module, data: list[Any]) -> Case:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = cipm.trace(model, data[0])
-    return Case(model, graph, data, cipm.collect(model, graph, data, progress=False))
+    return Case(
+        model,
+        graph,
+        data,
+        cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False)),
+    )
 
 
 def mlp_model(seed: int) -> nn.Module:
@@ -121,10 +126,10 @@ def subject(mlp: Case) -> Subject:
     """The MLP with everything every built-in objective reads: two disjoint views,
     calibration batches and a partner trained apart (target by activation matching)."""
     other = mlp_model(seed=1)
-    target = cipm.align(other, mlp.model, mlp.graph, method="activation", data=mlp.data)
+    target = cipm.align(mlp.model, other, mlp.graph, method="activation", data=mlp.data)
     views = (
-        cipm.collect(mlp.model, mlp.graph, mlp.data[:1], progress=False),
-        cipm.collect(mlp.model, mlp.graph, mlp.data[1:], progress=False),
+        cipm.collect(mlp.model, mlp.graph, mlp.data[:1], config=cipm.CollectConfig(progress=False)),
+        cipm.collect(mlp.model, mlp.graph, mlp.data[1:], config=cipm.CollectConfig(progress=False)),
     )
     partner = Partner(other, mlp.collect(other), target)
     return Subject("mlp", mlp.model, mlp.stats, views, mlp.data[:1], partner)
@@ -134,7 +139,11 @@ def subject(mlp: Case) -> Subject:
 def meta(subject: Subject) -> cipm.MetaAnalyzer:
     """A small network trained a few steps (weights other than the initialization's)."""
     analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
-    analyzer.fit([subject], {"correlation": 1.0, "stability": 0.5}, steps=3, progress=False)
+    analyzer.fit(
+        [subject],
+        {"correlation": 1.0, "stability": 0.5},
+        config=cipm.meta.FitConfig(steps=3, progress=False),
+    )
     return analyzer
 
 
@@ -172,10 +181,8 @@ def test_learned_canonical_form_is_permutation_invariant(
     c = cases[name]
     permuted = cipm.permute(c.model, c.graph.random_permutation(seed=seed))
     assert differing(c.model, permuted)  # the permutation really moved weights
-    canon = cipm.canonicalize(c.model, c.graph, stats=c.stats, method="learned", meta=meta)
-    again = cipm.canonicalize(
-        permuted, c.graph, stats=c.collect(permuted), method="learned", meta=meta
-    )
+    canon = cipm.canonicalize(c.model, c.graph, stats=c.stats, method=meta.order)
+    again = cipm.canonicalize(permuted, c.graph, stats=c.collect(permuted), method=meta.order)
     assert_state_equal(again, canon)  # bit for bit
     assert_same_function(c, canon)
 
@@ -183,20 +190,18 @@ def test_learned_canonical_form_is_permutation_invariant(
 def test_hf_learned_canonical_form_is_permutation_invariant(
     hf: Case, meta: cipm.MetaAnalyzer
 ) -> None:
-    canon = cipm.canonicalize(hf.model, hf.graph, stats=hf.stats, method="learned", meta=meta)
+    canon = cipm.canonicalize(hf.model, hf.graph, stats=hf.stats, method=meta.order)
     assert differing(hf.model, canon)  # the canonical order is not the given one
     for seed in (0, 1):
         permuted = cipm.permute(hf.model, hf.graph.random_permutation(seed=seed))
         assert differing(hf.model, permuted)
-        again = cipm.canonicalize(
-            permuted, hf.graph, stats=hf.collect(permuted), method="learned", meta=meta
-        )
+        again = cipm.canonicalize(permuted, hf.graph, stats=hf.collect(permuted), method=meta.order)
         assert_state_equal(again, canon)
     assert_same_function(hf, canon)
 
 
 def test_learned_canonical_form_is_idempotent(mlp: Case, meta: cipm.MetaAnalyzer) -> None:
-    canon = cipm.canonicalize(mlp.model, mlp.graph, stats=mlp.stats, method="learned", meta=meta)
+    canon = cipm.canonicalize(mlp.model, mlp.graph, stats=mlp.stats, method=meta.order)
     assert differing(mlp.model, canon)
     assert meta.policy(canon, mlp.collect(canon)).is_identity()
 
@@ -231,7 +236,7 @@ def test_policies_are_permutations_and_keep_the_function(
 ) -> None:
     c = cases[name]
     policy = meta.policy(c.model, c.stats)
-    reorganized = cipm.reorganize(c.model, c.stats, method="learned", meta=meta)
+    reorganized = cipm.reorganize(c.model, c.stats, method=meta.seriation)
     scores = meta.scores(c.model, c.stats)
     for p in (policy, reorganized):
         assert isinstance(p, cipm.Permutation) and set(p) == {g.name for g in c.graph}
@@ -259,7 +264,7 @@ def test_learned_reorganize_of_some_groups_leaves_the_others(
     mlp: Case, meta: cipm.MetaAnalyzer
 ) -> None:
     first, second = (g.name for g in mlp.graph)
-    p = cipm.reorganize(mlp.model, mlp.stats, method="learned", groups=[first], meta=meta)
+    p = cipm.reorganize(mlp.model, mlp.stats, method=meta.seriation, groups=[first])
     assert torch.equal(p[first], meta.policy(mlp.model, mlp.stats)[first])
     assert torch.equal(p[second], torch.arange(mlp.graph[second].size))
 
@@ -276,7 +281,9 @@ def test_built_in_objectives_are_registered() -> None:
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_objective_gradients_are_finite_and_not_zero(subject: Subject, name: str) -> None:
     analyzer = cipm.MetaAnalyzer(CONFIG, seed=1)
-    history = analyzer.fit([subject], {name: 1.0}, steps=1, batch=1, progress=False)
+    history = analyzer.fit(
+        [subject], {name: 1.0}, config=cipm.meta.FitConfig(steps=1, batch=1, progress=False)
+    )
     loss = history.rows[0][name]
     assert history.rows[0]["total"] == loss and 0.0 < loss < 10.0
     grads = [p.grad for p in analyzer.network.parameters()]
@@ -296,7 +303,9 @@ def test_alignment_objective_is_zero_for_a_planted_partner(mlp: Case) -> None:
         partner = Partner(copy, mlp.collect(copy), target)
         s = Subject("planted", mlp.model, mlp.stats, partner=partner)
         analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
-        history = analyzer.fit([s], {"alignment": 1.0}, steps=1, batch=1, progress=False)
+        history = analyzer.fit(
+            [s], {"alignment": 1.0}, config=cipm.meta.FitConfig(steps=1, batch=1, progress=False)
+        )
         losses[label] = history.rows[0]["alignment"]
     assert losses["right"] < 1e-10 and losses["wrong"] > 0.1, losses
 
@@ -305,9 +314,13 @@ def test_objectives_that_lack_their_inputs_say_so(mlp: Case) -> None:
     bare = Subject("bare", mlp.model, mlp.stats)
     analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
     with pytest.raises(cipm.CipmError, match="two disjoint views"):
-        analyzer.fit([bare], {"stability": 1.0}, steps=1, progress=False)
+        analyzer.fit(
+            [bare], {"stability": 1.0}, config=cipm.meta.FitConfig(steps=1, progress=False)
+        )
     with pytest.raises(cipm.CipmError, match="calibration"):
-        analyzer.fit([bare], {"compression": 1.0}, steps=1, progress=False)
+        analyzer.fit(
+            [bare], {"compression": 1.0}, config=cipm.meta.FitConfig(steps=1, progress=False)
+        )
 
 
 # -- a third-party objective plugin ----------------------------------------------------------
@@ -346,7 +359,9 @@ def test_third_party_objective_is_picked_up_and_trained_on(subject: Subject) -> 
         assert set(BUILT_IN) <= set(cipm.meta.objectives())
         analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
         before = [p.detach().clone() for p in analyzer.network.parameters()]
-        history = analyzer.fit([subject], {"spread": 1.0}, steps=3, batch=2, progress=False)
+        history = analyzer.fit(
+            [subject], {"spread": 1.0}, config=cipm.meta.FitConfig(steps=3, batch=2, progress=False)
+        )
     assert "spread" not in cipm.meta.objectives()
     assert len(plugin.calls) == 3 * 2 and {name for name, _, _ in plugin.calls} == {"mlp"}
     strengths = [s for _, s, _ in plugin.calls]
@@ -357,7 +372,9 @@ def test_third_party_objective_is_picked_up_and_trained_on(subject: Subject) -> 
     after = list(analyzer.network.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     with pytest.raises(cipm.CipmError, match="unknown objectives"):
-        analyzer.fit([subject], {"spread": 1.0}, steps=1, progress=False)
+        analyzer.fit(
+            [subject], {"spread": 1.0}, config=cipm.meta.FitConfig(steps=1, progress=False)
+        )
 
 
 def test_plugin_objective_of_a_built_in_name_warns() -> None:
@@ -403,9 +420,10 @@ def test_training_resumes_from_a_checkpoint_to_the_same_result(
     plugin = Interruptible()
     path = tmp_path / "fit.ckpt"
 
-    def fit(analyzer: cipm.MetaAnalyzer, **kw: Any) -> Any:
+    def fit(analyzer: cipm.MetaAnalyzer, checkpoint: Path | None = None, **kw: Any) -> Any:
         args: dict[str, Any] = dict(steps=steps, batch=batch, seed=5, every=3, progress=False)
-        return analyzer.fit([subject], objectives, **{**args, **kw})
+        config = cipm.meta.FitConfig(**{**args, **kw})
+        return analyzer.fit([subject], objectives, checkpoint=checkpoint, config=config)
 
     with registered(plugin, "interruptible-objective"):
         straight = cipm.MetaAnalyzer(CONFIG, seed=2)
@@ -442,7 +460,12 @@ def test_unreadable_checkpoints_are_errors(
     for path, match in ((garbage, "cannot read"), (network, "not a cipm meta-network checkpoint")):
         analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
         with pytest.raises(cipm.CipmError, match=match):
-            analyzer.fit([subject], {"correlation": 1.0}, steps=1, checkpoint=path, progress=False)
+            analyzer.fit(
+                [subject],
+                {"correlation": 1.0},
+                config=cipm.meta.FitConfig(steps=1, progress=False),
+                checkpoint=path,
+            )
 
 
 # -- save and load -----------------------------------------------------------------------------
@@ -518,7 +541,8 @@ def test_learned_prune_keeps_the_top_scored_units(mlp: Case, meta: cipm.MetaAnal
     scores = meta.scores(mlp.model, mlp.stats)
     first, second = (g.name for g in mlp.graph)
     keep = {g: scores[g].topk(16).indices.sort().values for g in (first, second)}
-    pruned = cipm.prune(mlp.model, mlp.stats, ratio=0.5, method="learned", meta=meta)
+    pruned_result = cipm.prune(mlp.model, mlp.stats, ratio=0.5, method=meta.prune_method())
+    pruned = pruned_result.model
     assert [tuple(m.weight.shape) for m in pruned if isinstance(m, nn.Linear)] == [
         (16, 64),
         (16, 16),
@@ -531,15 +555,21 @@ def test_learned_prune_keeps_the_top_scored_units(mlp: Case, meta: cipm.MetaAnal
     # it runs; it is what prune_plan said it would keep
     out = mlp.run(pruned)
     assert out.shape == (len(mlp.data[0]), 10) and bool(torch.isfinite(out).all())
-    plan = prune_plan(mlp.model, mlp.stats, ratio=0.5, method="learned", meta=meta)
+    plan = prune_plan(mlp.model, mlp.stats, ratio=0.5, method=meta.prune_method())
     assert all(torch.equal(plan[g].keep, keep[g]) for g in keep)
-    assert cipm.pruning_report(pruned) is not None
+    assert pruned_result.report is not None
 
 
 def test_learned_prune_with_data(mlp: Case, meta: cipm.MetaAnalyzer) -> None:
-    pruned = cipm.prune(
-        mlp.model, mlp.stats, ratio=0.5, method="learned", meta=meta, data=mlp.data, progress=False
+    pruned_result = cipm.prune(
+        mlp.model,
+        mlp.stats,
+        ratio=0.5,
+        method=meta.prune_method(),
+        data=mlp.data,
+        config=cipm.PruneConfig(progress=False),
     )
+    pruned = pruned_result.model
     assert [m.out_features for m in pruned if isinstance(m, nn.Linear)] == [16, 16, 10]
     scores = meta.scores(mlp.model, mlp.stats)
     first = mlp.graph.groups[0].name
@@ -555,7 +585,7 @@ def test_meta_align_recovers_a_planted_permutation(
     c = cases[name]
     p = c.graph.random_permutation(seed=11)
     copy = cipm.permute(c.model, p)
-    found = meta.align(copy, c.model, c.graph, c.data)
+    found = meta.align(c.model, copy, c.graph, c.data)
     assert found == p.inverse()  # permute(copy, found) is the original, unit for unit
     assert_state_equal(cipm.permute(copy, found), c.model)
 
@@ -568,7 +598,7 @@ def test_pretrained_network_loads_and_aligns(mlp: Case) -> None:
     assert isinstance(pretrained.config, MetaConfig) and pretrained.history.rows
     p = mlp.graph.random_permutation(seed=12)
     copy = cipm.permute(mlp.model, p)
-    found = cipm.align(copy, mlp.model, mlp.graph, method="learned", data=mlp.data)
+    found = cipm.align(mlp.model, copy, mlp.graph, method="learned", data=mlp.data)
     assert found == p.inverse()
     assert_state_equal(cipm.permute(copy, found), mlp.model)
 
@@ -618,24 +648,28 @@ def test_bad_objectives_in_fit_are_errors(
 ) -> None:
     analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
     with pytest.raises(cipm.CipmError, match=match):
-        analyzer.fit([subject], objectives, steps=1, progress=False)
+        analyzer.fit([subject], objectives, config=cipm.meta.FitConfig(steps=1, progress=False))
 
 
 def test_bad_fit_arguments_are_errors(subject: Subject) -> None:
     analyzer = cipm.MetaAnalyzer(CONFIG, seed=0)
     for kw in (dict(steps=0), dict(batch=0), dict(lr=0.0), dict(steps=1.5)):
         with pytest.raises(cipm.CipmError, match="fit"):
-            analyzer.fit([subject], {"correlation": 1.0}, progress=False, **kw)
+            analyzer.fit(
+                [subject], {"correlation": 1.0}, config=cipm.meta.FitConfig(progress=False, **kw)
+            )
     for zoo_ in ([], "a zoo", [object()]):
         with pytest.raises(cipm.CipmError):
-            analyzer.fit(zoo_, {"correlation": 1.0}, steps=1, progress=False)  # type: ignore[arg-type]
+            analyzer.fit(
+                zoo_, {"correlation": 1.0}, config=cipm.meta.FitConfig(steps=1, progress=False)
+            )  # type: ignore[arg-type]
 
 
 def test_learned_verbs_need_statistics(mlp: Case, meta: cipm.MetaAnalyzer) -> None:
     with pytest.raises(cipm.CipmError, match="pass stats"):
-        cipm.canonicalize(mlp.model, mlp.graph, method="learned", meta=meta)
+        cipm.canonicalize(mlp.model, mlp.graph, method=meta.order)
     with pytest.raises(cipm.CipmError, match="needs statistics"):
-        cipm.prune(mlp.model, mlp.graph, ratio=0.5, method="learned", meta=meta)
+        cipm.prune(mlp.model, mlp.graph, ratio=0.5, method=meta.prune_method())
     with pytest.raises(cipm.CipmError, match="statistics"):
         meta.scores(mlp.model, mlp.graph)  # type: ignore[arg-type]
     with pytest.raises(cipm.CipmError, match="method"):

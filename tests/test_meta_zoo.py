@@ -166,7 +166,7 @@ def test_loaded_stats_are_the_views_of_disjoint_halves(
     assert len(s.views) == 2
     for view, half in zip(s.views, halves, strict=True):
         with zoo.families.one_thread():  # as the build collected them: the same sums, bit for bit
-            fresh = cipm.collect(s.model, s.graph, half, progress=False)
+            fresh = cipm.collect(s.model, s.graph, half, config=cipm.CollectConfig(progress=False))
         assert list(view) == list(fresh)
         for g in fresh:
             assert view[g].count == fresh[g].count
@@ -177,11 +177,14 @@ def test_loaded_stats_are_the_views_of_disjoint_halves(
     # merged, they are the statistics of the whole set: up to the float32 sums inside
     # collect (which add 256 or 512 samples), and in float64 exactly (1e-10) -- so the two
     # halves miss no sample and share none
-    whole = cipm.collect(s.model, s.graph, s.calibration, progress=False)
+    whole = cipm.collect(s.model, s.graph, s.calibration, config=cipm.CollectConfig(progress=False))
     double = copy.deepcopy(s.model).double()
     as64 = [(x.double() if x.is_floating_point() else x, y) for x, y in s.calibration]
-    views64 = [cipm.collect(double, s.graph, h, progress=False) for h in (as64[:2], as64[2:])]
-    whole64 = cipm.collect(double, s.graph, as64, progress=False)
+    views64 = [
+        cipm.collect(double, s.graph, h, config=cipm.CollectConfig(progress=False))
+        for h in (as64[:2], as64[2:])
+    ]
+    whole64 = cipm.collect(double, s.graph, as64, config=cipm.CollectConfig(progress=False))
     merged64 = views64[0].merge(views64[1])
     for g in whole:
         a, b = s.views[0][g], s.views[1][g]
@@ -211,7 +214,7 @@ def test_pairs_and_their_targets(built: dict[str, object]) -> None:
     for a, b in found:
         perm = pair_target(folder, a, b)
         assert isinstance(perm, cipm.Permutation) and perm.graph == a.graph
-        again = cipm.align(b.model, a.model, a.graph, method="activation", data=a.calibration)
+        again = cipm.align(a.model, b.model, a.graph, method="activation", data=a.calibration)
         assert perm == again
         assert not perm.is_identity()  # independently trained: their units differ in order
         x = a.calibration[0][0]

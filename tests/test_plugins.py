@@ -1,4 +1,4 @@
-"""Plugins: built-ins load through entry points, can be listed and blocked, and extended."""
+"""Plugins: built-ins are registered by the manager, can be listed and blocked, and extended."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+import pluggy
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from torch import nn
 
 import cipm
 from cipm.discovery.rules import OpCall
+from cipm.hooks import manager
 from cipm.hooks.manager import get_plugin_manager, new_plugin_manager, op_roles, op_rules
 
 BUILT_INS = {
@@ -24,15 +26,17 @@ BUILT_INS = {
 }
 
 
-def test_built_ins_are_entry_point_plugins() -> None:
+def test_built_ins_need_no_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout that is only on sys.path has no entry points: the built-ins are there."""
     assert set(cipm.list_plugins()) >= BUILT_INS
-    pm = get_plugin_manager()
-    dists = {name for name, _ in pm.list_plugin_distinfo()}
-    assert all(pm.get_plugin(n) is not None for n in BUILT_INS) and dists
+    monkeypatch.setattr(pluggy.PluginManager, "load_setuptools_entrypoints", lambda *a: 0)
+    pm = new_plugin_manager()
+    assert set(manager.BUILT_INS) == {n for n, p in pm.list_name_plugin() if p is not None}
+    assert "aten.linear" in op_rules(pm)
 
 
 def test_blocking_a_plugin_removes_its_rules() -> None:
-    assert "torch_layers" not in cipm.list_plugins(blocked=["torch_layers"])
+    assert "torch_layers" not in cipm.list_plugins(blocked_plugins=["torch_layers"])
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     with pytest.raises(cipm.UnsupportedOpError, match=r"aten.linear"):
         cipm.trace(model, torch.randn(2, 3), blocked_plugins=("torch_layers",))
@@ -178,11 +182,20 @@ def test_blocked_plugins_apply_to_every_hook_called_for_the_graph() -> None:
         assert blocked.blocked_plugins == ("width_rules",)
         again = cipm.SymmetryGraph.from_json(blocked.to_json())
         assert again.blocked_plugins == ("width_rules",)
-        small = cipm.prune(model, free, ratio=0.5, method="magnitude", example_inputs=x)
+        small = cipm.prune(
+            model, free, ratio=0.5, method="magnitude", config=cipm.PruneConfig(example_inputs=x)
+        ).model
         assert spy.seen == ["width"] and small[0].width == 4
         with pytest.warns(cipm.CipmWarning, match="kept 1 group"):  # not a broken model
-            whole = cipm.prune(model, again, ratio=0.5, method="magnitude", example_inputs=x)
-        (kept,) = cipm.pruning_report(whole).kept_whole
+            whole_result = cipm.prune(
+                model,
+                again,
+                ratio=0.5,
+                method="magnitude",
+                config=cipm.PruneConfig(example_inputs=x),
+            )
+            whole = whole_result.model
+        (kept,) = whole_result.report.kept_whole
         assert kept.module == "1" and whole[0].width == 8  # the Linear that got 8 inputs
     assert spy.seen == ["width"]  # the blocked graph's prune never called the plugin
 

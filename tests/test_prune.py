@@ -11,12 +11,12 @@ import pytest
 import test_transformers as hf
 import torch
 import torch.nn.functional as F
-from cipm_plugins.multihead import HeadPrunedMultiheadAttention
 from conftest import snapshot, zoo_stats
 from torch import nn
 
 import cipm
 from cipm.graph import Layout, Leaf, Product, SymmetryGraph
+from cipm.plugins.multihead import HeadPrunedMultiheadAttention
 from cipm.pruning import prune_plan
 from cipm.testing import zoo
 from cipm.testing.data import digits, train_classifier
@@ -39,7 +39,7 @@ PRUNED = [
     "llama",
     "vit",
 ]
-METHODS = ["merge", "magnitude", "activation"]
+METHODS = ["fold", "magnitude", "activation"]
 DEFAULT_KINDS = {"hidden", "channels", "heads"}
 
 
@@ -53,7 +53,12 @@ def setup(name: str) -> tuple[nn.Module, object, SymmetryGraph, cipm.Statistics]
         model, x, stats = zoo_stats(name)
         return model, x, stats.graph, stats
     model, x, graph = hf.traced(name)
-    return model, x, graph, cipm.collect(model, graph, [x], progress=False)
+    return (
+        model,
+        x,
+        graph,
+        cipm.collect(model, graph, [x], config=cipm.CollectConfig(progress=False)),
+    )
 
 
 def run(model: nn.Module, x: object) -> torch.Tensor:
@@ -173,7 +178,10 @@ def test_prune_by_ratio_shrinks_every_group_as_planned(name: str, method: str) -
     model, x, graph, stats = setup(name)
     before = snapshot(model)
     ratio = 0.3  # no n * 0.7 of these sizes is a rounding tie
-    pruned = cipm.prune(model, stats, ratio=ratio, method=method, example_inputs=x)
+    pruned_result = cipm.prune(
+        model, stats, ratio=ratio, method=method, config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     assert type(pruned) is type(model) and pruned is not model
     keep = ratio_targets(graph, ratio, DEFAULT_KINDS)
     assert keep  # something was pruned
@@ -185,7 +193,7 @@ def test_prune_by_ratio_shrinks_every_group_as_planned(name: str, method: str) -
 
     plans = prune_plan(model, stats, ratio=ratio, method=method)
     assert {g: len(p.keep) for g, p in plans.items()} == keep
-    if method != "merge" and name != "cnn_groupnorm":
+    if method != "fold" and name != "cnn_groupnorm":
         # selecting units computes what the original computes with the others switched off
         # (except where a norm reads them: GroupNorm normalizes over fewer channels)
         kept = {g: p.keep for g, p in plans.items()}
@@ -213,9 +221,10 @@ def test_multihead_attention_heads_are_pruned(name: str) -> None:
     keep = ratio_targets(graph, 0.5, DEFAULT_KINDS)
     heads = {g.name for g in graph.by_kind("heads")}
     assert heads and heads <= set(keep)
-    pruned = cipm.prune(model, stats, ratio=0.5, method="magnitude")
+    pruned_result = cipm.prune(model, stats, ratio=0.5, method="magnitude")
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, keep)
-    report = cipm.pruning_report(pruned)
+    report = pruned_result.report
     assert report.verified and not report.kept_whole and set(report.sizes) == set(keep)
     attention = [m for m in pruned.modules() if isinstance(m, nn.MultiheadAttention)]
     assert attention and all(type(m) is HeadPrunedMultiheadAttention for m in attention)
@@ -228,7 +237,7 @@ def test_multihead_attention_heads_are_pruned(name: str) -> None:
 def test_ratio_zero_is_a_copy_and_the_input_is_unchanged(method: str) -> None:
     model, x, _, stats = setup("gpt")
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    same = cipm.prune(model, stats, ratio=0.0, method=method)
+    same = cipm.prune(model, stats, ratio=0.0, method=method).model
     assert same is not model
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.state_dict().items())
     assert same.state_dict().keys() == model.state_dict().keys()
@@ -257,22 +266,22 @@ def test_merge_folds_exact_duplicates_without_changing_the_function() -> None:
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
-    stats = cipm.collect(model, graph, data, progress=False)
+    stats = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
     group = graph.groups[0].name
     sizes = {group: n - dup}
 
-    keep = set(prune_plan(model, stats, sizes=sizes, method="merge")[group].keep.tolist())
+    keep = set(prune_plan(model, stats, sizes=sizes, method="fold")[group].keep.tolist())
     # the plan must drop one unit of each duplicated pair and keep every other unit
     assert all((i in keep) != (n - dup + i in keep) for i in range(dup))
     assert set(range(dup, n - dup)) <= keep
 
     fresh = torch.randn(100, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    merged = cipm.prune(model, stats, sizes=sizes, method="merge")
+    merged = cipm.prune(model, stats, sizes=sizes, method="fold").model
     assert merged[0].weight.shape == (n - dup, 8) and merged[2].weight.shape == (3, n - dup)
     for x in [*data, fresh]:
         torch.testing.assert_close(run(merged, x), run(model, x), rtol=1e-8, atol=1e-8)
     # the control: keeping the same number of units by magnitude does change the function
-    picked = cipm.prune(model, stats, sizes=sizes, method="magnitude")
+    picked = cipm.prune(model, stats, sizes=sizes, method="magnitude").model
     assert not torch.allclose(run(picked, fresh), run(model, fresh), rtol=1e-3, atol=1e-3)
 
 
@@ -280,8 +289,8 @@ def test_merge_folds_exact_duplicates_to_float64_precision() -> None:
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
-    stats = cipm.collect(model, graph, data, progress=False)
-    merged = cipm.prune(model, stats, sizes={graph.groups[0].name: n - dup}, method="merge")
+    stats = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
+    merged = cipm.prune(model, stats, sizes={graph.groups[0].name: n - dup}, method="fold").model
     # the fold's ridge (1e-12 of the kept units' mean second moment) is all that is left
     torch.testing.assert_close(run(merged, data[0]), run(model, data[0]), rtol=1e-10, atol=1e-10)
 
@@ -292,15 +301,15 @@ def test_merge_beats_magnitude_on_trained_digits_mlp() -> None:
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     train_classifier(model, train, epochs=10, seed=0, lr=3e-3)
     graph = cipm.trace(model, train[0][0])
-    stats = cipm.collect(model, graph, train, progress=False)
+    stats = cipm.collect(model, graph, train, config=cipm.CollectConfig(progress=False))
 
     def accuracy(m: nn.Module) -> float:
         right = sum(int((run(m, x).argmax(1) == y).sum()) for x, y in test)
         return right / sum(len(y) for _, y in test)
 
     original = accuracy(model)
-    merged = accuracy(cipm.prune(model, stats, ratio=0.5, method="merge"))
-    magnitude = accuracy(cipm.prune(model, stats, ratio=0.5, method="magnitude"))
+    merged = accuracy(cipm.prune(model, stats, ratio=0.5, method="fold").model)
+    magnitude = accuracy(cipm.prune(model, stats, ratio=0.5, method="magnitude").model)
     assert original > 0.9
     assert merged >= magnitude
     assert merged >= 0.95 * original
@@ -312,7 +321,8 @@ def test_merge_beats_magnitude_on_trained_digits_mlp() -> None:
 @pytest.mark.parametrize("name", ["gpt", "bert"])
 def test_pruned_model_trains_saves_and_loads(name: str) -> None:
     model, x, _, stats = setup(name)
-    pruned = cipm.prune(model, stats, ratio=0.5, method="merge")
+    pruned_result = cipm.prune(model, stats, ratio=0.5, method="fold")
+    pruned = pruned_result.model
     if name == "gpt":
         assert pruned.head.weight is pruned.tok.weight  # ties survive pruning
 
@@ -350,7 +360,14 @@ def test_pruning_the_residual_stream(name: str) -> None:
     assert len(residual) == 1
     stream = residual[0]
     k = stream.size - 8
-    pruned = cipm.prune(model, stats, sizes={stream.name: k}, method="merge", example_inputs=x)
+    pruned_result = cipm.prune(
+        model,
+        stats,
+        sizes={stream.name: k},
+        method="fold",
+        config=cipm.PruneConfig(example_inputs=x),
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, {stream.name: k})
     embeddings = [m for m in pruned.modules() if isinstance(m, nn.Embedding)]
     norms = [m for m in pruned.modules() if isinstance(m, nn.LayerNorm)]
@@ -368,7 +385,10 @@ def test_pruning_the_residual_stream(name: str) -> None:
 def test_pruning_bert_heads_updates_head_counts() -> None:
     model, x, graph, stats = setup("bert")
     heads = {g.name: 4 - i - 1 for i, g in enumerate(graph.by_kind("heads"))}  # 3 and 2
-    pruned = cipm.prune(model, stats, sizes=heads, method="merge", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, stats, sizes=heads, method="fold", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, heads)
     layers = [m for m in pruned.modules() if type(m).__name__ == "BertSelfAttention"]
     assert [m.num_attention_heads for m in layers] == [3, 2]
@@ -380,7 +400,10 @@ def test_pruning_bert_heads_updates_head_counts() -> None:
 def test_pruning_gpt2_heads_updates_split_size_and_conv1d_widths() -> None:
     model, x, graph, stats = setup("gpt2")
     heads = {g.name: 4 - i - 1 for i, g in enumerate(graph.by_kind("heads"))}
-    pruned = cipm.prune(model, stats, sizes=heads, method="magnitude", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, stats, sizes=heads, method="magnitude", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, heads)
     attns = [m for m in pruned.modules() if type(m).__name__ == "GPT2Attention"]
     assert [m.num_heads for m in attns] == [3, 2]
@@ -399,7 +422,10 @@ def test_pruning_channels_within_groupnorm_groups() -> None:
     model, x, graph, stats = setup("cnn_groupnorm")
     inner = {g.name: 3 for g in graph if g.within is not None}
     assert len(inner) == 2
-    pruned = cipm.prune(model, stats, sizes=inner, method="merge", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, stats, sizes=inner, method="fold", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, inner)
     norms = [m for m in pruned.modules() if isinstance(m, nn.GroupNorm)]
     assert [(m.num_groups, m.num_channels) for m in norms] == [(4, 12), (4, 12)]
@@ -414,7 +440,10 @@ def test_whole_groupnorm_groups_are_not_pruned() -> None:
     assert len(outer) == 2
     with pytest.raises(cipm.CipmError, match=f"group '{outer[0]}' cannot be pruned: .*GroupNorm"):
         cipm.prune(model, graph, sizes={outer[0]: 2}, method="magnitude")
-    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, graph, ratio=0.5, method="magnitude", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     norms = [m for m in pruned.modules() if isinstance(m, nn.GroupNorm)]
     assert [(m.num_groups, m.num_channels) for m in norms] == [(4, 8), (4, 8)]
 
@@ -423,7 +452,10 @@ def test_pruning_llama_query_heads_updates_key_value_groups() -> None:
     model, x, graph, _ = setup("llama")
     inner = {g.name: 1 for g in graph.by_kind("heads") if g.within is not None}
     assert len(inner) == 2
-    pruned = cipm.prune(model, graph, sizes=inner, method="magnitude", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, graph, sizes=inner, method="magnitude", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, inner)
     expected = run(pruned, x)  # the default SDPA attention
     attns = [m for m in pruned.modules() if type(m).__name__ == "LlamaAttention"]
@@ -451,18 +483,20 @@ def test_bad_input_raises_useful_errors() -> None:
         cipm.prune(model, stats, sizes={group.name: 0})
     with pytest.raises(cipm.CipmError, match=rf"cannot keep {group.size + 1} units.*fewer"):
         cipm.prune(model, stats, sizes={group.name: group.size + 1})
-    with pytest.raises(cipm.CipmError, match="'merge' needs statistics"):
-        cipm.prune(model, graph, ratio=0.5, method="merge")
+    with pytest.raises(cipm.CipmError, match="'fold' needs statistics"):
+        cipm.prune(model, graph, ratio=0.5, method="fold")
     with pytest.raises(cipm.CipmError, match="'activation' needs statistics"):
         cipm.prune(model, graph, ratio=0.5, method="activation")
-    with pytest.raises(cipm.CipmError, match=r"method must be one of.*'prune_harder'"):
+    with pytest.raises(cipm.CipmError, match=r"unknown prune method 'prune_harder'; use one of"):
         cipm.prune(model, stats, ratio=0.5, method="prune_harder")  # type: ignore[arg-type]
     with pytest.raises(cipm.CipmError, match="say how much"):
         cipm.prune(model, stats)
     other = zoo.build("mlp", seed=9)[0].double()
     with pytest.raises(cipm.CipmError, match="collected on another model"):
         cipm.prune(other, stats, ratio=0.5)
-    assert cipm.prune(model, graph, ratio=0.5, method="magnitude") is not None  # no stats: fine
+    assert (
+        cipm.prune(model, graph, ratio=0.5, method="magnitude").model is not None
+    )  # no stats: fine
 
 
 def test_within_head_groups_cannot_be_pruned() -> None:
@@ -493,7 +527,14 @@ def test_merge_with_data_prunes_every_group_in_turn(name: str) -> None:
     with one query head changes the exported graph mid-way, and is traced anew)."""
     model, x, graph, _ = setup(name)
     before = snapshot(model)
-    pruned = cipm.prune(model, graph, ratio=0.5, data=[x, x], progress=False, example_inputs=x)
+    pruned_result = cipm.prune(
+        model,
+        graph,
+        ratio=0.5,
+        data=[x, x],
+        config=cipm.PruneConfig(progress=False, example_inputs=x),
+    )
+    pruned = pruned_result.model
     check_pruned_shapes(model, pruned, graph, ratio_targets(graph, 0.5, DEFAULT_KINDS))
     assert bool(torch.isfinite(run(pruned, x)).all())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -503,7 +544,7 @@ def test_merge_with_data_folds_exact_duplicates_without_changing_the_function() 
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
-    merged = cipm.prune(model, graph, sizes={graph.groups[0].name: n - dup}, data=data)
+    merged = cipm.prune(model, graph, sizes={graph.groups[0].name: n - dup}, data=data).model
     fresh = torch.randn(100, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     for x in [*data, fresh]:
         torch.testing.assert_close(run(merged, x), run(model, x), rtol=1e-8, atol=1e-8)
@@ -520,21 +561,23 @@ def test_merge_with_data_corrects_earlier_groups() -> None:
     gen = torch.Generator().manual_seed(1)
     data = [torch.randn(256, 64, dtype=torch.float64, generator=gen) for _ in range(4)]
     graph = cipm.trace(model, data[0])
-    stats = cipm.collect(model, graph, data, progress=False)
+    stats = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
     fresh = torch.randn(512, 64, dtype=torch.float64, generator=gen)
 
     def error(pruned: nn.Module) -> float:
         return float((run(pruned, fresh) - run(model, fresh)).square().mean())
 
-    at_once = cipm.prune(model, stats, ratio=0.5)
-    in_turn = cipm.prune(model, stats, ratio=0.5, data=data, progress=False)
+    at_once = cipm.prune(model, stats, ratio=0.5).model
+    in_turn = cipm.prune(
+        model, stats, ratio=0.5, data=data, config=cipm.PruneConfig(progress=False)
+    ).model
     assert error(in_turn) < 0.9 * error(at_once)  # measured: 0.76 x
 
 
 def test_merge_with_data_needs_batches() -> None:
     model, _, graph, _ = setup("mlp")
     with pytest.raises(cipm.CipmError, match="no batches"):
-        cipm.prune(model, graph, ratio=0.5, data=[], progress=False)
+        cipm.prune(model, graph, ratio=0.5, data=[], config=cipm.PruneConfig(progress=False))
 
 
 def test_merge_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
@@ -543,8 +586,16 @@ def test_merge_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
     model, x, graph, _ = setup("mlp")
     samples = torch.randn(128, x.shape[1], dtype=torch.float64, generator=torch.Generator())
     loader = DataLoader(TensorDataset(samples), batch_size=32)
-    from_loader = cipm.prune(model, graph, ratio=0.5, data=loader, progress=False)
-    once = cipm.prune(model, graph, ratio=0.5, data=iter(samples.split(32)), progress=False)
+    from_loader = cipm.prune(
+        model, graph, ratio=0.5, data=loader, config=cipm.PruneConfig(progress=False)
+    ).model
+    once = cipm.prune(
+        model,
+        graph,
+        ratio=0.5,
+        data=iter(samples.split(32)),
+        config=cipm.PruneConfig(progress=False),
+    ).model
     for a, b in zip(from_loader.state_dict().values(), once.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
@@ -557,6 +608,9 @@ def test_depthwise_convs_keep_one_group_per_channel(conv: type[nn.Module]) -> No
     ).eval()  # fmt: skip
     x = torch.randn(2, 3, 6, 6)
     graph = cipm.trace(model, x)
-    pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude", example_inputs=x)
+    pruned_result = cipm.prune(
+        model, graph, ratio=0.5, method="magnitude", config=cipm.PruneConfig(example_inputs=x)
+    )
+    pruned = pruned_result.model
     depthwise = pruned[2]
     assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == 4

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import cipm
+from cipm.meta.edges import top_k_edges, weight_links
 from cipm.statistics.capture import SiteRecorder, representative_site
 from cipm.statistics.moments import CrossMoments, MomentAccumulator, Moments
 from cipm.testing import zoo
@@ -60,7 +61,7 @@ def hooked(model: nn.Module, module: nn.Module, loader: list[torch.Tensor]) -> l
 def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:  # type: ignore[no-untyped-def]
     model = zoo.build(name)[0].double()
     loader = batches(name, 4)
-    stats = cipm.collect(model, traced(name), loader, progress=False)
+    stats = cipm.collect(model, traced(name), loader, config=cipm.CollectConfig(progress=False))
     mean, cov, corr = direct(hooked(model, module(model), loader))
     s = stats[group]
     assert s.count == sum(r.shape[0] for r in hooked(model, module(model), loader))
@@ -175,10 +176,10 @@ def test_merged_shards_equal_the_whole() -> None:
     model = zoo.build("resnet20")[0].double()
     graph = traced("resnet20")
     loader = batches("resnet20", 6)
-    whole = cipm.collect(model, graph, loader, progress=False)
-    merged = cipm.collect(model, graph, loader[:2], progress=False).merge(
-        cipm.collect(model, graph, loader[2:], progress=False)
-    )
+    whole = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
+    merged = cipm.collect(
+        model, graph, loader[:2], config=cipm.CollectConfig(progress=False)
+    ).merge(cipm.collect(model, graph, loader[2:], config=cipm.CollectConfig(progress=False)))
     for name in whole:
         assert merged[name].count == whole[name].count
         torch.testing.assert_close(merged[name].cov, whole[name].cov, rtol=1e-10, atol=1e-10)
@@ -213,8 +214,10 @@ def test_cross_covariance_with_permuted_copy_is_permuted_covariance(name: str) -
         },
     )
     other = cipm.permute(model, perm)
-    cross = cipm.collect_cross(model, other, graph, loader, progress=False)
-    stats = cipm.collect(model, graph, loader, progress=False)
+    cross = cipm.collect_cross(
+        model, other, graph, loader, config=cipm.CollectConfig(progress=False)
+    )
+    stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     for g in graph:
         expected = stats[g.name].cov[:, perm[g.name]]
         torch.testing.assert_close(cross.cov(g.name), expected, rtol=1e-9, atol=1e-11)
@@ -226,9 +229,9 @@ def _edge_set(index: torch.Tensor, relabel: torch.Tensor | None = None) -> set[t
     return set(map(tuple, index.T.tolist()))
 
 
-def test_correlation_and_network_graphs_are_permutation_equivariant_with_dead_units() -> None:
+def test_meta_input_edges_are_permutation_equivariant_with_dead_units() -> None:
     """Dead ReLUs correlate 0 with everything, a tie that plain top-k breaks by position:
-    the graphs of a permuted model must still be the permuted graphs."""
+    the edges of a permuted model must still be the permuted edges."""
     model = zoo.build("mlp")[0].double()
     graph = traced("mlp")
     with torch.no_grad():  # units 3, 10, 11 of the first hidden layer never fire
@@ -239,65 +242,44 @@ def test_correlation_and_network_graphs_are_permutation_equivariant_with_dead_un
     data = batches("mlp", 5)
     perm = graph.random_permutation(seed=3)
     other = cipm.permute(model, perm)
-    stats = cipm.collect(model, graph, data, progress=False)
-    stats_p = cipm.collect(other, graph, data, progress=False)
+    stats = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
+    stats_p = cipm.collect(other, graph, data, config=cipm.CollectConfig(progress=False))
     group = "0:hidden"
-    plain = cipm.correlation_graph(stats, group, k=4)
-    permuted = cipm.correlation_graph(stats_p, group, k=4)
-    assert _edge_set(permuted.edge_index, perm[group]) == _edge_set(plain.edge_index)
+    plain, _ = top_k_edges(stats[group].corr, 4, exclude_self=True)
+    permuted, _ = top_k_edges(stats_p[group].corr, 4, exclude_self=True)
+    assert _edge_set(permuted, perm[group]) == _edge_set(plain)
     dead = {3, 10, 11}
-    assert not dead & set(plain.edge_index.flatten().tolist())  # no edges of zero correlation
-    net, net_p = cipm.network_graph(stats, model, k=3), cipm.network_graph(stats_p, other, k=3)
-    relabel = torch.cat(
-        [perm[n] + sum(graph[m].size for m in net.groups[:i]) for i, n in enumerate(net.groups)]
-    )
-    assert _edge_set(net_p.edge_index, relabel) == _edge_set(net.edge_index)
+    assert not dead & set(plain.flatten().tolist())  # no edges of zero correlation
+    links = {
+        (a, b): w for a, b, w in weight_links(graph, cipm.tensors.fitted_tensors(model, graph))
+    }
+    links_p = {
+        (a, b): w for a, b, w in weight_links(graph, cipm.tensors.fitted_tensors(other, graph))
+    }
+    assert links.keys() == links_p.keys() and links
+    for (out, inp), w in links.items():
+        rows, cols = torch.argsort(perm[out]), torch.argsort(perm[inp])
+        torch.testing.assert_close(links_p[(out, inp)][rows][:, cols], w, rtol=0, atol=0)
 
 
-def test_correlation_graph_has_top_k_edges() -> None:
+def test_top_k_edges_are_each_units_strongest_correlations() -> None:
     model = zoo.build("mlp")[0].double()
-    stats = cipm.collect(model, traced("mlp"), batches("mlp", 5), progress=False)
-    data = cipm.correlation_graph(stats, "0:hidden", k=5)
+    stats = cipm.collect(
+        model, traced("mlp"), batches("mlp", 5), config=cipm.CollectConfig(progress=False)
+    )
+    corr = stats["0:hidden"].corr
+    index, attr = top_k_edges(corr, 5, exclude_self=True)
     n = 32
     live = (stats["0:hidden"].std > 0).nonzero().squeeze(1).tolist()
     assert 0 < len(live) < n  # this seed has dead units: they get no edges
-    assert data.x.shape == (n, 5) and data.edge_index.shape == (2, len(live) * 5)
-    assert data.edge_attr.shape == (len(live) * 5, 1)
-    corr = stats["0:hidden"].corr
+    assert index.shape == (2, len(live) * 5) and attr.shape == (len(live) * 5,)
     for unit in range(n):
         row = corr[unit].abs().clone()
         row[unit] = -1
         expected = set(row.argsort(descending=True)[:5].tolist()) if unit in live else set()
-        got = data.edge_index[1, data.edge_index[0] == unit].tolist()
+        got = index[1, index[0] == unit].tolist()
         assert set(got) == expected
-        torch.testing.assert_close(
-            data.edge_attr[data.edge_index[0] == unit, 0], corr[unit, got].float()
-        )
-    torch.testing.assert_close(data.x[:, 0], stats["0:hidden"].mean.float())
-    torch.testing.assert_close(data.x[:, 2], model[0].weight.norm(dim=1).float())
-    torch.testing.assert_close(data.x[:, 3], model[2].weight.norm(dim=0).float())
-    torch.testing.assert_close(data.x[:, 4], model[0].bias.float())
-
-
-def test_bipartite_and_network_graphs() -> None:
-    torch.manual_seed(0)
-    model, x = zoo.mlp(activation="tanh")  # no dead units: every unit has one best partner
-    model = model.double()
-    graph = cipm.trace(model, x.double())
-    loader = batches("mlp", 3)
-    other = cipm.permute(model, graph.random_permutation(seed=1))
-    cross = cipm.collect_cross(model, other, graph, loader, progress=False)
-    data = cipm.bipartite_graph(cross, "0:hidden", k=1)
-    assert data.x.shape == (64, 2) and data.edge_index.shape == (2, 64)
-    # each unit's best partner across models is its own permuted copy (correlation 1)
-    perm = graph.random_permutation(seed=1)["0:hidden"]
-    a_to_b = data.edge_index[:, :32]
-    assert torch.equal(a_to_b[1] - 32, torch.argsort(perm))
-    torch.testing.assert_close(data.edge_attr[:32, 0], torch.ones(32))
-    stats = cipm.collect(model, graph, loader, progress=False)
-    net = cipm.network_graph(stats, model, k=4)
-    assert net.x.shape == (96, 5) and net.edge_index.shape == (2, 2 * 32 * 4)
-    assert net.node_group.tolist() == [0] * 32 + [1] * 32 + [2] * 32
+        torch.testing.assert_close(attr[index[0] == unit], corr[unit, got])
 
 
 def test_constant_units_correlate_zero_not_nan() -> None:
@@ -306,7 +288,12 @@ def test_constant_units_correlate_zero_not_nan() -> None:
         model[0].weight[1] = 0.0
         model[0].bias[1] = 0.5  # unit 1 is constant 0.5
     graph = cipm.trace(model, torch.randn(2, 3, dtype=torch.float64))
-    stats = cipm.collect(model, graph, [torch.randn(8, 3, dtype=torch.float64)], progress=False)
+    stats = cipm.collect(
+        model,
+        graph,
+        [torch.randn(8, 3, dtype=torch.float64)],
+        config=cipm.CollectConfig(progress=False),
+    )
     corr = stats["0:hidden"].corr
     assert torch.isfinite(corr).all() and (corr[1] == 0).all() and (corr[:, 1] == 0).all()
 
@@ -314,13 +301,15 @@ def test_constant_units_correlate_zero_not_nan() -> None:
 def test_empty_loader() -> None:
     model, _ = zoo.build("mlp")
     with pytest.raises(cipm.CipmError, match="no batches"):
-        cipm.collect(model, traced("mlp"), [], progress=False)
+        cipm.collect(model, traced("mlp"), [], config=cipm.CollectConfig(progress=False))
 
 
 def test_batch_that_does_not_fit_names_the_batch() -> None:
     model, x = zoo.build("mlp")
     with pytest.raises(cipm.CipmError, match=r"batch 1 does not fit"):
-        cipm.collect(model, traced("mlp"), [x, torch.randn(4, 5)], progress=False)
+        cipm.collect(
+            model, traced("mlp"), [x, torch.randn(4, 5)], config=cipm.CollectConfig(progress=False)
+        )
 
 
 def test_non_finite_activation_names_group_and_batch() -> None:
@@ -328,30 +317,40 @@ def test_non_finite_activation_names_group_and_batch() -> None:
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(cipm.CipmError, match=r"group '0:hidden' on batch 2"):
-        cipm.collect(model, traced("mlp"), [x, x, bad], progress=False)
+        cipm.collect(model, traced("mlp"), [x, x, bad], config=cipm.CollectConfig(progress=False))
 
 
 def test_collect_cross_rejects_a_model_of_another_graph() -> None:
     model, x = zoo.build("mlp")
     narrow, _ = zoo.mlp(width=16)
     with pytest.raises(cipm.CipmError, match=r"model_b.*0:hidden"):
-        cipm.collect_cross(model, narrow, traced("mlp"), [x], progress=False)
+        cipm.collect_cross(
+            model, narrow, traced("mlp"), [x], config=cipm.CollectConfig(progress=False)
+        )
 
 
 def test_model_mode_and_weights_are_left_as_they_came() -> None:
     model, x = zoo.build("resnet20")
     model.train()
     before = snapshot(model)
-    cipm.collect(model, traced("resnet20"), [x], progress=False)
+    cipm.collect(model, traced("resnet20"), [x], config=cipm.CollectConfig(progress=False))
     assert all(m.training for m in model.modules())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
 
 
 def test_merge_rejects_other_graphs() -> None:
-    a = cipm.collect(zoo.build("mlp")[0], traced("mlp"), [zoo.build("mlp")[1]], progress=False)
+    a = cipm.collect(
+        zoo.build("mlp")[0],
+        traced("mlp"),
+        [zoo.build("mlp")[1]],
+        config=cipm.CollectConfig(progress=False),
+    )
     b = cipm.collect(
-        zoo.build("cnn_bn")[0], traced("cnn_bn"), [zoo.build("cnn_bn")[1]], progress=False
+        zoo.build("cnn_bn")[0],
+        traced("cnn_bn"),
+        [zoo.build("cnn_bn")[1]],
+        config=cipm.CollectConfig(progress=False),
     )
     with pytest.raises(cipm.CipmError, match="different symmetry graphs"):
         a.merge(b)
@@ -362,22 +361,26 @@ def test_pairs_of_inputs_and_targets_and_sampling() -> None:
     graph = traced("mlp")
     loader = batches("mlp", 4)
     pairs = [(x, torch.zeros(len(x))) for x in loader]
-    plain = cipm.collect(model, graph, loader, progress=False)
-    paired = cipm.collect(model, graph, pairs, progress=False)
+    plain = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
+    paired = cipm.collect(model, graph, pairs, config=cipm.CollectConfig(progress=False))
     torch.testing.assert_close(plain["0:hidden"].cov, paired["0:hidden"].cov, rtol=0, atol=0)
-    half = cipm.collect(model, graph, loader, sample=0.5, progress=False)
+    half = cipm.collect(model, graph, loader, config=cipm.CollectConfig(sample=0.5, progress=False))
     assert half["0:hidden"].count == plain["0:hidden"].count // 2
-    again = cipm.collect(model, graph, loader, sample=0.5, progress=False)
+    again = cipm.collect(
+        model, graph, loader, config=cipm.CollectConfig(sample=0.5, progress=False)
+    )
     assert torch.equal(half["0:hidden"].cov, again["0:hidden"].cov)  # reproducible
     with pytest.raises(cipm.CipmError, match="sample must be"):
-        cipm.collect(model, graph, loader, sample=0.0, progress=False)
+        cipm.collect(model, graph, loader, config=cipm.CollectConfig(sample=0.0, progress=False))
 
 
 def test_sampled_cross_statistics_stay_aligned() -> None:
     model = zoo.build("resnet20")[0].double()
     graph = traced("resnet20")
     loader = batches("resnet20", 2)
-    cross = cipm.collect_cross(model, model, graph, loader, sample=0.3, progress=False)
+    cross = cipm.collect_cross(
+        model, model, graph, loader, config=cipm.CollectConfig(sample=0.3, progress=False)
+    )
     for name in graph.by_kind("channels")[:3]:
         corr = cross.corr(name.name)  # a model against itself: the diagonal is 1 (live units)
         live = cross[name.name].a.std > 0
@@ -389,7 +392,7 @@ def test_sampled_cross_statistics_stay_aligned() -> None:
 def test_float32_model_statistics_are_float32_accurate() -> None:
     model, _ = zoo.build("cnn_bn")
     loader = [x.float() for x in batches("cnn_bn", 3)]
-    stats = cipm.collect(model, traced("cnn_bn"), loader, progress=False)
+    stats = cipm.collect(model, traced("cnn_bn"), loader, config=cipm.CollectConfig(progress=False))
     model = model.double()
     _, cov, _ = direct(hooked(model, model[1], [x.double() for x in loader]))
     torch.testing.assert_close(stats["0.0:channels"].cov, cov, rtol=1e-5, atol=1e-6)
@@ -397,7 +400,7 @@ def test_float32_model_statistics_are_float32_accurate() -> None:
 
 def test_progress_bar_is_quiet_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     model, x = zoo.build("mlp")
-    cipm.collect(model, traced("mlp"), [x, x], progress=False)
+    cipm.collect(model, traced("mlp"), [x, x], config=cipm.CollectConfig(progress=False))
     assert capsys.readouterr().err == ""
-    cipm.collect(model, traced("mlp"), [x, x], progress=True)
+    cipm.collect(model, traced("mlp"), [x, x], config=cipm.CollectConfig(progress=True))
     assert "collect" in capsys.readouterr().err

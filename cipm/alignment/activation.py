@@ -9,7 +9,7 @@ from cipm.alignment.methods import AlignConfig, AlignProblem
 from cipm.alignment.weight import weight_matching
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import GroupKind
-from cipm.statistics.collection import collect_cross
+from cipm.statistics.collection import CollectConfig, collect_cross
 from cipm.statistics.group import CrossStatistics
 
 __all__ = ["activation_method", "matching_from_statistics"]
@@ -24,7 +24,13 @@ def activation_method(problem: AlignProblem) -> Permutation:
     """
     graph, config = problem.graph, problem.config
     data = problem.needs_data("activation")
-    cross = collect_cross(problem.model_a, problem.model_b, graph, data, progress=config.progress)
+    cross = collect_cross(
+        problem.model_a,
+        problem.model_b,
+        graph,
+        data,
+        config=CollectConfig(progress=config.progress),
+    )
     return matching_from_statistics(problem.state_a, problem.state_b, cross, config)
 
 

@@ -9,20 +9,19 @@ from typing import Any
 import torch
 
 from cipm.alignment.methods import AlignConfig, AlignMethod, AlignProblem
-from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.hooks.manager import plugin_table
+from cipm.hooks.manager import method_of, plugin_table
 
 __all__ = ["align", "align_methods"]
 
 
 def align(
-    model_b: torch.nn.Module,
     model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
     graph: SymmetryGraph,
     *,
-    method: str = "weight",
+    method: str | AlignMethod = "weight",
     data: Iterable[Any] | None = None,
     via: torch.nn.Module | None = None,
     config: AlignConfig | None = None,
@@ -30,8 +29,10 @@ def align(
     """The permutation `p` such that ``cipm.permute(model_b, p)`` lines up with `model_a`.
 
     Args:
-        model_b: the model to permute. model_a: the reference. Both must fit `graph`.
-        method: a name from `align_methods()`. Built in: ``"weight"`` (weight matching,
+        model_a: the reference. model_b: the model to permute. Both must fit `graph`
+            (every verb that takes two models takes them in this order).
+        method: a name from `align_methods()`, or such a method (a function of an
+            `AlignProblem`). Built in: ``"weight"`` (weight matching,
             data-free), ``"sinkhorn"`` (relaxed to soft permutations, annealed, rounded,
             then polished by weight matching; data-free, slower), ``"activation"`` (needs
             `data`: an iterable of batches as for `cipm.collect`), ``"ste"``
@@ -54,15 +55,14 @@ def align(
             an unknown method, or a method that needs data without it.
     """
     if via is not None:
-        to_via = align(model_b, via, graph, method=method, data=data, config=config)
-        return to_via.compose(align(via, model_a, graph, method=method, data=data, config=config))
-    problem = AlignProblem(model_a, model_b, graph, data, config or AlignConfig())
-    methods = align_methods(graph.blocked_plugins)
-    if not isinstance(method, str) or method not in methods:
-        raise CipmError(f"unknown alignment method {method!r}; use one of {sorted(methods)}")
-    return methods[method](problem)
+        to_via = align(via, model_b, graph, method=method, data=data, config=config)
+        return to_via.compose(align(model_a, via, graph, method=method, data=data, config=config))
+    chosen: AlignMethod = method_of(
+        "cipm_align_methods", "alignment method", method, graph.blocked_plugins
+    )
+    return chosen(AlignProblem(model_a, model_b, graph, data, config or AlignConfig()))
 
 
-def align_methods(blocked: tuple[str, ...] = ()) -> dict[str, AlignMethod]:
+def align_methods(blocked_plugins: Iterable[str] = ()) -> dict[str, AlignMethod]:
     """The alignment methods the plugins provide, by name."""
-    return plugin_table("cipm_align_methods", "alignment method", blocked)
+    return plugin_table("cipm_align_methods", "alignment method", blocked_plugins)

@@ -1,7 +1,7 @@
 """What an alignment method is given: the two models, their graph and data, in one problem.
 
 Methods are plugins (`cipm_align_methods`); the built-in ones (weight, activation, sinkhorn,
-ste) are registered by ``plugins/alignment.py`` exactly as a third-party method would be.
+ste) are registered by ``cipm/alignment/builtin.py`` exactly as a third-party method would be.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 
 __all__ = ["AlignConfig", "AlignMethod", "AlignProblem", "checked_state"]
 

@@ -13,18 +13,20 @@ from typing import Any
 import torch
 
 from cipm.cli import meta
-from cipm.cli.sources import FORMATS, batches, check_output, example_input, load_model, load_tensors
+from cipm.cli.sources import batches, check_output, example_input, formats, load_model, load_tensors
+from cipm.discovery.program import save_program
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
 from cipm.exporting import export, exporters
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import list_plugins
-from cipm.io import save_exported, save_model, write_text_atomic
+from cipm.io import save_model, write_text_atomic
 from cipm.ordering.canonical import canonical_permutation
-from cipm.pruning.structured import METHODS, Method, prune
-from cipm.pruning.verify import pruning_report
-from cipm.statistics.collection import collect
+from cipm.pruning.problem import PruneConfig
+from cipm.pruning.result import PruneReport
+from cipm.pruning.structured import prune, prune_methods
+from cipm.statistics.collection import CollectConfig, collect
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import permute
 from cipm.testing import zoo
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "plugins":
-            print("\n".join(list_plugins(blocked=args.block)))
+            print("\n".join(list_plugins(blocked_plugins=args.block)))
             return 0
         if args.command == "inspect":
             return _inspect(args)
@@ -92,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (("canonicalize", "put a model's units in canonical order"),
                        ("prune", "prune a model into a smaller one")):  # fmt: skip
         cmd = sub.add_parser(name, help=what)
-        _model_args(cmd, f"the model: {FORMATS}")
+        _model_args(cmd, f"the model: {formats()}")
         cmd.add_argument("-o", "--output", type=Path, required=True, help="where to save it")
     prune_cmd = sub.choices["prune"]
     prune_cmd.add_argument("--ratio", type=float, help="fraction of units to remove per group")
@@ -100,17 +102,20 @@ def _parser() -> argparse.ArgumentParser:
         "--size", action="append", default=[], metavar="GROUP=UNITS",
         help="units to keep in a group (names: cipm inspect MODEL)",
     )  # fmt: skip
-    prune_cmd.add_argument("--method", choices=METHODS)
+    prune_cmd.add_argument(
+        "--method", help="a pruning method (cipm plugins lists them; default: fold with "
+        "--data, magnitude without)"
+    )  # fmt: skip
     prune_cmd.add_argument(
         "--data", type=Path, help="calibration inputs (.pt: a tensor of samples, or a list of "
-        "batches); needed by merge (the default with data) and activation"
+        "batches); needed by every method that folds or reads statistics"
     )  # fmt: skip
     prune_cmd.add_argument("--batch", type=int, default=64, help="batch size for a tensor --data")
     prune_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
     export_cmd = sub.add_parser(
         "export", help="write a model as ONNX, safetensors or a Hugging Face folder"
     )
-    _model_args(export_cmd, f"the model: {FORMATS}")
+    _model_args(export_cmd, f"the model: {formats()}")
     export_cmd.add_argument(
         "-o", "--output", type=Path, required=True,
         help="FILE.onnx, FILE.safetensors, or a folder for a Hugging Face model",
@@ -147,7 +152,7 @@ def _source(args: argparse.Namespace, needs_input: bool = True) -> tuple[torch.n
         return model, None
     if args.input is None:
         if not Path(args.model).exists():
-            raise CipmError(f"model {args.model} does not exist (give {FORMATS})")
+            raise CipmError(f"model {args.model} does not exist (give {formats()})")
         raise CipmError(f"{args.model}: give --input (a shape like 1,3,32,32 or a .pt file)")
     example = example_input(args.input)
     return load_model(args.model, factory=args.factory, unsafe_pickle=args.unsafe_pickle), example
@@ -202,28 +207,32 @@ def _modify(args: argparse.Namespace) -> int:
         sizes = dict(_size(s) for s in args.size)
         if args.ratio is None and not sizes:
             raise CipmError("say how much to prune: --ratio FRACTION or --size GROUP=UNITS")
-        if args.method in ("merge", "activation", "learned") and args.data is None:
-            raise CipmError(f"--method {args.method} needs --data (calibration inputs)")
+        name = args.method or ("fold" if args.data is not None else "magnitude")
+        methods = prune_methods()
+        if name not in methods:
+            raise CipmError(f"--method {name}: pruning methods are {sorted(methods)}")
+        if methods[name].needs_data() and args.data is None:
+            raise CipmError(f"--method {name} needs --data (calibration inputs)")
         data = batches(load_tensors(args.data, "data"), args.batch) if args.data else None
     model, example = _source(args)
     graph = trace(model, example)
-    policy: Permutation | None = None
+    policy: Permutation | PruneReport
     if args.command == "canonicalize":
         policy = canonical_permutation(model, graph)
         result = permute(model, policy)
     else:
         show = not args.quiet and sys.stderr.isatty()
-        method: Method = args.method or ("merge" if data is not None else "magnitude")
-        stats: Statistics | SymmetryGraph = graph  # merge with data reads the data itself
-        if method in ("activation", "learned"):
-            stats = collect(model, graph, data or [], progress=show)
+        stats: Statistics | SymmetryGraph = graph  # a fold with data reads the data itself
+        if methods[name].needs_statistics:
+            stats = collect(model, graph, data or [], config=CollectConfig(progress=show))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CipmWarning)  # groups kept whole: said below
-            result = prune(
-                model, stats, ratio=args.ratio, sizes=sizes, method=method, data=data,
-                example_inputs=example, progress=show,
+            pruned = prune(
+                model, stats, ratio=args.ratio, sizes=sizes, method=name, data=data,
+                config=PruneConfig(example_inputs=example, progress=show),
             )  # fmt: skip
-        for kept in pruning_report(result).kept_whole:
+        result, policy = pruned.model, pruned.report
+        for kept in pruned.report.kept_whole:
             where = kept.module or "the model"
             print(f"kept whole: {kept.group} ({where} fails at its new size: {kept.reason})")
     _save(result, example, args.output, policy)
@@ -234,13 +243,13 @@ def _modify(args: argparse.Namespace) -> int:
 
 
 def _save(
-    model: torch.nn.Module, example: Any, path: Path, policy: Permutation | None = None
+    model: torch.nn.Module, example: Any, path: Path, policy: Permutation | PruneReport | None
 ) -> None:
     """A .pt2 path gets a torch.export archive; a path an exporter writes (.onnx,
     .safetensors, a folder for a Hugging Face model) that format, with the policy; any
     other a pickled whole model."""
     if path.suffix == ".pt2":
-        save_exported(model, example, path)
+        save_program(model, example, path)
         return
     table = exporters()
     suffix = path.suffix.lower()

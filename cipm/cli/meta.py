@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cipm.errors import CipmError
+from cipm.io import figure, save_figure
+from cipm.meta.config import FitConfig, MetaConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -77,9 +79,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cipm.io import save_figure
     from cipm.meta.analyzer import MetaAnalyzer
-    from cipm.meta.config import MetaConfig
     from cipm.meta.zoo import build_zoo, load_zoo
 
     if args.output.suffix != ".safetensors":
@@ -90,10 +90,10 @@ def _train(args: argparse.Namespace) -> int:
     zoo = load_zoo(args.zoo, "train")
     meta = MetaAnalyzer(MetaConfig(hidden=args.hidden, layers=args.layers), seed=args.seed)
     start = time.perf_counter()
-    history = meta.fit(
-        zoo, objectives, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        checkpoint=args.checkpoint, progress=not args.quiet,
-    )  # fmt: skip
+    settings = FitConfig(
+        steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, progress=not args.quiet
+    )
+    history = meta.fit(zoo, objectives, checkpoint=args.checkpoint, config=settings)
     elapsed = time.perf_counter() - start
     meta.save(args.output)
     curve = args.output.with_suffix(".csv")
@@ -115,8 +115,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _plot(rows: list[Any] | tuple[Any, ...], names: list[str]) -> Any:
-    from cipm.io import figure
-
     fig = figure(figsize=(7, 4))
     ax = fig.add_subplot(1, 1, 1)
     window = max(1, len(rows) // 30)

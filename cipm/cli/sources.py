@@ -2,7 +2,8 @@
 
 Nothing read here runs code from a file unless the user opted in: inputs and data are loaded
 with ``torch.load(weights_only=True)`` (tensors, lists, dicts, numbers); a model comes from a
-Hugging Face folder, from safetensors or state-dict weights plus a ``module:factory`` that
+file or folder a plugin's model source reads (`cipm_model_sources`: a Hugging Face folder,
+among the built-ins), from safetensors or state-dict weights plus a ``module:factory`` that
 builds the model, or from a ``torch.export`` archive (.pt2). A whole pickled model can only be
 loaded by unpickling it, which runs whatever code the file holds: that needs
 ``--unsafe-pickle``.
@@ -20,14 +21,20 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
+from cipm.exporting.sources import model_sources, source_for
 from cipm.testing import zoo
 
-__all__ = ["batches", "check_output", "example_input", "load_model", "load_tensors"]
+__all__ = ["batches", "check_output", "example_input", "formats", "load_model", "load_tensors"]
 
-FORMATS = (
-    "a Hugging Face model folder, safetensors or state-dict weights with --factory "
-    "MODULE:CALLABLE, a torch.export archive (.pt2), or a built-in example"
+OWN_FORMATS = (
+    "safetensors or state-dict weights with --factory MODULE:CALLABLE, a torch.export "
+    "archive (.pt2), or a built-in example"
 )
+
+
+def formats() -> str:
+    """What a model can be given as: every plugin's model source, then the CLI's own."""
+    return ", ".join([*(s.description for s in model_sources().values()), OWN_FORMATS])
 
 
 def load_model(
@@ -43,9 +50,13 @@ def load_model(
         return zoo.build(source)[0]
     path = Path(source)
     if not path.exists():
-        raise CipmError(f"model {path} does not exist (give {FORMATS})")
-    if path.is_dir():
-        model = _huggingface(path)
+        raise CipmError(f"model {path} does not exist (give {formats()})")
+    reader = source_for(path) if path.is_dir() or factory is None else None
+    if reader is not None:
+        model = reader.load(path)
+    elif path.is_dir():
+        known = " or ".join(s.description for s in model_sources().values())
+        raise CipmError(f"{path} is a folder but not {known or 'a model folder any plugin reads'}")
     elif factory is not None:
         model = _from_weights(path, factory)
     elif path.suffix == ".pt2":
@@ -55,7 +66,7 @@ def load_model(
     else:
         raise CipmError(
             f"{path} would have to be unpickled, which runs any code the file holds; pass "
-            f"--unsafe-pickle only if you trust it, or give {FORMATS}"
+            f"--unsafe-pickle only if you trust it, or give {formats()}"
         )
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
@@ -117,26 +128,6 @@ def check_output(path: Path, folder_ok: bool = False) -> None:
         os.unlink(probe)
     except OSError as e:
         raise CipmError(f"cannot write -o {path}: {e.strerror or e}") from None
-
-
-def _huggingface(path: Path) -> Any:
-    if not (path / "config.json").is_file():
-        raise CipmError(f"{path} is a folder but not a Hugging Face model folder (no config.json)")
-    try:
-        import transformers
-    except ImportError as e:
-        raise CipmError(
-            "Hugging Face folders need transformers: pip install 'cipm[formats]'"
-        ) from e
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    names = list(getattr(config, "architectures", None) or [])
-    cls = getattr(transformers, names[0], None) if names else transformers.AutoModel
-    if cls is None:
-        raise CipmError(f"{path}: transformers has no model class {names[0]!r}")
-    try:
-        return cls.from_pretrained(path, local_files_only=True)
-    except Exception as e:
-        raise CipmError(f"cannot load the Hugging Face model in {path}: {e}") from e
 
 
 def _from_weights(path: Path, factory: str) -> torch.nn.Module:

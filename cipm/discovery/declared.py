@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_flatten
 
 from cipm.batches import as_args
 from cipm.discovery.axes import AxisSolver
-from cipm.discovery.export import eval_semantics
+from cipm.discovery.program import eval_semantics
 from cipm.discovery.rules import Axes
 from cipm.errors import CipmWarning, PluginError
 from cipm.graph.layout import groups_in

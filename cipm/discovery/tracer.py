@@ -20,13 +20,14 @@ from torch.export.graph_signature import InputKind, OutputKind
 from cipm.discovery.axes import AxisSolver
 from cipm.discovery.build import build_graph
 from cipm.discovery.declared import admitted, declarations
-from cipm.discovery.export import export
 from cipm.discovery.nodes import bind, module_path, op_name, output_shapes, single, source_line
-from cipm.discovery.rules import Axes, OpCall, Rule, freeze, in_place_rule
+from cipm.discovery.primitives import freeze, in_place_rule
+from cipm.discovery.program import program_of
+from cipm.discovery.rules import Axes, OpCall, Rule
 from cipm.errors import CipmError, CipmWarning, RuleError, UnsupportedOpError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import for_op, op_roles, op_rules
-from cipm.tensors.modify import structure
+from cipm.tensors.fitted import structure
 
 __all__ = ["trace"]
 
@@ -83,7 +84,7 @@ def trace(
     blocked = tuple(sorted(set(blocked_plugins)))
     rules = op_rules(blocked=blocked)
     views = {op: role for op, role in op_roles(blocked).items() if role == "view"}
-    program = export(model, example_inputs)
+    program = program_of(model, example_inputs)
     state = _propagate(program, rules, views, unknown, outputs)
     _tie_shared(state, model)
     graph = admitted(
@@ -241,7 +242,7 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     schema = getattr(node.target, "_schema", None)
     positional = [a.name for a in schema.arguments] if schema else []
     args = bind(node, schema)
-    call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
+    call = OpCall(node.name, op, args, positional, outputs, state)
     rule = for_op(state.rules, op) or in_place_rule(state.rules, op, schema)
     if rule is None:
         if state.unknown == "error":
@@ -264,7 +265,7 @@ def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
             CipmWarning,
             stacklevel=4,
         )
-        call = OpCall(node.name, op, args, positional, outputs, state.solver, state.axes_of)
+        call = OpCall(node.name, op, args, positional, outputs, state)
         freeze(call)
         results = call.outputs()
     state.values[node] = results[0] if single(node.meta.get("val")) else results

@@ -58,15 +58,15 @@ class Exporter:
     description: str = ""
 
 
-def exporters(blocked: Iterable[str] = ()) -> dict[str, Exporter]:
+def exporters(blocked_plugins: Iterable[str] = ()) -> dict[str, Exporter]:
     """Every installed exporter by format name (``"onnx"``, ``"safetensors"``,
-    ``"huggingface"``, and any plugin's), leaving the `blocked` plugins out.
+    ``"huggingface"``, and any plugin's), leaving the `blocked_plugins` plugins out.
 
     Raises:
         PluginError: a plugin's `cipm_exporters` returned something that is not an `Exporter`.
     """
     return plugin_table(
-        "cipm_exporters", "exporter", blocked, check=lambda e: isinstance(e, Exporter)
+        "cipm_exporters", "exporter", blocked_plugins, check=lambda e: isinstance(e, Exporter)
     )
 
 

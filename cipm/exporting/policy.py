@@ -24,7 +24,8 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.pruning.verify import PruneReport
+from cipm.pruning.result import PruneReport
+from cipm.version import __version__
 
 __all__ = ["FORMAT_VERSION", "METADATA_KEY", "Policy", "PolicyKind"]
 
@@ -46,8 +47,13 @@ class Policy:
         sizes: per group name, its size in the original model (may be empty for pruned).
 
     Example:
-        >>> policy = cipm.read_policy("model.onnx")        # doctest: +SKIP
-        >>> restored = cipm.permute(model, policy.inverse(graph))  # doctest: +SKIP
+        >>> perm = graph.random_permutation(seed=1)
+        >>> permuted = cipm.permute(model, perm)
+        >>> path = cipm.export(permuted, "permuted.safetensors", policy=perm)
+        >>> policy = cipm.read_policy(path)
+        >>> restored = cipm.permute(permuted, policy.inverse(graph))
+        >>> torch.equal(restored[0].weight, model[0].weight)
+        True
     """
 
     kind: PolicyKind
@@ -78,7 +84,7 @@ class Policy:
     @classmethod
     def of(cls, source: Any, model: str = "") -> Policy:
         """The policy of `source`: a `Policy`, a `cipm.Permutation`, or for a pruned model its
-        `cipm.pruning_report` or a mapping of group name to kept units (a list of indices,
+        `cipm.PruneReport` or a mapping of group name to kept units (a list of indices,
         or a `prune_plan` entry).
 
         Raises:
@@ -88,10 +94,10 @@ class Policy:
             return source
         if isinstance(source, Permutation):
             order = source.to_dict()
-            return cls("permutation", order, _version(), model or source.graph.model)
+            return cls("permutation", order, __version__, model or source.graph.model)
         if isinstance(source, PruneReport):
             before = {g: n for g, (n, _) in source.sizes.items()}
-            return cls("pruned", dict(source.kept), _version(), model, before)
+            return cls("pruned", dict(source.kept), __version__, model, before)
         if isinstance(source, Mapping):
             groups: dict[str, Sequence[int]] = {}
             sizes: dict[str, int] = {}
@@ -101,7 +107,7 @@ class Policy:
                 fold = getattr(value, "fold", None)  # a merge plan's (k, n) map
                 if isinstance(fold, torch.Tensor) and fold.dim() == 2:
                     sizes[name] = int(fold.shape[1])
-            return cls("pruned", groups, _version(), model, sizes)
+            return cls("pruned", groups, __version__, model, sizes)
         raise CipmError(
             "policy= takes a cipm.Permutation, a Policy, or for a pruned model a mapping of "
             f"group name to kept units (cipm.pruning.prune_plan); got {type(source).__name__}"
@@ -179,12 +185,6 @@ class Policy:
             )
         except KeyError as e:
             raise CipmError(f"the cipm policy{source} lacks {e}") from None
-
-
-def _version() -> str:
-    from cipm import __version__  # the package face imports this module: read it late
-
-    return __version__
 
 
 def _mapping(value: Any, what: str) -> Mapping[Any, Any]:

@@ -13,7 +13,6 @@ from cipm.errors import CipmError
 from cipm.exporting.exporter import ExportJob, choose, exporters
 from cipm.exporting.policy import Policy
 from cipm.io import atomic_path
-from cipm.pruning.verify import pruning_report
 
 __all__ = ["export", "read_policy"]
 
@@ -42,10 +41,10 @@ def export(
         example_inputs: inputs the model takes (a tensor, a tuple, or a dict of keyword
             inputs); ONNX needs them to trace, the Hugging Face format to check the written
             model reloads to the same outputs.
-        policy: what to store with the model: a `cipm.Permutation`, or for a pruned model a
-            mapping of group name to kept units (``cipm.pruning.prune_plan(...)``, or lists
-            of indices), or a `Policy`. By default, a model made by `cipm.prune` carries its
-            kept units (`cipm.pruning_report`).
+        policy: what to store with the model: a `cipm.Permutation`, or for a pruned model
+            its `cipm.PruneReport` (``cipm.prune(...).report``) or a mapping of group name to
+            kept units (``cipm.pruning.prune_plan(...)``, or lists of indices), or a
+            `Policy`. None stores none.
         format: a name from `cipm.exporters()` (``"onnx"``, ``"safetensors"``,
             ``"huggingface"``, ...).
 
@@ -57,8 +56,11 @@ def export(
             a model the format's exporter cannot convert (naming why), a malformed policy.
 
     Example:
-        >>> cipm.export(model, "model.onnx", x, policy=perm)      # doctest: +SKIP
-        >>> cipm.read_policy("model.onnx").inverse(graph)         # doctest: +SKIP
+        >>> perm = graph.random_permutation(seed=0)
+        >>> cipm.export(cipm.permute(model, perm), "model.onnx", x, policy=perm).name
+        'model.onnx'
+        >>> cipm.read_policy("model.onnx").inverse(graph) == perm.inverse()
+        True
     """
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"export needs a torch.nn.Module, got {type(model).__name__}")
@@ -66,7 +68,8 @@ def export(
         raise CipmError(f"export needs a path, got {type(path).__name__}")
     target = Path(path)
     name, exporter = choose(model, target, format, exporters())
-    job = ExportJob(model, example_inputs, _policy(policy, model), target)
+    stored = None if policy is None else Policy.of(policy, type(model).__name__)
+    job = ExportJob(model, example_inputs, stored, target)
     try:
         with atomic_path(target, folder=exporter.folder) as tmp:
             exporter.write(job, tmp)
@@ -113,13 +116,3 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
         if text is not None:
             return Policy.from_json(text, str(target))
     raise CipmError(f"{target} holds no cipm policy (it was exported without policy=)")
-
-
-def _policy(policy: Any, model: torch.nn.Module) -> Policy | None:
-    """The policy given, or for a model `cipm.prune` made, its report's (kept units)."""
-    if policy is None:
-        try:
-            policy = pruning_report(model)
-        except CipmError:  # not a pruned model: no policy
-            return None
-    return Policy.of(policy, type(model).__name__)

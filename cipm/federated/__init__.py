@@ -1,6 +1,6 @@
-"""Federated alignment: matched averaging of clients (`matched_average`), the server's
-aggregation of client updates as a pure function (`aggregate_updates`), and a Flower strategy
-that does it each round (`MatchedAveraging`, loaded on first use: it needs the
+"""Federated alignment: matched averaging of clients (`matched_average`, how: `MatchConfig`),
+the server's aggregation of client updates as a pure function (`aggregate_updates`), and a
+Flower strategy that does it each round (`MatchedAveraging`, loaded on first use: it needs the
 ``federated`` extra, and `import cipm` never imports Flower or Ray).
 
 Learned co-canonicalization: each client sorts its units by the meta-analysis network's
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cipm.federated.average import match_clients, matched_average
 from cipm.federated.canonical import canonical_average, canonical_client
+from cipm.federated.config import MatchConfig
 from cipm.federated.updates import (
     STATISTICS_PREFIX,
     ClientUpdate,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STATISTICS_PREFIX",
     "ClientUpdate",
+    "MatchConfig",
     "MatchedAveraging",
     "aggregate_updates",
     "canonical_average",

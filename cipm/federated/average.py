@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from cipm.alignment.activation import matching_from_statistics
 from cipm.alignment.dispatch import align
-from cipm.alignment.methods import AlignConfig, checked_state
+from cipm.alignment.methods import checked_state
 from cipm.errors import CipmError
+from cipm.federated.config import MatchConfig, match_config
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.merging.average import merge
@@ -38,13 +40,10 @@ def matched_average(
     client_models: Sequence[torch.nn.Module],
     graph: SymmetryGraph,
     *,
-    method: str = "weight",
     stats: Sequence[CrossStatistics] | None = None,
     weights: Sequence[float] | None = None,
     data: Iterable[Any] | None = None,
-    repair: bool = False,
-    passes: int = 1,
-    config: AlignConfig | None = None,
+    config: MatchConfig | None = None,
 ) -> torch.nn.Module:
     """A new global model: every client aligned to `global_model`, then averaged.
 
@@ -55,24 +54,19 @@ def matched_average(
             model they started from; for one-shot merging, any one of them).
         client_models: one or more models of the same architecture, fitting `graph`.
         graph: the symmetry graph, from `cipm.trace`.
-        method: how each client is aligned: ``"weight"`` (weight matching, data-free),
-            ``"activation"`` (from `stats`, or from `data` at the server), or any other
-            name `cipm.align_methods()` lists.
-        stats: for ``"activation"`` without server data: per client, the cross statistics
-            of the global model's units (A) against the client's (B) that the client
-            computed on its own data, ``cipm.collect_cross(global_model, client, graph,
-            its_data)``; shards of one client merge exactly (`CrossStatistics.merge`).
+        stats: for ``MatchConfig(method="activation")`` without server data: per client,
+            the cross statistics of the global model's units (A) against the client's (B)
+            that the client computed on its own data, ``cipm.collect_cross(global_model,
+            client, graph, its_data)``; shards of one client merge exactly
+            (`CrossStatistics.merge`).
         weights: relative weight of each client (e.g. its number of examples), normalized
             to sum to 1; default: equal.
         data: batches the server may use (a public or calibration set; inputs only): then
             BatchNorm statistics are recomputed on them after averaging, and with
-            `repair=True` every unit is REPAIRed (`cipm.merge`). Without it, BatchNorm
-            buffers are averaged (aligned), as FedAvg does.
-        repair: REPAIR the average (needs `data`).
-        passes: alignment passes; each after the first aligns the clients to the previous
-            average by weight matching (useful for one-shot merging, where the reference
-            is just one of the clients).
-        config: alignment seed, sweeps, restarts (`cipm.AlignConfig`).
+            ``MatchConfig(repair=True)`` every unit is REPAIRed (`cipm.merge`). Without it,
+            BatchNorm buffers are averaged (aligned), as FedAvg does.
+        config: the alignment method, REPAIR, passes and alignment settings
+            (`MatchConfig`; default: weight matching, one pass, no REPAIR).
 
     Returns:
         A new model of the clients' class, in the global model's unit order.
@@ -80,18 +74,19 @@ def matched_average(
     Raises:
         CipmError: no clients, a model that does not fit the graph (naming the client),
             statistics of the wrong number or graph, weights that are not positive and
-            finite, `repair` without `data`, or `passes` with statistics.
+            finite, `repair` without `data`, `passes` with statistics, or a `config` that
+            is not a `MatchConfig`.
     """
     clients = _check_clients(client_models)
-    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
-        raise CipmError(f"passes must be a whole number >= 1, got {passes!r}")
+    config = match_config(config)
+    passes = config.passes
     if passes > 1 and stats is not None:
         raise CipmError(
             "passes > 1 realigns the clients to the average, for which the clients' "
             "statistics (taken against the global model) do not hold: use passes=1 with stats"
         )
-    if repair and data is None:
-        raise CipmError("matched_average(repair=True) needs data to measure the average on")
+    if config.repair and data is None:
+        raise CipmError("MatchConfig(repair=True) needs data to measure the average on")
     shares = _shares(weights, len(clients))
     reference = global_model
     merged = global_model
@@ -100,10 +95,9 @@ def matched_average(
             reference,
             clients,
             graph,
-            method=method if i == 0 else "weight",
             stats=stats,
             data=data,
-            config=config,
+            config=config if i == 0 else replace(config, method="weight"),
         )
         aligned = [permute(c, p) for c, p in zip(clients, perms, strict=True)]
         if len(aligned) == 1:  # merge takes two or more: the average of a model with itself
@@ -117,7 +111,7 @@ def matched_average(
             graph,
             weights=shares_now,
             data=data if last else None,
-            repair=repair and last,
+            repair=config.repair and last,
         )
         reference = merged
     return merged
@@ -128,19 +122,20 @@ def match_clients(
     client_models: Sequence[torch.nn.Module],
     graph: SymmetryGraph,
     *,
-    method: str = "weight",
     stats: Sequence[CrossStatistics] | None = None,
     data: Iterable[Any] | None = None,
-    config: AlignConfig | None = None,
+    config: MatchConfig | None = None,
 ) -> list[Permutation]:
     """Per client, the permutation `p` such that ``cipm.permute(client, p)`` lines up with
-    `global_model` (the arguments are those of `matched_average`).
+    `global_model` (the arguments are those of `matched_average`; of `config`, only
+    `method` and `align` are used).
 
     Raises:
         CipmError: as `matched_average`, naming the client that failed.
     """
     clients = _check_clients(client_models)
-    config = config or AlignConfig()
+    config = match_config(config)
+    method, align_config = config.method, config.align
     if stats is not None:
         _check_stats(stats, clients, graph, method)
         state_global = checked_state(global_model, graph, "global_model")
@@ -154,10 +149,12 @@ def match_clients(
         try:
             if stats is not None:
                 state = checked_state(client, graph, f"client_models[{i}]")
-                perms.append(matching_from_statistics(state_global, state, stats[i], config))
+                perms.append(matching_from_statistics(state_global, state, stats[i], align_config))
             else:
                 perms.append(
-                    align(client, global_model, graph, method=method, data=data, config=config)
+                    align(
+                        global_model, client, graph, method=method, data=data, config=align_config
+                    )
                 )
         except CipmError as e:
             raise CipmError(f"aligning client {i} to the global model: {e}") from e
@@ -179,7 +176,7 @@ def _check_stats(
     stats: Sequence[CrossStatistics],
     clients: list[torch.nn.Module],
     graph: SymmetryGraph,
-    method: str,
+    method: Any,
 ) -> None:
     if method != "activation":
         raise CipmError(f"client statistics are for method='activation', not {method!r}")

@@ -20,7 +20,7 @@ from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.merging.average import merge
 from cipm.ordering.canonical import canonicalize
-from cipm.statistics.collection import collect
+from cipm.statistics.collection import CollectConfig, collect
 from cipm.statistics.group import Statistics
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ def canonical_client(
 ) -> torch.nn.Module:
     """A client's model in learned canonical order, from statistics of its own `data` (the
     client runs this; the model passed in is not changed)."""
-    stats = collect(model, graph, data, inputs=inputs, progress=False)
-    return canonicalize(model, graph, stats=stats, method="learned", meta=meta)
+    stats = collect(model, graph, data, config=CollectConfig(inputs=inputs, progress=False))
+    return canonicalize(model, graph, stats=stats, method=_method(meta))
 
 
 def canonical_average(
@@ -65,10 +65,15 @@ def canonical_average(
             f"{len(client_models)} clients; give one per client"
         )
     canonical = [
-        canonicalize(m, graph, stats=s, method="learned", meta=meta)
+        canonicalize(m, graph, stats=s, method=_method(meta))
         for m, s in zip(client_models, client_stats, strict=True)
     ]
     if weights is not None:
         total = float(sum(weights))
         weights = [w / total for w in weights]
     return merge(canonical, graph, weights=weights) if len(canonical) > 1 else canonical[0]
+
+
+def _method(meta: MetaAnalyzer | None) -> Any:
+    """The canonical method: `meta`'s learned order, or the pretrained network's."""
+    return "learned" if meta is None else meta.order

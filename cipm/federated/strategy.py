@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from cipm.alignment.methods import AlignConfig
 from cipm.errors import CipmError
+from cipm.federated.config import MatchConfig, match_config
 from cipm.federated.updates import ClientUpdate, aggregate_updates, split_update
 from cipm.graph.symmetry import SymmetryGraph
 
@@ -41,15 +41,15 @@ class MatchedAveraging(FedAvg):
     Args:
         model: a model of the federated architecture (a template: its values are unused).
         graph: its symmetry graph, ``cipm.trace(model, example_inputs)``.
-        method: ``"weight"`` (default) or ``"activation"`` (from the clients' statistics,
-            or from `data`) or any `cipm.align_methods()` name.
         data: server-side batches (inputs only) to reset BatchNorm and REPAIR on, if any.
-        repair: REPAIR the average each round (needs `data`).
-        config: alignment settings (`cipm.AlignConfig`).
+        config: how each round matches and averages (`MatchConfig`: its `method` is
+            ``"weight"`` by default, ``"activation"`` from the clients' statistics or from
+            `data`, or any `cipm.align_methods()` name; ``repair=True`` REPAIRs the average
+            each round and needs `data`).
         **fedavg: FedAvg's own arguments (fraction_train, min_train_nodes, ...).
 
     Raises:
-        CipmError: `repair` without `data`.
+        CipmError: `repair` without `data`, or a `config` that is not a `MatchConfig`.
     """
 
     def __init__(
@@ -57,18 +57,18 @@ class MatchedAveraging(FedAvg):
         *,
         model: torch.nn.Module,
         graph: SymmetryGraph,
-        method: str = "weight",
         data: Iterable[Any] | None = None,
-        repair: bool = False,
-        config: AlignConfig | None = None,
+        config: MatchConfig | None = None,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
-        if repair and data is None:
-            raise CipmError("MatchedAveraging(repair=True) needs data at the server")
-        self.model, self.graph, self.method = model, graph, method
+        config = match_config(config)
+        if config.repair and data is None:
+            raise CipmError(
+                "MatchedAveraging(config=MatchConfig(repair=True)) needs data at the server"
+            )
+        self.model, self.graph, self.config = model, graph, config
         self.data = list(data) if data is not None else None
-        self.repair, self.align_config = repair, config
         self._global: dict[str, torch.Tensor] | None = None
 
     def configure_train(
@@ -93,10 +93,8 @@ class MatchedAveraging(FedAvg):
             self.graph,
             self._global,
             updates_from_replies(contents, self.graph, self.weighted_by_key),
-            method=self.method,
             data=self.data,
-            repair=self.repair,
-            config=self.align_config,
+            config=self.config,
         )
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return ArrayRecord(state), metrics
@@ -106,7 +104,8 @@ class MatchedAveraging(FedAvg):
         super().summary()
         from flwr.supercore import log
 
-        log(20, "\t└──> Matched averaging: method %s over %d groups", self.method, len(self.graph))
+        method = getattr(self.config.method, "__name__", self.config.method)
+        log(20, "\t└──> Matched averaging: method %s over %d groups", method, len(self.graph))
 
 
 def updates_from_replies(

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from cipm.alignment.methods import AlignConfig
 from cipm.errors import CipmError
 from cipm.federated.average import matched_average
+from cipm.federated.config import MatchConfig
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.group import CrossStatistics
 from cipm.statistics.moments import CrossMoments, Moments
@@ -103,11 +103,8 @@ def aggregate_updates(
     global_state: Mapping[str, torch.Tensor],
     updates: Sequence[ClientUpdate],
     *,
-    method: str = "weight",
     data: Iterable[Any] | None = None,
-    repair: bool = False,
-    passes: int = 1,
-    config: AlignConfig | None = None,
+    config: MatchConfig | None = None,
 ) -> dict[str, torch.Tensor]:
     """The next global state dict: `matched_average` of the clients' updates, weighted by
     their example counts, aligned to the global state they started from.
@@ -115,9 +112,9 @@ def aggregate_updates(
     Args:
         template: a model of the architecture (its values are not used, nor changed).
         graph: its symmetry graph. global_state: this round's global model's tensors.
-        updates: the clients' replies. The other arguments: as `matched_average`; with
-            ``method="activation"``, every update must carry statistics unless `data` is
-            given.
+        updates: the clients' replies. data, config: as `matched_average`; with
+            ``MatchConfig(method="activation")``, every update must carry statistics unless
+            `data` is given.
 
     Raises:
         CipmError: no updates, states that do not fit the template, or statistics missing
@@ -137,12 +134,9 @@ def aggregate_updates(
         global_model,
         clients,
         graph,
-        method=method,
         stats=stats,
         weights=[u.num_examples for u in updates],
         data=data,
-        repair=repair,
-        passes=passes,
         config=config,
     )
     return {k: v.detach().clone() for k, v in merged.state_dict().items()}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cipm.errors import PermutationError
 from cipm.graph.layout import index_map
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.parts import PermGroup
+
+if TYPE_CHECKING:
+    from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["Permutation"]
 
@@ -22,14 +25,17 @@ class Permutation(Mapping[str, torch.Tensor]):
     (the convention of ``index_select``). Immutable; validated on construction.
 
     Example:
-        >>> p = graph.random_permutation(seed=0)            # doctest: +SKIP
-        >>> restored = cipm.permute(cipm.permute(model, p), p.inverse())  # doctest: +SKIP
+        >>> p = graph.random_permutation(seed=0)
+        >>> restored = cipm.permute(cipm.permute(model, p), p.inverse())
+        >>> all(torch.equal(restored.state_dict()[k], v) for k, v in model.state_dict().items())
+        True
     """
 
     __slots__ = ("_indices", "graph")
 
     def __init__(self, graph: SymmetryGraph, indices: Mapping[str, Any]) -> None:
-        if not isinstance(graph, SymmetryGraph):
+        groups = getattr(graph, "groups", None)  # a SymmetryGraph's (which imports this module)
+        if not isinstance(groups, tuple) or not all(isinstance(g, PermGroup) for g in groups):
             raise PermutationError(
                 f"a Permutation needs a SymmetryGraph, got {type(graph).__name__}"
             )

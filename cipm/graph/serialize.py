@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cipm.errors import CipmError
 from cipm.graph.layout import layout_from_dict, layout_to_dict
-from cipm.graph.symmetry import (
-    GroupKind,
-    Member,
-    OutputAxis,
-    PermGroup,
-    Site,
-    SymmetryGraph,
-    TensorAxis,
-)
+from cipm.graph.parts import GroupKind, Member, OutputAxis, PermGroup, Site, TensorAxis
 
-__all__ = ["graph_from_dict", "graph_to_dict"]
+if TYPE_CHECKING:
+    from cipm.graph.symmetry import SymmetryGraph
+
+__all__ = ["graph_fields", "graph_to_dict"]
 
 
 def graph_to_dict(graph: SymmetryGraph) -> dict[str, Any]:
@@ -38,9 +33,10 @@ def graph_to_dict(graph: SymmetryGraph) -> dict[str, Any]:
     return data
 
 
-def graph_from_dict(data: dict[str, Any]) -> SymmetryGraph:
+def graph_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the `SymmetryGraph` that `graph_to_dict` wrote."""
     try:
-        return SymmetryGraph(
+        return dict(
             model=data["model"],
             groups=tuple(_group_from_dict(g) for g in data["groups"]),
             axes=tuple(

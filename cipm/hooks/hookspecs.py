@@ -14,10 +14,13 @@ carries the names, and every hook called for that graph's model leaves them out 
 Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
 what else an op is (`cipm_op_roles`), which symmetries a whole module has that its ops don't
 show (`cipm_module_groups`), how a module follows resized tensors (`cipm_resized`),
-which modules keep running statistics (`cipm_reset_running_stats`), which alignment
-methods exist (`cipm_align_methods`), which file formats models export to
-(`cipm_exporters`), and what the meta-analysis network can be trained for
-(`cipm_objectives`).
+which modules keep running statistics (`cipm_reset_running_stats`), which file formats
+models export to (`cipm_exporters`), and what the meta-analysis network can be trained for
+(`cipm_objectives`). Every verb's ``method=`` is a registry too (`cipm_align_methods`,
+`cipm_prune_methods`, `cipm_canonical_methods`, `cipm_reorganize_methods`): the analytic
+methods are built-in plugins of their rooms, the learned ones of `cipm.meta`.
+
+Every type these hooks take or return is in `cipm.plugin`, the plugin contract.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ if TYPE_CHECKING:
     from cipm.discovery.declared import ModuleGroup
     from cipm.discovery.rules import Rule
     from cipm.exporting.exporter import Exporter
+    from cipm.exporting.sources import ModelSource
     from cipm.meta.objective import Objective
+    from cipm.ordering.problem import CanonicalMethod, ReorganizeMethod
+    from cipm.pruning.problem import PruneMethod
 
 __all__ = ["OpRole", "hookimpl", "hookspec"]
 
@@ -147,6 +153,53 @@ def cipm_align_methods() -> Mapping[str, AlignMethod]:  # type: ignore[empty-bod
 
 
 @hookspec
+def cipm_prune_methods() -> Mapping[str, PruneMethod]:  # type: ignore[empty-body]
+    """Pruning methods for `cipm.prune`, keyed by the name passed as ``method=``.
+
+    A method is a `cipm.plugin.PruneMethod`: ``scores(problem)`` gives one score per unit of
+    every group in ``problem.targets`` (a `cipm.plugin.PruneProblem`: the model's tensors,
+    its statistics if any, the units each group keeps), and the highest are kept; ``fold``
+    says whether the removed units are folded into the kept ones by least squares (with
+    ``scores=None`` the fold chooses the units that explain the rest best);
+    ``needs_statistics`` that `scores` reads ``problem.stats``. Conflicts between plugins are
+    resolved and reported as for `cipm_rules`.
+
+    Returns:
+        A mapping from method name to method.
+    """
+
+
+@hookspec
+def cipm_canonical_methods() -> Mapping[str, CanonicalMethod]:  # type: ignore[empty-body]
+    """Canonical orders for `cipm.canonicalize`, keyed by the name passed as ``method=``.
+
+    A method is a function ``method(problem: cipm.plugin.OrderProblem) -> cipm.Permutation``
+    whose result is the same for every permuted copy of a model (an order computed from
+    permutation-invariant keys); `cipm.ordering.canonical_order` sorts by given scores and
+    breaks ties by the analytic keys. Conflicts are resolved and reported as for
+    `cipm_rules`.
+
+    Returns:
+        A mapping from method name to method.
+    """
+
+
+@hookspec
+def cipm_reorganize_methods() -> Mapping[str, ReorganizeMethod]:  # type: ignore[empty-body]
+    """Reorganization orders for `cipm.reorganize` and `cipm.partition`, keyed by the name
+    passed as ``method=``.
+
+    A method is a function ``method(problem: cipm.plugin.OrderProblem) -> Mapping[str,
+    Tensor]`` giving an order (indices) of the units of each group in ``problem.groups`` that
+    puts correlated units next to each other (``problem.stats`` holds the correlations).
+    Conflicts are resolved and reported as for `cipm_rules`.
+
+    Returns:
+        A mapping from method name to method.
+    """
+
+
+@hookspec
 def cipm_exporters() -> Mapping[str, Exporter]:  # type: ignore[empty-body]
     """File formats for `cipm.export`, keyed by the name passed as ``format=``.
 
@@ -181,4 +234,44 @@ def cipm_objectives() -> Mapping[str, Objective]:  # type: ignore[empty-body]
 
     Returns:
         A mapping from objective name to objective.
+    """
+
+
+@hookspec(firstresult=True)
+def cipm_affine_parameters(module: torch.nn.Module) -> tuple[str, str] | None:
+    """Which of a module's own parameters scale and shift each unit it outputs.
+
+    For a module whose output is computed by an op of role ``"affine"`` (`cipm_op_roles`):
+    a linear layer, a convolution, a norm's affine step. Each output unit is the unit's
+    slice of ``weight`` applied to the input plus the unit's entry of ``bias``, so
+    multiplying both by s multiplies the unit by s, and adding t to the ``bias`` entry adds
+    t to it. REPAIR (`cipm.repair`) folds a per-unit rescaling into the module so. Give the
+    names of the module's own parameters (``"weight"``, not ``"fc.weight"``) and nothing
+    about dims: cipm reads along which dim, and in which layout, each holds the units from
+    the symmetry graph (``nn.Linear``'s weight along dim 0, GPT-2's ``Conv1D`` along dim 1).
+
+    Return None (or nothing) for modules you don't know, and for a module without both (a
+    layer built with ``bias=False``, a norm without affine parameters): REPAIR then leaves
+    its units as they are. The first plugin that gives an answer wins.
+
+    Returns:
+        The names ``(weight, bias)``, or None.
+    """
+
+
+@hookspec
+def cipm_model_sources() -> Mapping[str, ModelSource]:  # type: ignore[empty-body]
+    """Formats the command line reads models from, keyed by a name for listings.
+
+    A source is a `cipm.plugin.ModelSource`: ``accepts(path)`` says whether an existing
+    file or folder is in the format (look at names and small files only, never raise),
+    ``load(path)`` builds the model (raise a `CipmError` saying what is wrong, and what to
+    install where an optional package is missing), ``description`` names the format as a
+    noun phrase (``"a Hugging Face model folder (config.json and weights)"``: the command
+    line lists it among what a model can be, and says a folder no source accepts is not
+    one). The first source that accepts a path reads it, before the command line's own
+    formats. Conflicts between plugins are resolved and reported as for `cipm_rules`.
+
+    Returns:
+        A mapping from source name to source.
     """

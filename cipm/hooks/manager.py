@@ -1,5 +1,9 @@
-"""The plugin manager: one per process, holding cipm's hook specs, the plugins of the `cipm`
-entry-point group, and any plugin registered in-process.
+"""The plugin manager: one per process, holding cipm's hook specs, its built-in plugins, the
+plugins of the `cipm` entry-point group, and any plugin registered in-process.
+
+The built-ins are registered by the manager itself (as pytest registers its own), by module
+name from `BUILT_INS`, so a checkout that is only on ``sys.path`` has them too; each can be
+blocked by its name there, as any third-party plugin can by its entry-point name.
 
 Every hook cipm calls goes through `get_plugin_manager()`, so ``register`` and ``set_blocked``
 (pluggy's own methods) take effect for every hook at once; a call that names
@@ -8,6 +12,7 @@ Every hook cipm calls goes through `get_plugin_manager()`, so ``register`` and `
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 import torch
 
-from cipm.errors import CipmWarning, PluginError
+from cipm.errors import CipmError, CipmWarning, PluginError
 from cipm.hooks import hookspecs
 
 if TYPE_CHECKING:
@@ -23,11 +28,14 @@ if TYPE_CHECKING:
     from cipm.hooks.hookspecs import OpRole
 
 __all__ = [
+    "BUILT_INS",
     "ENTRY_POINT_GROUP",
+    "affine_parameters",
     "for_op",
     "get_plugin_manager",
     "hook_caller",
     "list_plugins",
+    "method_of",
     "new_plugin_manager",
     "op_roles",
     "op_rules",
@@ -37,17 +45,43 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "cipm"
+# name -> module of every built-in plugin. Architecture knowledge is in cipm.plugins (which
+# uses the public API and the plugin contract, cipm.plugin, only); each room with methods
+# ships its own as a plugin, so a verb's methods are an open registry from the start.
+BUILT_INS: Mapping[str, str] = {
+    "torch_elementwise": "cipm.plugins.elementwise",
+    "torch_shapes": "cipm.plugins.shapes",
+    "torch_indexing": "cipm.plugins.indexing",
+    "torch_layers": "cipm.plugins.layers",
+    "torch_reductions": "cipm.plugins.reductions",
+    "torch_attention": "cipm.plugins.attention",
+    "torch_multihead": "cipm.plugins.multihead",
+    "transformers_layers": "cipm.plugins.transformers",
+    "mixture_of_experts": "cipm.plugins.experts",
+    "onnx_exporter": "cipm.plugins.onnx_export",
+    "safetensors_exporter": "cipm.plugins.safetensors_export",
+    "huggingface_exporter": "cipm.plugins.hf_export",
+    "huggingface_source": "cipm.plugins.hf_source",
+    "alignment_methods": "cipm.alignment.builtin",
+    "pruning_methods": "cipm.pruning.builtin",
+    "ordering_methods": "cipm.ordering.builtin",
+    "meta_methods": "cipm.meta.builtin",
+    "meta_objectives": "cipm.meta.builtin_objectives",
+}
 _shared: pluggy.PluginManager | None = None
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
-    """A fresh plugin manager: cipm's hook specs and every `cipm` entry-point plugin.
+    """A fresh plugin manager: cipm's hook specs, its built-in plugins and every `cipm`
+    entry-point plugin (an entry point named as a built-in is left out).
 
     Raises:
         PluginError: an entry-point plugin failed to import or implements an unknown hook.
     """
     pm = pluggy.PluginManager("cipm")
     pm.add_hookspecs(hookspecs)
+    for name, module in BUILT_INS.items():
+        pm.register(importlib.import_module(module), name=name)
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         pm.check_pending()
@@ -69,10 +103,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _shared
 
 
-def list_plugins(blocked: Iterable[str] = ()) -> list[str]:
-    """Names of the loaded plugins, but the `blocked` ones."""
+def list_plugins(blocked_plugins: Iterable[str] = ()) -> list[str]:
+    """Names of the loaded plugins, but the `blocked_plugins` ones."""
     pm = get_plugin_manager()
-    left_out = set(_checked(pm, blocked))
+    left_out = set(_checked(pm, blocked_plugins))
     return sorted(
         name
         for name, plugin in pm.list_name_plugin()
@@ -138,6 +172,28 @@ def plugin_table(
     return table
 
 
+def method_of(
+    hook: str, what: str, method: Any, blocked: Iterable[str] = (), kind: type | None = None
+) -> Any:
+    """The method a verb's ``method=`` names in the registry of hook `hook` (see
+    `plugin_table`), or `method` itself if it is already one (an instance of `kind`, or a
+    function where the registry holds functions).
+
+    Raises:
+        CipmError: a name no plugin registers (listing those that are), or neither a name
+            nor a method.
+    """
+    check: Callable[[Any], bool] = callable if kind is None else (lambda v: isinstance(v, kind))
+    if not isinstance(method, str):
+        if check(method):
+            return method
+        raise CipmError(f"method must be a name or a {what}, got {type(method).__name__}")
+    table = plugin_table(hook, what, blocked, check=check)
+    if method not in table:
+        raise CipmError(f"unknown {what} {method!r}; use one of {sorted(table)}")
+    return table[method]
+
+
 def op_rules(
     pm: pluggy.PluginManager | None = None, *, blocked: Iterable[str] = ()
 ) -> dict[str, Rule]:
@@ -163,6 +219,16 @@ def reset_running_stats(
     result: Callable[[], None] | None = hook_caller("cipm_reset_running_stats", blocked)(
         module=module
     )
+    return result
+
+
+def affine_parameters(
+    module: torch.nn.Module, blocked: Iterable[str] = ()
+) -> tuple[str, str] | None:
+    """The names of `module`'s own parameters that scale and shift each unit it outputs,
+    ``(weight, bias)``, from the first plugin that knows (see `cipm_affine_parameters`), or
+    None."""
+    result: tuple[str, str] | None = hook_caller("cipm_affine_parameters", blocked)(module=module)
     return result
 
 

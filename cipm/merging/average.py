@@ -14,7 +14,7 @@ from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import reset_running_stats
 from cipm.merging.renormalize import repair as repair_units
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 
 __all__ = ["interpolate", "merge", "reset_batchnorm"]
 

@@ -69,19 +69,19 @@ def plot_barriers(
     series: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
     *,
-    xlabel: str,
+    labels: tuple[str, str],
     title: str = "",
-    ylabel: str = "test loss barrier",
     log_x: bool = False,
 ) -> Path:
     """Barriers of several alignments against one swept quantity (training epochs, pruning
-    level, width): a line per series, written as a PNG (atomically). With `log_x`, the x
-    axis is logarithmic and ticked at the values of `x`."""
+    level, width): a line per series, written as a PNG (atomically). `labels` are the x and
+    y axes' (``("epoch", "test loss barrier")``). With `log_x`, the x axis is logarithmic and
+    ticked at the values of `x`."""
     fig = figure(figsize=(5.2, 3.6))
     ax = fig.subplots()
     for label, values in series.items():
         ax.plot(x, values, marker="o", ms=3, label=label)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
     if log_x:
         ax.set_xscale("log")
         ax.minorticks_off()
@@ -94,7 +94,7 @@ def plot_barriers(
 def barrier(
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
-    loader: Iterable[tuple[Any, torch.Tensor]],
+    data: Iterable[tuple[Any, torch.Tensor]],
     *,
     loss: Loss = F.cross_entropy,
     steps: int = 11,
@@ -103,17 +103,17 @@ def barrier(
     """Loss and error rate of the interpolated models at `steps` evenly spaced alphas.
 
     Args:
-        loader: (inputs, targets) batches; error counts argmax(outputs) != targets.
+        data: (inputs, targets) batches; error counts argmax(outputs) != targets.
         loss: mean loss of a batch (default cross-entropy).
         reset_data: batches to recompute BatchNorm statistics of each interpolated model on
             (interpolating them is wrong otherwise); ignored without BatchNorm.
 
     Raises:
-        CipmError: fewer than 2 steps or an empty loader.
+        CipmError: fewer than 2 steps or no batches.
     """
     if steps < 2:
         raise CipmError(f"a barrier needs at least 2 steps, got {steps}")
-    batches = batch_list(loader, "barrier")
+    batches = batch_list(data, "barrier")
     alphas = tuple(i / (steps - 1) for i in range(steps))
     losses, errors = [], []
     for alpha in alphas:

@@ -3,29 +3,46 @@ pre-activation mean and standard deviation to the average of the endpoints' own.
 
 Averaging two aligned networks shrinks the variance of their hidden units ("variance
 collapse"), and later layers see activations of the wrong scale. For each group, in graph
-order, the layer that makes its units (a Linear, a convolution with a bias, or the
-normalization after one) gets an affine correction folded into its weight and bias; the merged
-model's statistics are measured again after each correction, so later groups see earlier ones
+order, the layer that makes its units gets an affine correction folded into its weight and
+bias: the first activation of the group made by an op of role ``"affine"``
+(`cipm_op_roles`) whose module names its weight and bias (`cipm_affine_parameters`: a
+Linear or convolution with a bias, the normalization after one, any plugin's layer), both
+members of the group that make its units. The symmetry graph says along which dim, and in
+which layout, each holds them (GPT-2's ``Conv1D`` weight along dim 1). The merged model's
+statistics are measured again after each correction, so later groups see earlier ones
 repaired.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cipm.batches import batch_list
 from cipm.errors import CipmError
-from cipm.graph.symmetry import Site, SymmetryGraph
-from cipm.hooks.manager import for_op, op_roles
+from cipm.graph.layout import unit_ids
+from cipm.graph.symmetry import Member, PermGroup, Site, SymmetryGraph
+from cipm.hooks.manager import affine_parameters, for_op, op_roles
 from cipm.statistics.capture import SiteRecorder
 from cipm.statistics.collection import accumulate
 from cipm.statistics.moments import Moments
 
 __all__ = ["producer_sites", "repair"]
+
+
+@dataclass(frozen=True)
+class _Producer:
+    """Where a group's units are made: the site, and the module's own weight and bias (their
+    names on the module and their members of the group)."""
+
+    site: Site
+    names: tuple[str, str]
+    weight: Member
+    bias: Member
 
 
 def repair(
@@ -39,7 +56,8 @@ def repair(
     """A copy of `merged` whose units have the endpoints' weighted-average pre-activation
     statistics (REPAIR). `endpoints` are the aligned models `merged` was averaged from.
 
-    Groups whose producing layer has no bias to fold the shift into are left as they are.
+    Groups made by no layer whose module names its weight and bias (`producer_sites`: a
+    layer without a bias, or one no plugin knows) are left as they are.
 
     Raises:
         CipmError: no endpoints, weights of the wrong length, or an empty `data`.
@@ -50,40 +68,97 @@ def repair(
     if len(weights) != len(endpoints):
         raise CipmError(f"{len(weights)} weights given for {len(endpoints)} endpoints")
     batches = batch_list(data, "repair")
-    sites = producer_sites(graph)
+    producers = _producers(graph, merged)
+    sites = {name: p.site for name, p in producers.items()}
     ends = [_moments(m, graph, sites, batches) for m in endpoints]
     repaired = copy.deepcopy(merged)
     # the exported program shares the copy's parameters, so one export sees every correction
     recorder = SiteRecorder(repaired, graph, sites)
-    for name, site in sites.items():
+    for name, producer in producers.items():
         now = accumulate(recorder, batches, groups=[name], what="repair")[name]
         mean = torch.stack([w * e[name].mean for w, e in zip(weights, ends, strict=True)]).sum(0)
         std = torch.stack([w * e[name].std for w, e in zip(weights, ends, strict=True)]).sum(0)
         scale = torch.where(now.std > 0, std / now.std.clamp_min(1e-12), torch.ones_like(std))
-        module = repaired.get_submodule(site.module)
+        module = repaired.get_submodule(producer.site.module)
+        w, b = (module.get_parameter(n) for n in producer.names)
         with torch.no_grad():
-            w, b = module.get_parameter("weight"), module.get_parameter("bias")
-            shape = (-1,) + (1,) * (w.dim() - 1)
-            w.mul_(scale.reshape(shape).to(w.dtype))
-            b.copy_(scale.to(b.dtype) * b + (mean - scale * now.mean).to(b.dtype))
+            w.mul_(_along(scale, graph, name, producer.weight, w, 1.0))
+            shift = _along(mean - scale * now.mean, graph, name, producer.bias, b, 0.0)
+            b.copy_(_along(scale, graph, name, producer.bias, b, 1.0) * b + shift)
     return repaired
 
 
-def producer_sites(graph: SymmetryGraph) -> dict[str, Site]:
-    """Per group that has one, the first activation where a layer with weight and bias
-    makes its units: an op of role ``"affine"`` (`cipm_op_roles`) called by a module whose
-    ``weight`` and ``bias`` are members of the group along dim 0."""
-    affine = {op: role for op, role in op_roles(graph.blocked_plugins).items() if role == "affine"}
+def producer_sites(graph: SymmetryGraph, model: torch.nn.Module | None = None) -> dict[str, Site]:
+    """Per group that has one, the first activation where a layer makes its units: an op of
+    role ``"affine"`` (`cipm_op_roles`), its output dim exactly the group's units, called by
+    a module whose own tensors make them (members of the group that do not consume its
+    units). With `model`, the module must name its weight and bias
+    (`cipm_affine_parameters`) and both be such members: the sites `repair` corrects.
+    Without, any two such tensors will do (the same sites where every layer with a weight
+    and a bias is known to a plugin)."""
+    if model is not None:
+        return {name: p.site for name, p in _producers(graph, model).items()}
     sites: dict[str, Site] = {}
-    for group in graph:
-        members = {(m.key, m.dim) for m in group.members}
-        for site in group.sites:
-            if site.layout is not None or not for_op(affine, site.op):
-                continue
-            if {(f"{site.module}.weight", 0), (f"{site.module}.bias", 0)} <= members:
-                sites[group.name] = site
-                break
+    for group, candidates in _affine_sites(graph):
+        made = (s for s in candidates if len(_made_by(group, s.module)) >= 2)
+        site = next(made, None)
+        if site is not None:
+            sites[group.name] = site
     return sites
+
+
+def _producers(graph: SymmetryGraph, model: torch.nn.Module) -> dict[str, _Producer]:
+    found: dict[str, _Producer] = {}
+    for group, candidates in _affine_sites(graph):
+        for site in candidates:
+            try:
+                module = model.get_submodule(site.module)
+            except AttributeError:  # a path the model does not have: not its graph's site
+                continue
+            names = affine_parameters(module, graph.blocked_plugins)
+            made = _made_by(group, site.module)
+            if names is not None and names[0] in made and names[1] in made:
+                found[group.name] = _Producer(site, names, made[names[0]], made[names[1]])
+                break
+    return found
+
+
+def _affine_sites(graph: SymmetryGraph) -> list[tuple[PermGroup, list[Site]]]:
+    """Each group with its sites made by an op of role "affine" whose output dim is exactly
+    its units, in graph order."""
+    roles = op_roles(graph.blocked_plugins)
+    affine = {op: role for op, role in roles.items() if role == "affine"}
+    return [(g, [s for s in g.sites if s.layout is None and for_op(affine, s.op)]) for g in graph]
+
+
+def _made_by(group: PermGroup, module: str) -> Mapping[str, Member]:
+    """The members of `group` that are `module`'s own tensors and make its units (do not
+    consume them), by name on the module; a tensor holding them along two dims is left out
+    (which one to scale would be a guess)."""
+    prefix = f"{module}." if module else ""
+    made: dict[str, list[Member]] = {}
+    for m in group.members:
+        name = m.key[len(prefix) :] if m.key.startswith(prefix) else ""
+        if name and "." not in name and not m.consumes:
+            made.setdefault(name, []).append(m)
+    return {name: ms[0] for name, ms in made.items() if len(ms) == 1}
+
+
+def _along(
+    values: torch.Tensor,
+    graph: SymmetryGraph,
+    group: str,
+    member: Member,
+    t: torch.Tensor,
+    fill: float,
+) -> torch.Tensor:
+    """Per-unit `values` laid along `member`'s dim of `t` (each unit's value at every
+    position of its span, `fill` at positions of other groups), shaped to broadcast against
+    `t`, in its dtype."""
+    ids = unit_ids(graph.layout(member.key, member.dim), group)
+    per_position = torch.where(ids >= 0, values[ids.clamp_min(0)], fill)
+    shape = (-1,) + (1,) * (t.dim() - member.dim - 1)
+    return per_position.reshape(shape).to(t.device, t.dtype)
 
 
 def _moments(

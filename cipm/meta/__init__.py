@@ -15,10 +15,12 @@
 Needs ``pip install 'cipm[meta]'`` (torch-geometric, torchsort), imported on first use.
 """
 
-from cipm.meta.config import MetaConfig
+from cipm.errors import CipmError
+from cipm.meta.config import FitConfig, MetaConfig
 from cipm.meta.objective import Objective, ObjectiveInput, Partner, Subject, objectives
 
 __all__ = [
+    "FitConfig",
     "MetaAnalyzer",
     "MetaConfig",
     "Objective",
@@ -35,8 +37,6 @@ def __getattr__(name: str) -> object:
         try:
             from cipm.meta.analyzer import MetaAnalyzer
         except ImportError as e:
-            from cipm.errors import CipmError
-
             raise CipmError(
                 f"the meta-analysis network needs torch-geometric and torchsort ({e}): "
                 "pip install 'cipm[meta]'"

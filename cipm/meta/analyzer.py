@@ -11,17 +11,22 @@ from typing import Any
 
 import torch
 
-from cipm.batches import Inputs, model_inputs
+from cipm.alignment.methods import AlignConfig, AlignProblem
+from cipm.alignment.windowed import windowed_matching
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.meta.config import MetaConfig
+from cipm.io import atomic_path
+from cipm.meta.config import FitConfig, MetaConfig
 from cipm.meta.inputs import meta_input
 from cipm.meta.network import MetaNetwork
 from cipm.meta.ranks import soft_ranks
 from cipm.meta.subjects import subjects_of
 from cipm.meta.training import FitSettings, History, fit
-from cipm.ordering.canonical import canonical_permutation
+from cipm.ordering.canonical import canonical_order
+from cipm.ordering.problem import OrderProblem
+from cipm.pruning.problem import PruneMethod, PruneProblem
+from cipm.statistics.collection import CollectConfig, collect
 from cipm.statistics.group import Statistics
 
 __all__ = ["DEFAULT_OBJECTIVES", "FORMAT", "MetaAnalyzer"]
@@ -37,8 +42,13 @@ class MetaAnalyzer:
     canonical form).
 
     Example:
-        >>> meta = cipm.MetaAnalyzer.pretrained()                  # doctest: +SKIP
-        >>> policy = meta.policy(model, cipm.collect(model, graph, data))  # doctest: +SKIP
+        >>> meta = cipm.MetaAnalyzer.pretrained()
+        >>> quiet = cipm.CollectConfig(progress=False)
+        >>> policy = meta.policy(model, cipm.collect(model, graph, data, config=quiet))
+        >>> copy = cipm.permute(model, graph.random_permutation(seed=0))  # any order in ...
+        >>> again = meta.policy(copy, cipm.collect(copy, graph, data, config=quiet))
+        >>> torch.equal(cipm.permute(copy, again)[0].weight, cipm.permute(model, policy)[0].weight)
+        True
     """
 
     def __init__(self, config: MetaConfig | None = None, *, seed: int = 0) -> None:
@@ -63,25 +73,47 @@ class MetaAnalyzer:
         Raises:
             CipmError: `stats` are not `cipm.collect` statistics of `model`.
         """
+        return self.scores_of(_checked(model, stats), stats)
+
+    def scores_of(
+        self, tensors: Mapping[str, torch.Tensor], stats: Statistics
+    ) -> dict[str, torch.Tensor]:
+        """`scores` of a model whose tensors were read and checked already (a problem
+        object's): nothing is read or checked again."""
         self.network.eval()
         with torch.no_grad():
-            return self._scores(model, stats)
+            return self._scores(tensors, stats)
 
     def policy(self, model: torch.nn.Module, stats: Statistics) -> Permutation:
         """Every group's units sorted by score, highest first; exact ties of the rounded
         scores are broken by the analytic canonical keys (invariant too)."""
-        return canonical_permutation(model, stats.graph, scores=self.scores(model, stats))
+        return self.policy_of(_checked(model, stats), stats)
+
+    def policy_of(self, tensors: Mapping[str, torch.Tensor], stats: Statistics) -> Permutation:
+        """`policy` of a model whose tensors were read and checked already."""
+        return canonical_order(tensors, stats.graph, scores=self.scores_of(tensors, stats))
+
+    def order(self, problem: OrderProblem) -> Permutation:
+        """`policy` of an ordering problem: a `cipm.canonicalize` method
+        (``method=meta.order``; ``"learned"`` is the pretrained network's)."""
+        return self.policy_of(problem.tensors, problem.statistics("learned"))
+
+    def seriation(self, problem: OrderProblem) -> dict[str, torch.Tensor]:
+        """The learned order of each group of an ordering problem: a `cipm.reorganize` /
+        `cipm.partition` method (``method=meta.seriation``; trained with the correlation
+        objective, it seriates)."""
+        policy = self.order(problem)
+        return {g: policy[g] for g in problem.groups}
 
     def align(
         self,
-        model_b: torch.nn.Module,
         model_a: torch.nn.Module,
+        model_b: torch.nn.Module,
         graph: SymmetryGraph,
         data: Iterable[Any],
         *,
-        inputs: Inputs = model_inputs,
-        progress: bool = False,
         window: int | None = None,
+        config: AlignConfig | None = None,
     ) -> Permutation:
         """B's permutation onto A by co-canonicalization: each model's units are sorted by
         their own scores (each could do it where it lives) and the k-th unit of B goes
@@ -92,19 +124,41 @@ class MetaAnalyzer:
         shifted by half of one), with both models' weights in one place
         (`cipm.alignment.windowed.windowed_matching`).
         """
-        from cipm.statistics.collection import collect
+        problem = AlignProblem(model_a, model_b, graph, data, config or AlignConfig())
+        return self.solve(problem, window=window)
 
-        pa = self.policy(model_a, collect(model_a, graph, data, inputs=inputs, progress=progress))
-        pb = self.policy(model_b, collect(model_b, graph, data, inputs=inputs, progress=progress))
+    def solve(self, problem: AlignProblem, *, window: int | None = None) -> Permutation:
+        """`align` for a problem checked already: a `cipm.align` method
+        (``method=meta.solve``; ``"learned"`` is the pretrained network's)."""
+        data, graph = problem.needs_data("learned"), problem.graph
+        show = problem.config.progress
+        pa = self.policy_of(
+            problem.state_a,
+            collect(problem.model_a, graph, data, config=CollectConfig(progress=show)),
+        )
+        pb = self.policy_of(
+            problem.state_b,
+            collect(problem.model_b, graph, data, config=CollectConfig(progress=show)),
+        )
         perm = Permutation(graph, {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph})
         if window is None:
             return perm
-        from cipm.alignment.windowed import windowed_matching
-        from cipm.tensors.modify import fitted_tensors
+        return windowed_matching(
+            problem.state_a, problem.state_b, graph, perm, order=pa, window=window
+        )
 
-        state_a = fitted_tensors(model_a, graph, "model_a")
-        state_b = fitted_tensors(model_b, graph, "model_b")
-        return windowed_matching(state_a, state_b, graph, perm, order=pa, window=window)
+    def prune_method(self) -> PruneMethod:
+        """A `cipm.prune` method that keeps the units this network ranks highest and folds
+        the rest into them (``"learned"`` is the pretrained network's)."""
+        return PruneMethod(
+            self.unit_scores,
+            needs_statistics=True,
+            description="keep the units the meta-analysis network ranks highest; fold the rest",
+        )
+
+    def unit_scores(self, problem: PruneProblem) -> dict[str, torch.Tensor]:
+        """The scores of a pruning problem's model (a `PruneMethod`'s ``scores``)."""
+        return self.scores_of(problem.tensors, problem.statistics("learned"))
 
     # training
 
@@ -113,25 +167,23 @@ class MetaAnalyzer:
         zoo: Sequence[Any],
         objectives: Mapping[str, float] | None = None,
         *,
-        steps: int = 300,
-        batch: int = 4,
-        lr: float = 3e-3,
-        seed: int = 0,
         checkpoint: str | Path | None = None,
-        every: int = 25,
-        progress: bool = True,
+        config: FitConfig | None = None,
     ) -> History:
         """Train on `zoo` (`cipm.meta.zoo.load_zoo` specimens, or `Subject`s) for the
         weighted objectives (names from `cipm.meta.objectives()`; default compression 1,
-        correlation 0.5, stability 0.1). Seeded; with `checkpoint`, saved every `every`
-        steps and resumed from it when it exists. Returns the loss history (also kept in
-        ``self.history``)."""
+        correlation 0.5, stability 0.1), as `config` says (steps, batch, lr, seed, progress;
+        `FitConfig`). With `checkpoint`, saved every ``config.every`` steps and resumed from
+        it when it exists. Returns the loss history (also kept in ``self.history``)."""
+        config = FitConfig() if config is None else config
+        if not isinstance(config, FitConfig):
+            raise CipmError(f"config must be a cipm.meta.FitConfig, got {type(config).__name__}")
         settings = FitSettings(
             dict(DEFAULT_OBJECTIVES if objectives is None else objectives),
-            steps=steps,
-            batch=batch,
-            lr=lr,
-            seed=seed,
+            steps=config.steps,
+            batch=config.batch,
+            lr=config.lr,
+            seed=config.seed,
         )
         with_partners = settings.objectives.get("alignment", 0) > 0
         subjects = subjects_of(zoo, partners=with_partners)
@@ -141,21 +193,21 @@ class MetaAnalyzer:
             subjects,
             settings,
             checkpoint=checkpoint,
-            every=every,
-            progress=progress,
+            every=config.every,
+            progress=config.progress,
         )
         return self.history
 
     def _soft(
         self, model: torch.nn.Module, stats: Statistics, strength: float
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        scores = self._scores(model, stats)
+        scores = self._scores(_checked(model, stats), stats)
         return scores, {g: soft_ranks(s, strength) for g, s in scores.items()}
 
-    def _scores(self, model: torch.nn.Module, stats: Statistics) -> dict[str, torch.Tensor]:
-        if not isinstance(stats, Statistics):
-            raise CipmError(f"expected cipm.collect statistics, got {type(stats).__name__}")
-        g = meta_input(stats, stats.check_model(model), self.config)
+    def _scores(
+        self, tensors: Mapping[str, torch.Tensor], stats: Statistics
+    ) -> dict[str, torch.Tensor]:
+        g = meta_input(stats, tensors, self.config)
         return g.split(self.network(g))
 
     # files
@@ -163,8 +215,6 @@ class MetaAnalyzer:
     def save(self, path: str | Path) -> Path:
         """Write the network (config, weights, training history) as safetensors, atomically."""
         from safetensors.torch import save_file
-
-        from cipm.io import atomic_path
 
         tensors = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
         meta = {
@@ -213,3 +263,10 @@ class MetaAnalyzer:
             if not path.exists():
                 raise CipmError(f"the pretrained meta-network is missing from the package ({path})")
             return cls.load(path)
+
+
+def _checked(model: torch.nn.Module, stats: Statistics) -> dict[str, torch.Tensor]:
+    """`model`'s tensors, once `stats` are known to be `cipm.collect` statistics of it."""
+    if not isinstance(stats, Statistics):
+        raise CipmError(f"expected cipm.collect statistics, got {type(stats).__name__}")
+    return stats.check_model(model)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from cipm.errors import CipmError
 
-__all__ = ["Correlation", "MetaConfig"]
+__all__ = ["Correlation", "FitConfig", "MetaConfig"]
 
 Correlation = Literal["pearson", "covariance"]
 
@@ -66,3 +66,30 @@ class MetaConfig:
         if not isinstance(data, dict) or set(data) - known:
             raise CipmError(f"not a MetaConfig of this cipm version: {text[:200]}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How `MetaAnalyzer.fit` trains.
+
+    Attributes:
+        steps: optimizer steps. batch: zoo models per step. lr: Adam's learning rate.
+        seed: the draw of models per step (a run resumed from a checkpoint ends bit for bit
+            where an uninterrupted one does).
+        every: steps between checkpoints. progress: show a progress bar.
+    """
+
+    steps: int = 300
+    batch: int = 4
+    lr: float = 3e-3
+    seed: int = 0
+    every: int = 25
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise CipmError(f"fit: {name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.lr, int | float) or not self.lr > 0:
+            raise CipmError(f"fit: lr must be > 0, got {self.lr!r}")

@@ -16,15 +16,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from cipm.alignment.dispatch import align
 from cipm.errors import CipmWarning
-
-if TYPE_CHECKING:
-    from cipm.ordering.seriation import Seriation
-    from cipm.pruning.structured import Method
+from cipm.meta.zoo import pairs as specimen_pairs
+from cipm.meta.zoo.families import accuracy_on
+from cipm.ordering.canonical import canonicalize
+from cipm.ordering.seriation import diagonality, reorganize
+from cipm.pruning.problem import PruneConfig
+from cipm.pruning.structured import prune
+from cipm.statistics.collection import CollectConfig, collect, collect_cross
+from cipm.tensors.modify import permute
 
 __all__ = [
     "PairRow",
@@ -36,8 +42,8 @@ __all__ = [
     "table",
 ]
 
-PRUNING: tuple[Method, ...] = ("learned", "merge", "magnitude")
-SERIATION: tuple[Seriation | Literal["learned"], ...] = ("learned", "olo", "spectral")
+PRUNING = ("learned", "fold", "magnitude")
+SERIATION = ("learned", "olo", "spectral")
 MATCHING = ("learned", "analytic", "weight", "random")
 
 
@@ -61,12 +67,6 @@ def evaluate_specimens(
     meta: Any, zoo: Sequence[Any], test: Mapping[str, Any], *, ratio: float = 0.5
 ) -> list[SpecimenRow]:
     """Rows for every specimen; `test` maps a family to its test batches."""
-    from tqdm.auto import tqdm
-
-    from cipm.meta.zoo.families import accuracy_on
-    from cipm.ordering.seriation import diagonality, reorganize
-    from cipm.pruning.structured import prune
-
     rows = []
     for s in tqdm(zoo, desc="meta eval", leave=False):
         stats = s.stats
@@ -74,14 +74,19 @@ def evaluate_specimens(
         for method in PRUNING:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CipmWarning)
-                small = prune(s.model, stats, ratio=ratio, method=method, meta=meta, progress=False)
+                chosen = meta.prune_method() if method == "learned" else method
+                config = PruneConfig(progress=False)
+                small = prune(s.model, stats, ratio=ratio, method=chosen, config=config).model
             pruned[method] = accuracy_on(small, test[s.spec.family])
         first, second = (meta.scores(s.model, v) for v in s.views[:2])
         rms = [{g: _rms(v[g].moments) for g in v} for v in s.views[:2]]
         stability = {"learned": spearman(first, second), "analytic": spearman(*rms)}
         diagonal: dict[str, float] = {}
         for seriation in SERIATION:
-            order = reorganize(s.model, stats, method=seriation, meta=meta)
+            if seriation == "learned":
+                order = meta.policy(s.model, stats)
+            else:
+                order = reorganize(s.model, stats, method=seriation)
             values = [
                 diagonality(stats[g].corr, order[g]) for g in stats if stats[g].group.size > 2
             ]
@@ -92,41 +97,36 @@ def evaluate_specimens(
 
 def disjoint_pairs(zoo: Sequence[Any]) -> list[tuple[Any, Any]]:
     """Pairs of specimens of one architecture, seeds 0~1, 2~3, ...: each model in one pair."""
-    from cipm.meta.zoo import pairs
-
     return [
-        (a, b) for a, b in pairs(zoo) if a.spec.seed % 2 == 0 and b.spec.seed == a.spec.seed + 1
+        (a, b)
+        for a, b in specimen_pairs(zoo)
+        if a.spec.seed % 2 == 0 and b.spec.seed == a.spec.seed + 1
     ]
 
 
 def evaluate_pairs(meta: Any, pairs: Sequence[tuple[Any, Any]]) -> list[PairRow]:
     """Rows for pairs of specimens of one architecture trained apart (data: the first's
     calibration batches)."""
-    from cipm.alignment.dispatch import align
-    from cipm.ordering.canonical import canonicalize
-    from cipm.statistics.collection import collect, collect_cross
-    from cipm.tensors.modify import permute
-
     rows = []
     for a, b in pairs:
         graph, data = a.graph, a.calibration
-        sa = collect(a.model, graph, data, progress=False)
-        sb = collect(b.model, graph, data, progress=False)
+        sa = collect(a.model, graph, data, config=CollectConfig(progress=False))
+        sb = collect(b.model, graph, data, config=CollectConfig(progress=False))
         placed = {
             "learned": (
-                canonicalize(a.model, graph, stats=sa, method="learned", meta=meta),
-                canonicalize(b.model, graph, stats=sb, method="learned", meta=meta),
+                permute(a.model, meta.policy(a.model, sa)),
+                permute(b.model, meta.policy(b.model, sb)),
             ),
             "analytic": (
                 canonicalize(a.model, graph, stats=sa),
                 canonicalize(b.model, graph, stats=sb),
             ),
-            "weight": (a.model, permute(b.model, align(b.model, a.model, graph))),
+            "weight": (a.model, permute(b.model, align(a.model, b.model, graph))),
             "random": (a.model, b.model),
         }
         matched = {}
         for method, (ma, mb) in placed.items():
-            cross = collect_cross(ma, mb, graph, data, progress=False)
+            cross = collect_cross(ma, mb, graph, data, config=CollectConfig(progress=False))
             values = [float(cross.corr(g).diagonal().mean()) for g in cross]
             matched[method] = sum(values) / len(values)
         rows.append(PairRow(f"{a.spec.name} ~ s{b.spec.seed}", matched))

@@ -9,7 +9,7 @@ and by its magnitude (``strength``); between groups, for every weight whose rows
 group's units and whose columns another's, each output unit's k largest-magnitude inputs
 (``inputs``, magnitude relative to the weight's mean) and the transpose (``outputs``: the
 units a unit feeds). Neighbours are chosen so that no order can change them
-(`cipm.statistics.corrgraph.top_k_edges`: ties with the k-th are kept, zero edges dropped).
+(`cipm.meta.edges.top_k_edges`: ties with the k-th are kept, zero edges dropped).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.meta.config import MetaConfig
-from cipm.statistics.corrgraph import top_k_edges, weight_links
+from cipm.meta.edges import top_k_edges, weight_links
 from cipm.statistics.group import GroupStatistics, Statistics
 
 __all__ = ["FEATURES", "RELATIONS", "MetaInput", "meta_input"]

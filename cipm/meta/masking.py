@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from cipm.batches import as_args
-from cipm.discovery.export import export
+from cipm.discovery.program import program_of
 from cipm.graph.layout import unit_ids
 from cipm.graph.symmetry import Site, SymmetryGraph
 from cipm.statistics.capture import representative_site
@@ -36,7 +36,7 @@ class MaskedModel:
         frozen = copy.deepcopy(model).requires_grad_(False)
         self.sites: dict[str, Site] = {g: representative_site(graph[g]) for g in groups}
         self._masks: Mapping[str, torch.Tensor] = {}
-        module = export(frozen, inputs, warn_training=False).module()
+        module = program_of(frozen, inputs, warn_training=False).module()
         assert isinstance(module, torch.fx.GraphModule)
         nodes = {n.name: n for n in module.graph.nodes}
         for node in {s.node for s in self.sites.values()}:

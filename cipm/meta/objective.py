@@ -4,7 +4,7 @@ An objective is a function ``objective(batch: ObjectiveInput) -> torch.Tensor`` 
 scalar loss, differentiable in ``batch.ranks`` (or ``batch.scores``); training minimizes
 ``sum_i weight_i * objective_i`` over the `Subject` models of a zoo. The built-in ones
 (compression, correlation, stability, alignment, canonicalization, relevance) live in
-``plugins/objectives.py`` and register exactly as a third-party objective would::
+``cipm/meta/builtin_objectives.py`` and register exactly as a third-party objective would::
 
     @cipm.hookimpl
     def cipm_objectives():

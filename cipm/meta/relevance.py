@@ -3,7 +3,7 @@
 A unit's relevance is the output error (squared error of every floating output relative to
 its variance, as the compression objective measures it) when that one unit is zeroed at its
 group's representative site, all others kept: one forward pass per unit, on the inputs given.
-It is what the ``relevance`` objective (plugins/objectives.py) teaches the meta-analysis
+It is what the ``relevance`` objective (cipm/meta/builtin_objectives.py) teaches the meta-analysis
 network to rank first, and sorted it is the analytic relevance order it is compared with.
 """
 

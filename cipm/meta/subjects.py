@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cipm.alignment.dispatch import align
 from cipm.errors import CipmError
 from cipm.meta.objective import Partner, Subject
 
@@ -55,10 +56,8 @@ def _subject(item: Any, i: int) -> Subject:
 
 
 def _with_partner(subject: Subject, other: Subject) -> Subject:
-    from cipm.alignment.dispatch import align
-
     graph = subject.stats.graph
-    target = align(other.model, subject.model, graph, method="activation", data=subject.calibration)
+    target = align(subject.model, other.model, graph, method="activation", data=subject.calibration)
     return Subject(
         subject.name,
         subject.model,

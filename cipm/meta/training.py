@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
+from cipm.io import atomic_path
 from cipm.meta.objective import ObjectiveInput, Subject, check_weights, objectives
 from cipm.meta.ranks import strength_at
 
@@ -36,14 +37,6 @@ class FitSettings:
     lr: float = 3e-3
     seed: int = 0
     strength: tuple[float, float] = (1.0, 0.05)  # soft-rank strength, annealed start -> end
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise CipmError(f"fit: {name} must be a whole number >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise CipmError(f"fit: lr must be > 0, got {self.lr!r}")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -141,8 +134,6 @@ def _save(
     rows: list[dict[str, float]],
 ) -> None:
     from safetensors.torch import save_file
-
-    from cipm.io import atomic_path
 
     tensors = {f"network/{k}": v.detach().contiguous() for k, v in network.state_dict().items()}
     state = optimizer.state_dict()

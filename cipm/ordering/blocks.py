@@ -12,16 +12,17 @@ first units and the rest.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from itertools import pairwise
+from typing import Any
 
 import torch
 
 from cipm.errors import CipmError
 from cipm.graph.layout import unit_ids
 from cipm.graph.permutation import Permutation
-from cipm.ordering.seriation import Seriation, check_statistics, chosen_groups, seriate
+from cipm.ordering.problem import order_problem, reorganize_method
 from cipm.statistics.group import Statistics
 
 __all__ = ["Partition", "partition", "split_order"]
@@ -85,22 +86,23 @@ def partition(
     stats: Statistics,
     k: int = 4,
     *,
-    method: Seriation = "auto",
+    method: Any = "auto",
     groups: Iterable[str] | None = None,
 ) -> Partition:
     """Cut each group's units into k contiguous blocks with little correlation between them.
 
-    Units are seriated (as `reorganize`), then the k - 1 cut points minimizing the normalized
-    cut are found exactly over contiguous splits of at least half the mean block size (so no
-    block degenerates to a lone dead unit). Groups with fewer than 2k units are left out.
+    Units are seriated (as `reorganize`, by its `method`), then the k - 1 cut points
+    minimizing the normalized cut are found exactly over contiguous splits of at least half
+    the mean block size (so no block degenerates to a lone dead unit). Groups with fewer
+    than 2k units are left out.
 
     Raises:
         CipmError: k < 2, or statistics of another model.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         raise CipmError(f"a partition needs k >= 2 blocks, got {k}")
-    tensors = check_statistics(model, stats)
-    named = chosen_groups(stats.graph, groups)
+    problem = order_problem(model, None, stats, groups)
+    named = problem.groups
     chosen = [g for g in named if stats.graph[g].size >= 2 * k]
     small = [g for g in named if g not in chosen]
     if (groups is not None and small) or not chosen:
@@ -109,6 +111,7 @@ def partition(
             f"cannot cut into {k} blocks of at least 2 units groups of fewer than {2 * k} "
             f"units ({sizes}); choose a smaller k or larger groups"
         )
+    seriated = reorganize_method(method, stats.graph)(replace(problem, groups=tuple(chosen)))
     order: dict[str, torch.Tensor] = {}
     blocks: dict[str, tuple[range, ...]] = {}
     cut: dict[str, float] = {}
@@ -116,13 +119,13 @@ def partition(
         if g.name not in chosen:
             order[g.name] = torch.arange(g.size)
             continue
-        seq = seriate(stats[g.name].corr, method)
+        seq = seriated[g.name]
         a = stats[g.name].corr.abs().to(torch.float64)[seq][:, seq].fill_diagonal_(0.0)
         bounds, value = _min_ncut(a, k)
         order[g.name] = seq
         blocks[g.name] = tuple(range(s, e) for s, e in pairwise(bounds))
         cut[g.name] = value
-    shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+    shapes = {key: tuple(t.shape) for key, t in problem.tensors.items()}
     return Partition(Permutation(stats.graph, order), blocks, cut, shapes)
 
 
@@ -141,10 +144,10 @@ def split_order(
         CipmError: an order of another graph, statistics of another model, or a block that
             would be empty.
     """
-    tensors = check_statistics(model, stats)
+    problem = order_problem(model, None, stats, groups)
     if order.graph != stats.graph:
         raise CipmError("the order is of another graph than the statistics")
-    named = chosen_groups(stats.graph, groups)
+    named = problem.groups
     blocks: dict[str, tuple[range, ...]] = {}
     cut: dict[str, float] = {}
     for name in named:
@@ -163,7 +166,7 @@ def split_order(
         a = stats[name].corr.abs().to(torch.float64)[seq][:, seq].fill_diagonal_(0.0)
         blocks[name] = (range(0, m), range(m, n))
         cut[name] = _ncut(a, [0, m, n])
-    shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+    shapes = {key: tuple(t.shape) for key, t in problem.tensors.items()}
     return Partition(order, blocks, cut, shapes)
 
 

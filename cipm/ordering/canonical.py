@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,17 +35,13 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import PermGroup, SymmetryGraph
+from cipm.ordering.problem import canonical_method, order_problem
 from cipm.statistics.group import Statistics
 from cipm.tensors.features import unit_slices
-from cipm.tensors.modify import fitted_tensors, permute
+from cipm.tensors.modify import permute_state
+from cipm.tensors.resize import with_tensors
 
-if TYPE_CHECKING:
-    from cipm.meta.analyzer import MetaAnalyzer
-
-__all__ = ["Method", "canonical_permutation", "canonicalize", "learned"]
-
-
-Method = Literal["analytic", "learned"]
+__all__ = ["canonical_order", "canonical_permutation", "canonicalize"]
 
 
 def canonicalize(
@@ -53,8 +49,7 @@ def canonicalize(
     graph: SymmetryGraph,
     *,
     stats: Statistics | None = None,
-    method: Method = "analytic",
-    meta: MetaAnalyzer | None = None,
+    method: Any = "analytic",
 ) -> torch.nn.Module:
     """A copy of `model` with every group's units in canonical order (same function).
 
@@ -63,29 +58,23 @@ def canonicalize(
         graph: its symmetry graph.
         stats: optional `cipm.collect` statistics of this model: order units by activation
             RMS instead of weight magnitude (data-free by default).
-        method: ``"analytic"`` (the keys above) or ``"learned"``: order by the scores of the
-            meta-analysis network `meta` (default `cipm.MetaAnalyzer.pretrained()`), which
-            reads `stats` (required).
+        method: a name from `cipm.ordering.canonical_methods()`, or such a method. Built
+            in: ``"analytic"`` (the keys above) and ``"learned"``: order by the scores of
+            the pretrained meta-analysis network, which reads `stats` (required; another
+            network: ``cipm.permute(model, meta.policy(model, stats))``).
 
     Example (``again`` holds the very same tensors as ``canon``):
-        >>> canon = cipm.canonicalize(model, graph)  # doctest: +SKIP
-        >>> p = graph.random_permutation(seed=0)     # doctest: +SKIP
-        >>> again = cipm.canonicalize(cipm.permute(model, p), graph)  # doctest: +SKIP
+        >>> canon = cipm.canonicalize(model, graph)
+        >>> p = graph.random_permutation(seed=0)
+        >>> again = cipm.canonicalize(cipm.permute(model, p), graph)
+        >>> all(torch.equal(canon.state_dict()[k], v) for k, v in again.state_dict().items())
+        True
     """
-    if method == "learned":
-        if stats is None:
-            raise CipmError("the learned canonical form reads statistics: pass stats=...")
-        return permute(model, learned(meta).policy(model, stats))
-    if method != "analytic":
-        raise CipmError(f"method must be 'analytic' or 'learned', not {method!r}")
-    return permute(model, canonical_permutation(model, graph, stats=stats))
-
-
-def learned(meta: MetaAnalyzer | None) -> MetaAnalyzer:
-    """`meta`, or the pretrained meta-analysis network."""
-    from cipm.meta.analyzer import MetaAnalyzer
-
-    return MetaAnalyzer.pretrained() if meta is None else meta
+    chosen = canonical_method(method, graph)
+    problem = order_problem(model, graph, stats)
+    perm = chosen(problem)
+    state = permute_state(dict(problem.tensors), perm)
+    return with_tensors(model, state, graph.blocked_plugins)
 
 
 def canonical_permutation(
@@ -102,7 +91,18 @@ def canonical_permutation(
         CipmError: the model does not fit the graph, or its tensors hold no values (the meta
             device).
     """
-    tensors = fitted_tensors(model, graph)
+    problem = order_problem(model, graph, stats)
+    return canonical_order(problem.tensors, graph, stats=stats, scores=scores)
+
+
+def canonical_order(
+    tensors: Mapping[str, torch.Tensor],
+    graph: SymmetryGraph,
+    *,
+    stats: Statistics | None = None,
+    scores: Mapping[str, torch.Tensor] | None = None,
+) -> Permutation:
+    """`canonical_permutation` of a model's tensors, already fitted to `graph`."""
     empty = [key for key, t in tensors.items() if t.is_meta]
     if empty:
         raise CipmError(
@@ -124,7 +124,7 @@ def canonical_permutation(
 
 
 def _weight_keys(
-    tensors: dict[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
+    tensors: Mapping[str, torch.Tensor], graph: SymmetryGraph, group: PermGroup
 ) -> list[torch.Tensor]:
     """Per unit: -||in|| * ||out||, then (sum, sum of squares, max) of each member slice."""
     made = torch.zeros(group.size, dtype=torch.float64)

@@ -10,20 +10,17 @@ correlations sit to the diagonal.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.ordering.problem import order_problem, reorganize_method
 from cipm.statistics.group import Statistics
 
-if TYPE_CHECKING:
-    from cipm.meta.analyzer import MetaAnalyzer
-
-__all__ = ["Seriation", "check_statistics", "chosen_groups", "diagonality", "reorganize", "seriate"]
+__all__ = ["Seriation", "diagonality", "reorganize", "seriate"]
 
 Seriation = Literal["auto", "spectral", "olo"]
 # "auto" uses optimal leaf ordering up to this many units (its cost grows with the cube)
@@ -34,9 +31,8 @@ def reorganize(
     model: torch.nn.Module,
     stats: Statistics,
     *,
-    method: Seriation | Literal["learned"] = "auto",
+    method: Any = "auto",
     groups: Iterable[str] | None = None,
-    meta: MetaAnalyzer | None = None,
 ) -> Permutation:
     """A permutation that makes every group's correlated units contiguous.
 
@@ -44,23 +40,20 @@ def reorganize(
         model: the model `stats` were collected on (not changed; apply the result with
             `cipm.permute`).
         stats: `cipm.collect` statistics of `model`.
-        method: ``"olo"`` (optimal leaf ordering of average-linkage clusters; cubic in the
+        method: a name from `cipm.ordering.reorganize_methods()`, or such a method. Built
+            in: ``"olo"`` (optimal leaf ordering of average-linkage clusters; cubic in the
             group size), ``"spectral"`` (Fiedler vector; fast at any size, but one vector
             separates two clusters best), ``"auto"``: olo up to 1024 units, else spectral,
-            or ``"learned"``: the order of the meta-analysis network's scores (`meta`,
-            default `cipm.MetaAnalyzer.pretrained()`; trained with the correlation
-            objective, it seriates in O(n log n) once the graph is read).
+            and ``"learned"``: the order of the pretrained meta-analysis network's scores
+            (trained with the correlation objective, it seriates in O(n log n) once the
+            graph is read; another network: ``meta.policy(model, stats)``).
         groups: names of the groups to reorder (default: all; the others keep their order).
     """
-    check_statistics(model, stats)
-    chosen = chosen_groups(stats.graph, groups)
-    if method == "learned":
-        from cipm.ordering.canonical import learned
-
-        policy = learned(meta).policy(model, stats)
-        order = {g: policy[g] for g in chosen}
-    else:
-        order = {g: seriate(stats[g].corr, method) for g in chosen}
+    if not isinstance(stats, Statistics):
+        raise CipmError(f"expected cipm.collect statistics, got {type(stats).__name__}")
+    chosen = reorganize_method(method, stats.graph)
+    problem = order_problem(model, None, stats, groups)
+    order = chosen(problem)
     return Permutation(
         stats.graph, {g.name: order.get(g.name, torch.arange(g.size)) for g in stats.graph}
     )
@@ -105,23 +98,3 @@ def diagonality(corr: torch.Tensor, order: torch.Tensor | None = None) -> float:
     idx = torch.arange(n, dtype=torch.float64)
     distance = (idx[:, None] - idx[None, :]).abs()
     return 1.0 - float((a * distance).sum()) / total / ((n + 1) / 3)
-
-
-def chosen_groups(graph: SymmetryGraph, groups: Iterable[str] | None) -> list[str]:
-    names = [g.name for g in graph]
-    if groups is None:
-        return names
-    if isinstance(groups, str | bytes) or not isinstance(groups, Iterable):
-        raise CipmError(f"groups must be a list of group names, got {groups!r}")
-    chosen = list(groups)
-    unknown = [g for g in chosen if g not in names]
-    if unknown:
-        raise CipmError(f"unknown groups {unknown}; groups are {names}")
-    return chosen
-
-
-def check_statistics(model: torch.nn.Module, stats: Statistics) -> dict[str, torch.Tensor]:
-    """`model`'s tensors, once `stats` are known to be `cipm.collect` statistics of it."""
-    if not isinstance(stats, Statistics):
-        raise CipmError(f"expected cipm.collect statistics, got {type(stats).__name__}")
-    return stats.check_model(model)

@@ -2,15 +2,21 @@
 removed ones into them, and rebuild a physically smaller model of the same class."""
 
 from cipm.pruning.fold import GroupPlan
-from cipm.pruning.structured import METHODS, prune, prune_plan
-from cipm.pruning.verify import KeptWhole, PruneReport, pruning_report
+from cipm.pruning.problem import PruneConfig, PruneMethod, PruneProblem
+from cipm.pruning.result import KeptWhole, Pruned, PruneReport
+from cipm.pruning.structured import prune, prune_methods, prune_plan
+from cipm.pruning.targets import PRUNABLE
 
 __all__ = [
-    "METHODS",
+    "PRUNABLE",
     "GroupPlan",
     "KeptWhole",
+    "PruneConfig",
+    "PruneMethod",
+    "PruneProblem",
     "PruneReport",
+    "Pruned",
     "prune",
+    "prune_methods",
     "prune_plan",
-    "pruning_report",
 ]

@@ -18,7 +18,7 @@ from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.choose import explaining
 from cipm.tensors.units import map_units, select
 
-__all__ = ["GroupPlan", "merge_plan", "pruned_state", "selection_plan"]
+__all__ = ["GroupPlan", "fold_plan", "pruned_state", "selection_plan"]
 
 # ridge of the least-squares fold, relative to the kept units' mean second moment: next to
 # nothing when the samples determine the fold, a shrinkage when they don't (fewer than 2k)
@@ -45,7 +45,7 @@ def selection_plan(keep: torch.Tensor) -> GroupPlan:
     return GroupPlan(keep)
 
 
-def merge_plan(
+def fold_plan(
     own: torch.Tensor,
     target: torch.Tensor,
     out_norm: torch.Tensor,

@@ -16,45 +16,44 @@ from cipm.discovery.tracer import trace
 from cipm.errors import CipmError
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.choose import second_moment, warn_if_few
-from cipm.pruning.fold import merge_plan, pruned_state
-from cipm.pruning.verify import Checker, KeptWhole
+from cipm.pruning.fold import fold_plan, pruned_state
+from cipm.pruning.problem import PruneProblem
+from cipm.pruning.result import KeptWhole
+from cipm.pruning.verify import Checker
 from cipm.statistics.capture import SiteRecorder, representative_site
 from cipm.statistics.collection import accumulate, accumulate_cross
 from cipm.statistics.moments import Moments
 from cipm.tensors.features import unit_features
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 from cipm.tensors.resize import with_tensors
 
-__all__ = ["merge_in_order"]
+__all__ = ["fold_in_order"]
 
 
-def merge_in_order(
-    model: torch.nn.Module,
-    graph: SymmetryGraph,
-    targets: Mapping[str, int],
-    data: Iterable[Any],
-    inputs: Inputs,
-    progress: bool,
-    checker: Checker,
-    chosen: Mapping[str, torch.Tensor] | None = None,
+def fold_in_order(
+    problem: PruneProblem, checker: Checker, chosen: Mapping[str, torch.Tensor] | None = None
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], list[KeptWhole]]:
     """Prune group after group; each is folded on cross-moments between the original
     model's units and the partly pruned model's (see `cipm.prune`'s `data`); the units kept
     are those that explain the others best, or `chosen`'s for the groups it names. A group after
     which the `checker` finds the model broken is kept whole. Returns the model, the kept
     units of each group pruned, and the groups kept whole."""
-    check_loader(data, "prune")
+    model, graph = problem.model, problem.graph
+    inputs, progress = problem.config.inputs, problem.config.progress
+    data = check_loader(problem.data, "prune")
     # a loader is read once per group; a one-shot iterator is kept in memory for that
     batches = list(data) if iter(data) is data else data
     first = next(iter(batches), None)
     if first is None:
         raise CipmError("prune got no batches in data; it needs at least one")
-    original = SiteRecorder(model, graph, {n: representative_site(graph[n]) for n in targets})
+    original = SiteRecorder(
+        model, graph, {n: representative_site(graph[n]) for n in problem.targets}
+    )
     current: torch.nn.Module = model
     done: dict[str, torch.Tensor] = {}  # the kept units of each group pruned
     whole: list[KeptWhole] = []
     blocked = graph.blocked_plugins
-    for name, k in tqdm(targets.items(), desc="prune", disable=not progress, leave=False):
+    for name, k in tqdm(problem.targets.items(), desc="prune", disable=not progress, leave=False):
         now = graph.resized({g: len(units) for g, units in done.items()})
         recorder = _recorder(current, now, name, inputs(first))
         own, cross = _fold_moments(original, recorder, name, batches, inputs(first), inputs)
@@ -64,7 +63,7 @@ def merge_in_order(
         second = second_moment(own)
         target = second if cross is None else cross
         keep = None if chosen is None else chosen.get(name)
-        plan = merge_plan(second, target, out_norm, k, own.count, keep)
+        plan = fold_plan(second, target, out_norm, k, own.count, keep)
         state = pruned_state(tensors, now, {name: plan})
         candidate, failure = checker.built(partial(with_tensors, current, state, blocked))
         if failure is not None:

@@ -4,16 +4,16 @@ Modules keep sizes in Python (head counts, reshape targets, split sizes). Where 
 ``cipm_resized`` plugin brings them in line, the pruned model fails inside its own forward.
 A `Checker` runs each candidate on the example inputs. One-shot pruning (`searched`) checks
 the whole result and, if it fails, finds the groups to blame by halving; pruning with data
-checks after every group. Blamed groups are kept whole and reported (`pruning_report`).
+checks after every group. Blamed groups are kept whole and reported (`PruneReport`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,55 +22,9 @@ import torch
 from cipm.batches import as_args
 from cipm.errors import CipmError, CipmWarning, ResizeError
 from cipm.graph.symmetry import SymmetryGraph
+from cipm.pruning.result import KeptWhole, Pruned, PruneReport
 
-__all__ = [
-    "Checker",
-    "KeptWhole",
-    "PruneReport",
-    "coupled",
-    "pruning_report",
-    "reported",
-    "searched",
-]
-
-_REPORT = "_cipm_pruning"
-
-
-@dataclass(frozen=True)
-class KeptWhole:
-    """A group `prune` left at full size: the model's own code could not follow its new size.
-
-    `module` is the innermost module that was running when the pruned model failed ("" for
-    the model itself), `reason` the error it raised.
-    """
-
-    group: str
-    module: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PruneReport:
-    """What `prune` did: units per pruned group before and after, the original units each
-    kept (ascending), the groups it kept whole, and whether the result was run to check."""
-
-    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
-    kept: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    kept_whole: tuple[KeptWhole, ...] = ()
-    verified: bool = False
-
-
-def pruning_report(model: torch.nn.Module) -> PruneReport:
-    """The report of the `cipm.prune` call that made `model`.
-
-    Raises:
-        CipmError: `model` was not made by `cipm.prune`.
-    """
-    report = getattr(model, _REPORT, None)
-    if not isinstance(report, PruneReport):
-        raise CipmError(f"this {type(model).__name__} was not made by cipm.prune: no report")
-    return report
-
+__all__ = ["Checker", "coupled", "reported", "searched"]
 
 Build = Callable[[Sequence[str]], torch.nn.Module]
 
@@ -195,9 +149,9 @@ def reported(
     units: Mapping[str, torch.Tensor],
     kept: Sequence[KeptWhole],
     checker: Checker,
-) -> torch.nn.Module:
-    """`model` with its `PruneReport` (read by `pruning_report`); says in a `CipmWarning`
-    what was kept whole, or that nothing could be checked."""
+) -> Pruned:
+    """`model` with its `PruneReport`; says in a `CipmWarning` what was kept whole, or that
+    nothing could be checked."""
     if checker.unchecked:
         warnings.warn(
             f"prune could not run the pruned model to check it ({checker.unchecked}); pass "
@@ -207,13 +161,11 @@ def reported(
         warnings.warn(
             f"prune kept {len(kept)} group(s) whole, their new sizes break the model's own "
             "code: " + "; ".join(f"'{k.group}' in {k.module or 'the model'}: {k.reason}"
-                                 for k in kept) + " (cipm.pruning_report(model) lists them)",
+                                 for k in kept) + " (the result's report lists them)",
             CipmWarning, stacklevel=3,
         )  # fmt: skip
     chosen = {g: tuple(int(i) for i in units[g]) for g in sizes}
-    report = PruneReport(dict(sizes), chosen, tuple(kept), not checker.unchecked)
-    object.__setattr__(model, _REPORT, report)
-    return model
+    return Pruned(model, PruneReport(dict(sizes), chosen, tuple(kept), not checker.unchecked))
 
 
 def _cast(example: Any, model: torch.nn.Module) -> Any:
@@ -268,6 +220,8 @@ def _module_stack(model: torch.nn.Module) -> Iterator[list[str]]:
 
 
 def _tensors(out: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a model's output: alone, in mappings (output classes that are dicts
+    too), sequences, or the fields of a dataclass."""
     if isinstance(out, torch.Tensor):
         yield out
     elif isinstance(out, Mapping):
@@ -276,8 +230,9 @@ def _tensors(out: Any) -> Iterator[torch.Tensor]:
     elif isinstance(out, tuple | list):
         for v in out:
             yield from _tensors(v)
-    elif hasattr(out, "to_tuple"):  # Hugging Face ModelOutput
-        yield from _tensors(out.to_tuple())
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
+        for f in dataclasses.fields(out):
+            yield from _tensors(getattr(out, f.name))
 
 
 def _line(e: Exception) -> str:

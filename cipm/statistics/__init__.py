@@ -1,20 +1,17 @@
-"""Per-group activation statistics: observing group sites while a model runs, streaming
-float64 moments that merge exactly, and correlation graphs built from them."""
+"""Per-group activation statistics: observing group sites while a model runs, and streaming
+float64 moments that merge exactly (across batches, shards, ranks and clients)."""
 
-from cipm.statistics.collection import collect, collect_cross
-from cipm.statistics.corrgraph import bipartite_graph, correlation_graph, network_graph
+from cipm.statistics.collection import CollectConfig, collect, collect_cross
 from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
 from cipm.statistics.moments import CrossMoments, Moments
 
 __all__ = [
+    "CollectConfig",
     "CrossMoments",
     "CrossStatistics",
     "GroupStatistics",
     "Moments",
     "Statistics",
-    "bipartite_graph",
     "collect",
     "collect_cross",
-    "correlation_graph",
-    "network_graph",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from cipm.batches import as_args
-from cipm.discovery.export import export
+from cipm.discovery.program import program_of
 from cipm.errors import CipmError, TraceError
 from cipm.graph.symmetry import GroupKind, PermGroup, Site, SymmetryGraph
 from cipm.tensors.units import unit_blocks
@@ -131,7 +131,7 @@ class SiteRecorder:
         key = _signature(inputs)
         if key not in self._programs:
             try:
-                exported = export(self.model, inputs, warn_training=False)
+                exported = program_of(self.model, inputs, warn_training=False)
             except TraceError as e:
                 raise CipmError(
                     f"batch {batch} does not fit {type(self.model).__name__} "

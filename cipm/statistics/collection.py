@@ -8,6 +8,7 @@ batch -> model inputs -> a `SiteRecorder` run -> float64 accumulators, in `accum
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,51 +20,70 @@ from cipm.statistics.capture import SiteRecorder
 from cipm.statistics.group import CrossStatistics, GroupStatistics, Statistics
 from cipm.statistics.moments import CrossAccumulator, CrossMoments, MomentAccumulator, Moments
 from cipm.tensors.features import unit_features
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 
-__all__ = ["accumulate", "accumulate_cross", "collect", "collect_cross", "subsample"]
+__all__ = [
+    "CollectConfig",
+    "accumulate",
+    "accumulate_cross",
+    "collect",
+    "collect_cross",
+    "subsample",
+]
 
 
-def collect(
-    model: torch.nn.Module,
-    graph: SymmetryGraph,
-    loader: Iterable[Any],
-    *,
-    inputs: Inputs = model_inputs,
-    sample: float = 1.0,
-    progress: bool = True,
-    process_group: Any = None,
-) -> Statistics:
-    """Mean, std, covariance and correlation of every group's units over `loader`.
+@dataclass(frozen=True)
+class CollectConfig:
+    """How `collect` and `collect_cross` read the data.
 
-    Streams float64 sufficient statistics (count, mean, co-moment) per batch; activations
-    are never stored. Batch, token and spatial dims are folded into samples.
-
-    Args:
-        model: the traced model (run in eval semantics; its mode is left as it came).
-        graph: its symmetry graph, from `cipm.trace`.
-        loader: an iterable of batches (a DataLoader, a list of tensors, ...).
+    Attributes:
         inputs: maps a batch to model inputs (default: `model_inputs`).
         sample: fraction of each batch's samples (rows, tokens or spatial positions) to use,
             drawn reproducibly per batch; 1.0 (the default) uses all and is exact. The cost of
             a group's covariance grows with samples x units^2, which for wide groups (an MLP
             of 2048 units) rivals the forward pass; a fraction cuts it proportionally.
         progress: show a progress bar.
-        process_group: a `torch.distributed` process group (``torch.distributed.group.WORLD``
-            for all ranks): every rank of it calls `collect` on its own shard of the data,
-            the float64 sufficient statistics are all-reduced exactly, and every rank gets
-            the statistics of all the shards together (`Statistics.all_reduce`).
+    """
+
+    inputs: Inputs = model_inputs
+    sample: float = 1.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_sample(self.sample)
+
+
+def collect(
+    model: torch.nn.Module,
+    graph: SymmetryGraph,
+    data: Iterable[Any],
+    *,
+    config: CollectConfig | None = None,
+) -> Statistics:
+    """Mean, std, covariance and correlation of every group's units over `data`.
+
+    Streams float64 sufficient statistics (count, mean, co-moment) per batch; activations
+    are never stored. Batch, token and spatial dims are folded into samples. Across
+    `torch.distributed` ranks, every rank collects on its own shard and
+    ``stats.all_reduce(group)`` gives every rank the statistics of all shards, exactly.
+
+    Args:
+        model: the traced model (run in eval semantics; its mode is left as it came).
+        graph: its symmetry graph, from `cipm.trace`.
+        data: an iterable of batches (a DataLoader, a list of tensors, ...).
+        config: how batches become inputs, sampling, progress (`CollectConfig`).
 
     Raises:
-        CipmError: an empty loader, a batch that doesn't fit the model, a non-finite
-            activation (naming group and batch), a graph of another model, a bad `sample`,
-            or a process group without torch.distributed initialized.
+        CipmError: empty data, a batch that doesn't fit the model, a non-finite activation
+            (naming group and batch), or a graph of another model.
     """
-    _check_sample(sample)
+    config = _config(config)
     tensors = fitted_tensors(model, graph)
     recorder = SiteRecorder(model, graph)
-    moments = accumulate(recorder, loader, inputs=inputs, sample=sample, show=progress)
-    stats = Statistics(
+    moments = accumulate(
+        recorder, data, inputs=config.inputs, sample=config.sample, show=config.progress
+    )
+    return Statistics(
         graph,
         {
             g.name: GroupStatistics(
@@ -72,36 +92,45 @@ def collect(
             for g in graph
         },
     )
-    return stats if process_group is None else stats.all_reduce(process_group)
 
 
 def collect_cross(
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
     graph: SymmetryGraph,
-    loader: Iterable[Any],
+    data: Iterable[Any],
     *,
-    inputs: Inputs = model_inputs,
-    sample: float = 1.0,
-    progress: bool = True,
-    process_group: Any = None,
+    config: CollectConfig | None = None,
 ) -> CrossStatistics:
     """Per group, the n x n cross-covariance of model A's and model B's units on the same
-    batches (and each model's own moments). Both models must fit `graph`. With
-    `process_group`, every rank passes its shard and gets those of all ranks together.
+    batches (and each model's own moments). Both models must fit `graph`. Across ranks:
+    ``cross.all_reduce(group)``, as for `collect`.
 
     Raises:
         CipmError: as `collect`, or when a model does not fit the graph (naming the group).
     """
-    _check_sample(sample)
+    config = _config(config)
     fitted_tensors(model_a, graph, "model_a")
     fitted_tensors(model_b, graph, "model_b")
     rec_a, rec_b = SiteRecorder(model_a, graph), SiteRecorder(model_b, graph)
     moments = accumulate_cross(
-        rec_a, rec_b, loader, inputs=inputs, sample=sample, show=progress, what="collect_cross"
+        rec_a,
+        rec_b,
+        data,
+        inputs=config.inputs,
+        sample=config.sample,
+        show=config.progress,
+        what="collect_cross",
     )
-    cross = CrossStatistics(graph, moments)
-    return cross if process_group is None else cross.all_reduce(process_group)
+    return CrossStatistics(graph, moments)
+
+
+def _config(config: CollectConfig | None) -> CollectConfig:
+    if config is None:
+        return CollectConfig()
+    if not isinstance(config, CollectConfig):
+        raise CipmError(f"config must be a cipm.CollectConfig, got {type(config).__name__}")
+    return config
 
 
 def accumulate(

@@ -14,7 +14,7 @@ from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
 from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments
 from cipm.statistics.moments import CrossMoments, Moments
 from cipm.tensors.features import UnitFeatures, unit_features
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 
 __all__ = ["CrossStatistics", "GroupStatistics", "Statistics"]
 

@@ -93,24 +93,33 @@ def unit_features(
 ) -> UnitFeatures:
     """Weight features of a group's units, read from a model's state (its member tensors).
 
-    The norms are those of `weight_norms` over weight matrices; the bias is the 1-D
-    `.bias` beside an incoming weight (per head: the mean over its dims).
+    The norms are those of `weight_norms` over weight matrices; the bias is the shift of the
+    layer that makes the units: the one 1-D member beside an incoming weight (a member of two
+    or more dims that makes the units) among the same module's tensors (per head: the mean
+    over its dims), zeros where no layer has one.
     """
     in_norm, out_norm = weight_norms(state, graph, group, matrices_only=True)
-    incoming = {
-        m.key.rpartition(".")[0]
+    made = [
+        m
         for m in group.members
-        if not m.consumes
-        and m.key in state
-        and state[m.key].dim() >= 2
-        and state[m.key].is_floating_point()
-    }
+        if not m.consumes and m.key in state and state[m.key].is_floating_point()
+    ]
+    incoming = {_module(m.key) for m in made if state[m.key].dim() >= 2}
+    shifts: dict[str, list[Member]] = {}
+    for m in made:
+        if state[m.key].dim() == 1 and _module(m.key) in incoming:
+            shifts.setdefault(_module(m.key), []).append(m)
     bias = torch.zeros(group.size, dtype=torch.float64)
-    for m in group.members:
-        t = state.get(m.key)
-        module, _, name = m.key.rpartition(".")
-        if t is not None and t.dim() == 1 and name == "bias" and module in incoming:
-            bias = unit_matrix(t.detach(), 0, graph.layout(m.key, 0), group.name)
+    for found in shifts.values():
+        if len(found) == 1:  # two or more: which is the shift would be a guess
+            (m,) = found
+            t = state[m.key].detach()
+            bias = unit_matrix(t, m.dim, graph.layout(m.key, m.dim), group.name)
             bias = bias.to(torch.float64).mean(0)
             break
     return UnitFeatures(in_norm, out_norm, bias)
+
+
+def _module(key: str) -> str:
+    """The path of the module that holds state tensor `key`."""
+    return key.rpartition(".")[0]

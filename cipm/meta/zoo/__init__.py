@@ -15,12 +15,13 @@ or regenerating data. A zoo folder holds::
     <spec.name>/meta.json                 spec, split, accuracy
     pairs/<a.name>__<b.name>.safetensors  per group: the order that puts b's units in a's
 
-Example:
-    >>> build_zoo("out/zoo")                                  # doctest: +SKIP
-    >>> train = load_zoo("out/zoo", split="train")            # doctest: +SKIP
-    >>> a, b = pairs(train)[0]                                # doctest: +SKIP
-    >>> perm = pair_target("out/zoo", a, b)                   # doctest: +SKIP
-    >>> aligned = cipm.permute(b.model, perm)  # lines up with a.model  # doctest: +SKIP
+Example (building the zoo trains its models: minutes, so this is not run as a test)::
+
+    build_zoo("out/zoo")
+    train = load_zoo("out/zoo", split="train")
+    a, b = pairs(train)[0]
+    perm = pair_target("out/zoo", a, b)
+    aligned = cipm.permute(b.model, perm)  # lines up with a.model
 """
 
 from cipm.meta.zoo.families import FAMILY, family_data

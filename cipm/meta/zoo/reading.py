@@ -18,7 +18,7 @@ from cipm.statistics.capture import representative_site
 from cipm.statistics.group import GroupStatistics, Statistics
 from cipm.statistics.moments import Moments
 from cipm.tensors.features import unit_features
-from cipm.tensors.modify import fitted_tensors
+from cipm.tensors.fitted import fitted_tensors
 
 __all__ = [
     "FILES",

@@ -29,7 +29,7 @@ from cipm.meta.zoo.specs import (
     split_of,
     zoo_specs,
 )
-from cipm.statistics.collection import collect
+from cipm.statistics.collection import CollectConfig, collect
 from cipm.testing.data import train_classifier
 
 __all__ = ["build_zoo"]
@@ -127,7 +127,7 @@ def _entry(
     graph = graphs[arch(spec)]
     half = len(calibration) // 2
     views = [
-        collect(model, graph, part, progress=False)
+        collect(model, graph, part, config=CollectConfig(progress=False))
         for part in (calibration[:half], calibration[half:])
     ]
     stats = {
@@ -178,6 +178,6 @@ def _pair(root: Path, a: ZooSpec, b: ZooSpec, loaded: dict[str, Specimen]) -> No
         if spec.name not in loaded:
             loaded[spec.name] = load_entry(root, spec)
     sa, sb = loaded[a.name], loaded[b.name]
-    perm = align(sb.model, sa.model, sa.graph, method="activation", data=sa.calibration)
+    perm = align(sa.model, sb.model, sa.graph, method="activation", data=sa.calibration)
     with atomic_path(path) as tmp:
         save_tensors(tmp, {name: perm[name] for name in perm})

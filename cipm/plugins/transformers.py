@@ -1,4 +1,5 @@
-"""Size attributes of Hugging Face transformers' own layers, for pruned models.
+"""Hugging Face transformers' own layers: their size attributes, for pruned models, and the
+weight and bias REPAIR folds a rescaling into.
 
 GPT-2 and its relatives use `Conv1D` (a linear layer with a transposed weight that records
 its output width as ``nf``) and a fused q|k|v projection ``c_attn`` cut by ``split_size``.
@@ -11,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from cipm_plugins.layers import grouped_mm
 
-from cipm import hookimpl
-from cipm.discovery.rules import Rule
+from cipm.plugin import Rule, hookimpl
+from cipm.plugins.layers import grouped_mm
 
 
 @hookimpl
@@ -25,7 +25,7 @@ def cipm_rules() -> Mapping[str, Rule]:
 @hookimpl
 def cipm_resized(module: torch.nn.Module) -> None:
     weight = getattr(module, "weight", None)
-    if hasattr(module, "nf") and hasattr(module, "nx") and isinstance(weight, torch.Tensor):
+    if _is_conv1d(module) and isinstance(weight, torch.Tensor):
         nx, nf = (int(n) for n in weight.shape)  # Conv1D: weight [in, out]
         setattr(module, "nx", nx)  # noqa: B010 (plain attributes, unknown to the type checker)
         setattr(module, "nf", nf)  # noqa: B010
@@ -37,3 +37,17 @@ def cipm_resized(module: torch.nn.Module) -> None:
         heads = fused.nf // parts // head_dim  # type: ignore[union-attr]
         setattr(module, "num_heads", heads)  # noqa: B010
         setattr(module, "split_size", heads * head_dim)  # noqa: B010
+
+
+@hookimpl
+def cipm_affine_parameters(module: torch.nn.Module) -> tuple[str, str] | None:
+    """Conv1D: ``x @ weight[in, out] + bias[out]`` (its output units along the weight's dim 1,
+    which the symmetry graph says)."""
+    if _is_conv1d(module) and isinstance(getattr(module, "bias", None), torch.Tensor):
+        return ("weight", "bias")
+    return None
+
+
+def _is_conv1d(module: torch.nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return hasattr(module, "nf") and hasattr(module, "nx") and isinstance(weight, torch.Tensor)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, broadcast, same_as_input
-from cipm.hooks.hookspecs import OpRole
+from cipm.plugin import OpCall, OpRole, Rule, broadcast, hookimpl, same_as_input
 
 UNARY = """
 relu relu_ gelu silu sigmoid tanh hardtanh hardswish hardsigmoid leaky_relu elu selu celu

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule
+from cipm.plugin import OpCall, Rule, hookimpl
 
 INVARIANT = """
 sum mean amax amin prod logsumexp var std var_mean std_mean linalg_vector_norm norm any all

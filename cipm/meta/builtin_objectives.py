@@ -1,6 +1,6 @@
-"""The built-in training objectives of the meta-analysis network (seed 002 section 5.1),
-registered as any other plugin's would be. Each is scaled so that a random order of the units
-scores about 1, so that the weights of a sum compare.
+"""The built-in training objectives of the meta-analysis network (seed 002 section 5.1), a
+built-in plugin of the meta room (`cipm.hooks.manager.BUILT_INS`). Each is scaled so that a
+random order of the units scores about 1, so that the weights of a sum compare.
 
 - ``compression``: keeping the highest-ranked units loses least, end to end: the model runs
   with every prunable group's units scaled by a soft keep-mask of their ranks (at 25, 50 and
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cipm import hookimpl
 from cipm.batches import model_inputs
 from cipm.errors import CipmError
+from cipm.hooks.hookspecs import hookimpl
 from cipm.meta.masking import MaskedModel
 from cipm.meta.objective import Objective, ObjectiveInput, Subject
 from cipm.meta.ranks import standardized

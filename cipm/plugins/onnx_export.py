@@ -18,12 +18,19 @@ from typing import Any
 
 import torch
 
-from cipm import CipmError, hookimpl
-from cipm.batches import as_args
-from cipm.discovery.export import eval_semantics
-from cipm.exporting import Exporter, ExportJob
-from cipm.exporting.check import dynamic_dims, fresh_inputs, mismatch, outputs
-from cipm.exporting.policy import METADATA_KEY
+from cipm import CipmError
+from cipm.plugin import (
+    METADATA_KEY,
+    Exporter,
+    ExportJob,
+    as_args,
+    dynamic_dims,
+    eval_semantics,
+    fresh_inputs,
+    hookimpl,
+    mismatch,
+    outputs,
+)
 
 _OP = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)|target=torch\.ops\.([\w.]+)")
 

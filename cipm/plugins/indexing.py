@@ -11,8 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from cipm import hookimpl
-from cipm.discovery.rules import Axes, OpCall, Rule, TensorRef, broadcast_axes
+from cipm.plugin import Axes, OpCall, Rule, TensorRef, broadcast_axes, hookimpl
 
 
 def select(call: OpCall) -> None:

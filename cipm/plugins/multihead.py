@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cipm import hookimpl
+from cipm.plugin import hookimpl
 
 
 class HeadPrunedMultiheadAttention(nn.MultiheadAttention):

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast_axes
+from cipm.plugin import OpCall, Rule, TensorRef, broadcast_axes, hookimpl
 
 
 def sdpa(call: OpCall) -> None:

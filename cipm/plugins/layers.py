@@ -11,9 +11,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, TensorRef, broadcast, broadcast_axes
-from cipm.hooks.hookspecs import OpRole
+from cipm.plugin import OpCall, OpRole, Rule, TensorRef, broadcast, broadcast_axes, hookimpl
 
 
 def linear(call: OpCall) -> None:
@@ -243,6 +241,15 @@ layer_norm native_layer_norm group_norm native_group_norm
 @hookimpl
 def cipm_op_roles() -> Mapping[str, OpRole]:
     return {f"aten.{op}": "affine" for op in AFFINE}
+
+
+@hookimpl
+def cipm_affine_parameters(module: torch.nn.Module) -> tuple[str, str] | None:
+    """torch's layers and norms, where built with both a weight and a bias."""
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.LayerNorm)
+    known = isinstance(module, (*kinds, nn.GroupNorm))
+    both = getattr(module, "weight", None) is not None and getattr(module, "bias", None) is not None
+    return ("weight", "bias") if known and both else None
 
 
 @hookimpl

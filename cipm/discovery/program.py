@@ -1,10 +1,13 @@
-"""Exporting a model with torch.export in eval semantics, leaving the model as it came."""
+"""A model as an ATen program: `torch.export` in eval semantics (leaving the model as it came),
+and saved as a ``.pt2`` archive. (`cipm.export` writes deployable files; this is the trace.)"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,11 +15,14 @@ from torch.export import ExportedProgram
 
 from cipm.batches import as_args
 from cipm.errors import CipmWarning, TraceError
+from cipm.io import atomic_file
 
-__all__ = ["eval_semantics", "export"]
+__all__ = ["eval_semantics", "program_of", "save_program"]
 
 
-def export(model: torch.nn.Module, inputs: Any, *, warn_training: bool = True) -> ExportedProgram:
+def program_of(
+    model: torch.nn.Module, inputs: Any, *, warn_training: bool = True
+) -> ExportedProgram:
     """`torch.export.export(strict=False)` of `model` on `inputs`, in eval semantics.
 
     Raises:
@@ -50,3 +56,12 @@ def eval_semantics(model: torch.nn.Module, *, warn: bool = True) -> Iterator[Non
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike[str]) -> Path:
+    """`program_of` `model` on `example_inputs`, saved as a ``.pt2`` archive atomically: a file
+    that loads with ``torch.export.load`` and needs no pickle."""
+    program = program_of(model, example_inputs, warn_training=False)
+    with atomic_file(path, ".pt2") as tmp:
+        torch.export.save(program, tmp)
+    return Path(path)

@@ -19,10 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from cipm import hookimpl
-from cipm.discovery.declared import ModuleGroup
-from cipm.errors import CipmError
-from cipm.graph.symmetry import GroupKind
+from cipm import CipmError, GroupKind
+from cipm.plugin import ModuleGroup, hookimpl
 
 
 @hookimpl

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cipm import hookimpl
-from cipm.discovery.rules import OpCall, Rule, reshape_axes
-from cipm.hooks.hookspecs import OpRole
+from cipm.plugin import OpCall, OpRole, Rule, hookimpl, reshape_axes
 
 RESHAPES = (
     "view reshape _unsafe_view flatten unflatten view_as reshape_as squeeze unsqueeze".split()

@@ -9,9 +9,8 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from cipm import CipmError, hookimpl
-from cipm.exporting import Exporter, ExportJob
-from cipm.exporting.policy import METADATA_KEY
+from cipm import CipmError
+from cipm.plugin import METADATA_KEY, Exporter, ExportJob, hookimpl
 
 
 def write_safetensors(job: ExportJob, path: Path) -> None:

@@ -23,10 +23,16 @@ from typing import Any
 
 import torch
 
-from cipm import CipmError, hookimpl
-from cipm.discovery.export import eval_semantics
-from cipm.exporting import Exporter, ExportJob
-from cipm.exporting.check import fresh_inputs, mismatch, outputs
+from cipm import CipmError
+from cipm.plugin import (
+    Exporter,
+    ExportJob,
+    eval_semantics,
+    fresh_inputs,
+    hookimpl,
+    mismatch,
+    outputs,
+)
 
 POLICY_FILE = "cipm_policy.json"
 Layer = Callable[[Any], int]
