@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
-from cipm.testing.data import Batches, digits, train_classifier
+from cipm.examples import catalog
+from cipm.examples.data import Batches, digits, train_classifier
 
 T = TypeVar("T")
 
 
 def mlp() -> nn.Module:
-    return zoo.mlp(depth=3, width=512, d_in=64, d_out=10)[0]
+    return catalog.mlp(depth=3, width=512, d_in=64, d_out=10)[0]
 
 
 def cnn() -> nn.Module:
@@ -200,7 +200,7 @@ def main() -> None:
     wide = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 10))
     for label, model, x in (
         ("one 4096-unit group", wide, torch.randn(2, 64)),
-        ("BERT-base-sized encoder", *zoo.build("bert_base")),
+        ("BERT-base-sized encoder", *catalog.build("bert_base")),
     ):
         graph = cipm.trace(model, x)
         total, solve, moved = solve_share(model, perturbed_copy(model, graph), graph)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing.data import digits, digits_cnn, digits_mlp, train_classifier
+from cipm.examples.data import digits, digits_cnn, digits_mlp, train_classifier
 
 
 @dataclass

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing.data import digits, train_classifier
+from cipm.examples.data import digits, train_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from federated_digits import (

@@ -35,10 +35,10 @@ import cipm
 from cipm.alignment.descent import DescentStats
 from cipm.alignment.weight import weight_matching
 from cipm.alignment.windowed import windowed_matching
+from cipm.examples.data import Batches, train_classifier
 from cipm.meta.analyzer import MetaAnalyzer
 from cipm.meta.zoo.families import FAMILY, family_data
 from cipm.tensors.fitted import fitted_tensors
-from cipm.testing.data import Batches, train_classifier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from meta import inference  # benchmarks/meta.py: the cost of one policy

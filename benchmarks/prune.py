@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cipm
+from cipm.examples.data import Batches, digits, digits_cnn, digits_mlp, train_classifier
 from cipm.pruning.structured import Method
-from cipm.testing.data import Batches, digits, digits_cnn, digits_mlp, train_classifier
 
 RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each

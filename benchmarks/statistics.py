@@ -33,15 +33,15 @@ from typing import Any
 import torch
 
 import cipm
+from cipm.examples import catalog
 from cipm.statistics.capture import SiteRecorder
 from cipm.statistics.moments import _add_own_gram
-from cipm.testing import zoo
 
 Batches = list[torch.Tensor]
 
 
 def encoder_small() -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
-    model = zoo.Encoder(vocab=30522, d=512, heads=8, layers=4, ff=2048, context=512).eval()
+    model = catalog.Encoder(vocab=30522, d=512, heads=8, layers=4, ff=2048, context=512).eval()
 
     def make(i: int) -> torch.Tensor:
         return torch.randint(0, 30522, (8, 128), generator=torch.Generator().manual_seed(i))
@@ -50,7 +50,7 @@ def encoder_small() -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
 
 
 def resnet() -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
-    model = zoo.ResNet(3, 16).eval()
+    model = catalog.ResNet(3, 16).eval()
 
     def make(i: int) -> torch.Tensor:
         return torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(i))

@@ -20,7 +20,7 @@ import torch
 
 import cipm
 import cipm.discovery.tracer
-from cipm.testing import zoo
+from cipm.examples import catalog
 
 TARGET_S = 3.0
 
@@ -60,8 +60,8 @@ def models():  # type: ignore[no-untyped-def]
     import transformers
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    yield "resnet50", zoo.build("resnet50"), "fixed"
-    yield "bert_base", zoo.build("bert_base"), "fixed"
+    yield "resnet50", catalog.build("resnet50"), "fixed"
+    yield "bert_base", catalog.build("bert_base"), "fixed"
     hf_bert = transformers.BertModel(transformers.BertConfig()).eval()  # BERT-base config
     # Hugging Face encoders return their residual stream: outputs="free" keeps it a group
     yield "hf_bert_base", (hf_bert, {"input_ids": torch.randint(0, 30522, (1, 128))}), "free"
@@ -81,7 +81,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
-    cold_model, cold_x = zoo.build("resnet20")
+    cold_model, cold_x = catalog.build("resnet20")
     cold, _, _ = timed_trace(cold_model, cold_x)
 
     header = ("model", "params", "export s", "solve s", "total s", "target", "groups", "by kind")

@@ -16,7 +16,7 @@ The package face: it only re-exports. The subpackages are the architecture::
     hooks/       hook specifications and the plugin manager
     plugin       the plugin contract: every type a hook takes or returns (for plugin authors)
     plugins/     the built-in plugins: op rules, resizers, exporters (architecture knowledge)
-    testing/     example models and data (not the core)
+    examples/    the built-in example models and data (not the core)
 """
 
 from cipm import federated, meta

@@ -18,7 +18,6 @@ Example, a rule for an elementwise op cipm does not know::
 
 from cipm.alignment.methods import AlignConfig, AlignMethod, AlignProblem
 from cipm.batches import as_args, model_inputs
-from cipm.discovery.declared import ModuleGroup
 from cipm.discovery.primitives import (
     broadcast,
     broadcast_axes,
@@ -28,13 +27,15 @@ from cipm.discovery.primitives import (
     same_as_input,
 )
 from cipm.discovery.program import eval_semantics
-from cipm.discovery.rules import Axes, OpCall, Rule, TensorRef
+from cipm.discovery.rules import Axes, ModuleGroup, OpCall, Rule, TensorRef
 from cipm.exporting.check import dynamic_dims, fresh_inputs, mismatch, outputs
-from cipm.exporting.exporter import Exporter, ExportJob
+from cipm.exporting.formats import Exporter, ExportJob, ModelSource
 from cipm.exporting.policy import METADATA_KEY, Policy
-from cipm.exporting.sources import ModelSource
 from cipm.hooks.hookspecs import OpRole, hookimpl
 from cipm.meta.objective import Objective, ObjectiveInput, Partner, Subject
+from cipm.ordering.canonical import canonical_order
+from cipm.ordering.problem import CanonicalMethod, OrderProblem, ReorganizeMethod
+from cipm.pruning.problem import PruneMethod, PruneProblem
 
 __all__ = [
     "METADATA_KEY",
@@ -42,6 +43,7 @@ __all__ = [
     "AlignMethod",
     "AlignProblem",
     "Axes",
+    "CanonicalMethod",
     "ExportJob",
     "Exporter",
     "ModelSource",
@@ -50,14 +52,19 @@ __all__ = [
     "ObjectiveInput",
     "OpCall",
     "OpRole",
+    "OrderProblem",
     "Partner",
     "Policy",
+    "PruneMethod",
+    "PruneProblem",
+    "ReorganizeMethod",
     "Rule",
     "Subject",
     "TensorRef",
     "as_args",
     "broadcast",
     "broadcast_axes",
+    "canonical_order",
     "dynamic_dims",
     "eval_semantics",
     "freeze",

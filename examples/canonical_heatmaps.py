@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing.data import digits, digits_cnn, train_classifier
+from cipm.examples.data import digits, digits_cnn, train_classifier
 
 
 def mlp() -> nn.Module:

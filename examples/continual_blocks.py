@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 import cipm
+from cipm.examples.data import Batches, accuracy, digits, digits_mlp, of_classes, train_classifier
 from cipm.meta.relevance import relevance_order, unit_relevance
-from cipm.testing.data import Batches, accuracy, digits, digits_mlp, of_classes, train_classifier
 
 TASK_A, TASK_B = range(0, 5), range(5, 10)
 METHODS = ("naive fine-tuning", "least A-relevant half", "correlation blocks", "random half")

@@ -16,8 +16,8 @@ import torch.distributed as dist
 
 import cipm
 from cipm.alignment.activation import matching_from_statistics
-from cipm.testing import zoo
-from cipm.testing.data import digits
+from cipm.examples import catalog
+from cipm.examples.data import digits
 
 
 def main() -> None:
@@ -27,9 +27,9 @@ def main() -> None:
     inputs = [x.double() for x, _ in train]
     shard = inputs[rank::world]
     torch.manual_seed(0)
-    model_a = zoo.mlp(depth=2, width=64, d_in=64, d_out=10)[0].double()
+    model_a = catalog.mlp(depth=2, width=64, d_in=64, d_out=10)[0].double()
     torch.manual_seed(1)
-    model_b = zoo.mlp(depth=2, width=64, d_in=64, d_out=10)[0].double()
+    model_b = catalog.mlp(depth=2, width=64, d_in=64, d_out=10)[0].double()
     graph = cipm.trace(model_a, inputs[0])
     world_group = dist.group.WORLD
     stats = cipm.collect(

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 import cipm
+from cipm.examples import catalog
+from cipm.examples.data import digits, train_classifier
 from cipm.io import figure, save_figure
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
 
 Part = tuple[torch.Tensor, torch.Tensor]
 
@@ -51,7 +51,7 @@ LABELS = {"fedavg": "FedAvg", "matched": "matched", "learned": "learned co-canon
 
 def make_model(width: int, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return zoo.mlp(depth=2, width=width, d_in=64, d_out=10)[0]
+    return catalog.mlp(depth=2, width=width, d_in=64, d_out=10)[0]
 
 
 def label_skew(

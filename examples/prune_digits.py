@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing.data import digits, digits_cnn, train_classifier
+from cipm.examples.data import digits, digits_cnn, train_classifier
 
 
 def accuracy(model: nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

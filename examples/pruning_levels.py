@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
+from cipm.examples import catalog
+from cipm.examples.data import digits, train_classifier
 
 
 def masked_training(
@@ -39,7 +39,7 @@ def masked_training(
 def levels(data: list, seed: int, count: int, epochs: int) -> list[nn.Module]:
     """The trained network at each pruning level (20 % fewer weights each time)."""
     torch.manual_seed(seed)
-    init = zoo.mlp(depth=3, width=256, d_in=64, d_out=10)[0]
+    init = catalog.mlp(depth=3, width=256, d_in=64, d_out=10)[0]
     masks = {n: torch.ones_like(p) for n, p in init.named_parameters() if p.dim() == 2}
     out = []
     for _ in range(count):

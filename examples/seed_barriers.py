@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 import cipm
+from cipm.examples import catalog
+from cipm.examples.catalog import BasicBlock
+from cipm.examples.data import digits, train_classifier
 from cipm.io import figure, save_figure
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
-from cipm.testing.zoo import BasicBlock
 
 
 def conv(c_in: int, c_out: int) -> list[nn.Module]:
@@ -30,7 +30,7 @@ def conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 ARCHITECTURES = {
-    "MLP 3x256": (False, lambda: zoo.mlp(depth=3, width=256, d_in=64, d_out=10)[0]),
+    "MLP 3x256": (False, lambda: catalog.mlp(depth=3, width=256, d_in=64, d_out=10)[0]),
     "VGG-style CNN": (
         True,
         lambda: nn.Sequential(

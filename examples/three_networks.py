@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
+from cipm.examples import catalog
+from cipm.examples.data import digits, train_classifier
 
 BASE = 32
 
 
 def mlp(width: int) -> nn.Module:
-    return zoo.mlp(depth=3, width=width, d_in=64, d_out=10)[0]
+    return catalog.mlp(depth=3, width=width, d_in=64, d_out=10)[0]
 
 
 def trained(width: int, data: list, epochs: int, seed: int) -> nn.Module:

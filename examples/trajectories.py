@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
+from cipm.examples import catalog
+from cipm.examples.data import digits, train_classifier
 
 
 def mlp() -> nn.Module:
-    return zoo.mlp(depth=3, width=256, d_in=64, d_out=10)[0]
+    return catalog.mlp(depth=3, width=256, d_in=64, d_out=10)[0]
 
 
 def trajectory(data: list, epochs: int, seed: int) -> list[nn.Module]:

@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 
 import cipm
+from cipm.examples.data import Batches, accuracy, digits, digits_mlp, of_classes, train_classifier
 from cipm.meta import MetaConfig, Subject
 from cipm.meta.analyzer import MetaAnalyzer
 from cipm.meta.relevance import relevance_order, relevance_score, unit_relevance
-from cipm.testing.data import Batches, accuracy, digits, digits_mlp, of_classes, train_classifier
 
 SOURCE, TARGET = range(0, 5), range(5, 10)
-HEAD = "4"  # the output layer of cipm.testing.data.digits_mlp
+HEAD = "4"  # the output layer of cipm.examples.data.digits_mlp
 FRACTIONS = (1 / 64, 1 / 16, 1 / 4)
 ORDERS = (
     "exact relevance",

@@ -10,7 +10,7 @@ import torch
 from hypothesis import settings
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
 
 settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=8, deadline=None)
@@ -20,7 +20,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @functools.cache
 def traced(name: str) -> cipm.SymmetryGraph:
     """Symmetry graph of a zoo model (the architecture, so one trace serves every seed)."""
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cipm.trace(model, x)
@@ -53,10 +53,10 @@ def zoo_stats(name: str) -> tuple[torch.nn.Module, torch.Tensor, cipm.Statistics
     """(float64 zoo model, its example input, statistics on that input and two more
     batches), built once per test session."""
     graph = traced(name)
-    model, x = as_double(*zoo.build(name))
+    model, x = as_double(*catalog.build(name))
     if x.is_floating_point():
         gen = torch.Generator().manual_seed(1)
         loader = [x] + [torch.randn(x.shape, generator=gen).double() for _ in "ab"]
     else:
-        loader = [x] + [zoo.build(name, seed=seed)[1] for seed in (1, 2)]
+        loader = [x] + [catalog.build(name, seed=seed)[1] for seed in (1, 2)]
     return model, x, cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))

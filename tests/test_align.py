@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_state_equal, snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import assert_state_equal, snapshot, traced
 
-ZOO_NAMES = sorted(zoo.ZOO)
+ZOO_NAMES = sorted(catalog.MODELS)
 
 
 def data_for(name: str, n: int = 3) -> list[torch.Tensor]:
-    return [zoo.build(name, seed=100 + i)[1] for i in range(n)]
+    return [catalog.build(name, seed=100 + i)[1] for i in range(n)]
 
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_weight_matching_recovers_the_inverse(name: str, seed: int) -> None:
     graph = traced(name)
-    model, _ = zoo.build(name)
+    model, _ = catalog.build(name)
     perm = graph.random_permutation(seed=seed)
     permuted = cipm.permute(model, perm)
     # restarts: layers cloned from one another (nn.TransformerEncoder) leave a local optimum
@@ -36,7 +36,7 @@ def test_weight_matching_recovers_the_inverse(name: str, seed: int) -> None:
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_activation_matching_recovers_the_inverse(name: str) -> None:
     graph = traced(name)
-    model, _ = zoo.build(name)
+    model, _ = catalog.build(name)
     perm = graph.random_permutation(seed=11)
     permuted = cipm.permute(model, perm)
     found = cipm.align(model, permuted, graph, method="activation", data=data_for(name))
@@ -45,8 +45,8 @@ def test_activation_matching_recovers_the_inverse(name: str) -> None:
 
 def test_align_leaves_models_unchanged_and_checks_input() -> None:
     graph = traced("mlp")
-    a, _ = zoo.build("mlp")
-    b, _ = zoo.build("mlp", seed=1)
+    a, _ = catalog.build("mlp")
+    b, _ = catalog.build("mlp", seed=1)
     before_a, before_b = snapshot(a), snapshot(b)
     cipm.align(a, b, graph)
     for model, before in ((a, before_a), (b, before_b)):
@@ -55,7 +55,7 @@ def test_align_leaves_models_unchanged_and_checks_input() -> None:
         cipm.align(a, b, graph, method="activation")
     with pytest.raises(cipm.CipmError, match="unknown alignment method"):
         cipm.align(a, b, graph, method="sinkhorn-ish")  # type: ignore[arg-type]
-    narrow, _ = zoo.mlp(width=16)
+    narrow, _ = catalog.mlp(width=16)
     with pytest.raises(cipm.CipmError, match=r"model_b.*0:hidden"):
         cipm.align(a, narrow, graph)
     with torch.no_grad():
@@ -66,8 +66,8 @@ def test_align_leaves_models_unchanged_and_checks_input() -> None:
 
 def test_aligning_two_different_models_brings_weights_closer() -> None:
     graph = traced("resnet20")
-    a, _ = zoo.build("resnet20", seed=1)
-    b, _ = zoo.build("resnet20", seed=2)
+    a, _ = catalog.build("resnet20", seed=1)
+    b, _ = catalog.build("resnet20", seed=2)
     with torch.no_grad():  # B = A + noise, then shuffled: alignment must undo the shuffle
         for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
             pb.copy_(pa + 0.01 * torch.randn_like(pa))
@@ -87,7 +87,7 @@ def test_aligning_two_different_models_brings_weights_closer() -> None:
 @pytest.mark.parametrize("name", ["mlp", "resnet20", "gpt", "cnn_groupnorm"])
 def test_align_many_brings_permuted_copies_into_one_order(name: str) -> None:
     graph = traced(name)
-    model, _ = zoo.build(name)
+    model, _ = catalog.build(name)
     perms = [graph.random_permutation(seed=s) for s in range(4)]
     copies = [cipm.permute(model, p) for p in perms]
     found = cipm.align_many(copies, graph)
@@ -99,12 +99,12 @@ def test_align_many_brings_permuted_copies_into_one_order(name: str) -> None:
 
 def test_align_many_needs_two_models() -> None:
     with pytest.raises(cipm.CipmError, match="at least two"):
-        cipm.align_many([zoo.build("mlp")[0]], traced("mlp"))
+        cipm.align_many([catalog.build("mlp")[0]], traced("mlp"))
 
 
 def test_indirect_alignment_through_a_third_model() -> None:
     graph = traced("gpt")
-    model, _ = zoo.build("gpt")
+    model, _ = catalog.build("gpt")
     p, q = graph.random_permutation(seed=1), graph.random_permutation(seed=2)
     b, c = cipm.permute(model, p), cipm.permute(model, q)
     found = cipm.align(model, b, graph, via=c)
@@ -114,7 +114,7 @@ def test_indirect_alignment_through_a_third_model() -> None:
 def test_ste_matching_recovers_a_permuted_copy_and_keeps_its_loss_low() -> None:
     torch.manual_seed(0)
     graph = traced("mlp")
-    model, _ = zoo.build("mlp")
+    model, _ = catalog.build("mlp")
     perm = graph.random_permutation(seed=4)
     permuted = cipm.permute(model, perm)
     gen = torch.Generator().manual_seed(0)
@@ -134,7 +134,7 @@ def test_map_units_with_a_permutation_matrix_is_index_select(name: str) -> None:
     from cipm.tensors.units import map_units
 
     graph = traced(name)
-    model, _ = zoo.build(name)
+    model, _ = catalog.build(name)
     perm = graph.random_permutation(seed=1)
     for axis in graph.axes:
         t = model.state_dict()[axis.key].double()
@@ -152,7 +152,7 @@ def test_sinkhorn_rounding_alone_recovers_a_permuted_copy() -> None:
     from cipm.tensors.fitted import fitted_tensors
 
     graph = traced("mlp")
-    model, _ = zoo.build("mlp")
+    model, _ = catalog.build("mlp")
     perm = graph.random_permutation(seed=1)
     copy = cipm.permute(model, perm)
     state_a, state_b = fitted_tensors(model, graph), fitted_tensors(copy, graph)

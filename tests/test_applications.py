@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cipm
+from cipm.examples.data import accuracy, digits, digits_mlp, of_classes, train_classifier
 from cipm.meta import MetaConfig, ObjectiveInput, Subject
 from cipm.meta.relevance import relevance_order, relevance_score, unit_relevance
-from cipm.testing.data import accuracy, digits, digits_mlp, of_classes, train_classifier
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

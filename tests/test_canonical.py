@@ -7,14 +7,14 @@ from itertools import pairwise
 import pytest
 import test_transformers as hf
 import torch
-from conftest import as_double, assert_same_function, assert_state_equal, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import as_double, assert_same_function, assert_state_equal, traced
 
-ZOO_NAMES = sorted(zoo.ZOO)
+ZOO_NAMES = sorted(catalog.MODELS)
 HF_NAMES = sorted(hf.MODELS)
 
 
@@ -28,7 +28,7 @@ def zoo_batches(name: str, n: int, seed: int) -> list[torch.Tensor]:
     """n fresh example inputs of a zoo model (float64 where floating)."""
     out = []
     for i in range(n):
-        x = zoo.build(name, seed=seed + i)[1]
+        x = catalog.build(name, seed=seed + i)[1]
         out.append(x.double() if x.is_floating_point() else x)
     return out
 
@@ -40,7 +40,7 @@ def zoo_batches(name: str, n: int, seed: int) -> list[torch.Tensor]:
 @given(seed=st.integers(0, 2**31 - 1), model_seed=st.integers(0, 100))
 def test_zoo_canonical_form_is_permutation_invariant(name: str, seed: int, model_seed: int) -> None:
     graph = traced(name)
-    model, x = as_double(*zoo.build(name, seed=model_seed))
+    model, x = as_double(*catalog.build(name, seed=model_seed))
     perm = graph.random_permutation(seed=seed)
     permuted = cipm.permute(model, perm)
     assert differing(model, permuted)  # the permutation really moved weights
@@ -83,7 +83,7 @@ def test_hf_canonical_form_is_permutation_invariant(name: str, seed: int) -> Non
 def test_canonical_permutation_of_a_permuted_model_undoes_the_permutation() -> None:
     """perm then canonical(permuted) is the same overall order as canonical(model)."""
     graph = traced("resnet20")
-    model = zoo.build("resnet20")[0].double()
+    model = catalog.build("resnet20")[0].double()
     perm = graph.random_permutation(seed=3)
     direct = cipm.canonical_permutation(model, graph)
     via = perm.compose(cipm.canonical_permutation(cipm.permute(model, perm), graph))
@@ -97,7 +97,7 @@ def test_canonical_permutation_of_a_permuted_model_undoes_the_permutation() -> N
 @pytest.mark.parametrize("name", ["mlp", "cnn_bn", "gpt"])
 def test_activation_key_is_permutation_invariant(name: str) -> None:
     graph = traced(name)
-    model = zoo.build(name, seed=4)[0].double()
+    model = catalog.build(name, seed=4)[0].double()
     loader = zoo_batches(name, 3, seed=50)
     perm = graph.random_permutation(seed=9)
     permuted = cipm.permute(model, perm)
@@ -114,7 +114,7 @@ def test_activation_key_is_permutation_invariant(name: str) -> None:
 
 def test_activation_key_orders_by_activation_rms() -> None:
     graph = traced("mlp")
-    model = zoo.build("mlp", seed=2)[0].double()
+    model = catalog.build("mlp", seed=2)[0].double()
     loader = zoo_batches("mlp", 3, seed=70)
     stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     canon = cipm.canonicalize(model, graph, stats=stats)
@@ -149,7 +149,7 @@ def weight_path_magnitude(model: torch.nn.Sequential) -> list[torch.Tensor]:
 @given(model_seed=st.integers(0, 10_000), seed=st.integers(0, 2**31 - 1))
 def test_canonical_mlp_sorts_units_by_weight_path_magnitude(model_seed: int, seed: int) -> None:
     graph = traced("mlp")
-    model = zoo.build("mlp", seed=model_seed)[0].double()
+    model = catalog.build("mlp", seed=model_seed)[0].double()
     before = weight_path_magnitude(model)
     assert not all(bool((m[:-1] >= m[1:]).all()) for m in before)  # not sorted to begin with
     canon = cipm.canonicalize(cipm.permute(model, graph.random_permutation(seed=seed)), graph)
@@ -165,8 +165,8 @@ def test_canonical_mlp_sorts_units_by_weight_path_magnitude(model_seed: int, see
 @pytest.mark.parametrize("name", ["mlp", "resnet20", "gpt"])
 def test_different_models_have_different_canonical_forms(name: str) -> None:
     graph = traced(name)
-    a = zoo.build(name, seed=1)[0].double()
-    b = zoo.build(name, seed=2)[0].double()
+    a = catalog.build(name, seed=1)[0].double()
+    b = catalog.build(name, seed=2)[0].double()
     ca, cb = cipm.canonicalize(a, graph), cipm.canonicalize(b, graph)
     weights = [k for k, v in ca.state_dict().items() if v.is_floating_point() and v.dim() >= 2]
     diff = set(differing(ca, cb))
@@ -175,7 +175,7 @@ def test_different_models_have_different_canonical_forms(name: str) -> None:
 
 def test_canonicalize_leaves_the_model_unchanged() -> None:
     graph = traced("gpt")
-    model = zoo.build("gpt")[0]
+    model = catalog.build("gpt")[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     canon = cipm.canonicalize(model, graph)
     assert canon is not model and differing(model, canon)

@@ -11,7 +11,7 @@ import torch
 
 import cipm
 from cipm.cli import main
-from cipm.testing import zoo
+from cipm.examples import catalog
 
 
 def test_inspect_prints_groups_and_checks(
@@ -63,7 +63,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 
 def saved(tmp_path: Path, name: str = "cnn_bn") -> tuple[Path, torch.nn.Module, torch.Tensor]:
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     path = tmp_path / "model.pt"
     torch.save(model, path)
     return path, model, x
@@ -210,13 +210,13 @@ def test_a_malicious_pickle_never_runs_without_the_opt_in(
 
 def build_mlp() -> torch.nn.Module:
     """A --factory for the tests: the zoo's MLP architecture, untrained."""
-    return zoo.mlp()[0]
+    return catalog.mlp()[0]
 
 
 def test_safetensors_weights_with_a_factory(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     weights = tmp_path / "mlp.safetensors"
     save_file(model.state_dict(), weights)
     torch.save(x, tmp_path / "x.pt")
@@ -240,7 +240,7 @@ def test_a_hugging_face_folder_and_a_pt2_archive(
     torch.save({"input_ids": torch.randint(0, 50, (2, 6))}, tmp_path / "ids.pt")
     assert main(["inspect", str(tmp_path / "bert"), "--input", str(tmp_path / "ids.pt")]) == 0
     assert "SymmetryGraph of BertModel" in capsys.readouterr().out
-    model, x = zoo.build("cnn_bn")
+    model, x = catalog.build("cnn_bn")
     torch.export.save(torch.export.export(model, (x,)), tmp_path / "cnn.pt2")
     shape = ",".join(map(str, x.shape))
     out = tmp_path / "small.pt2"

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import traced
 
 import cipm
+from cipm.examples import catalog
 from cipm.statistics.distributed import all_reduce_moments
 from cipm.statistics.moments import Moments
-from cipm.testing import zoo
+from conftest import traced
 
 WORLD = 2
 TIMEOUT_S = 120.0
@@ -24,7 +24,7 @@ TIMEOUT_S = 120.0
 
 def data(name: str) -> list[torch.Tensor]:
     """Uneven batches: rank 0 gets batches 0 and 2, rank 1 batch 1 (of another size)."""
-    _, x = zoo.build(name)
+    _, x = catalog.build(name)
     gen = torch.Generator().manual_seed(7)
     sizes = (x.shape[0], x.shape[0] + 3, 2)
     return [torch.randn((n, *x.shape[1:]), generator=gen).double() for n in sizes]
@@ -57,13 +57,13 @@ def _worker(rank: int, folder: str) -> None:
         group = dist.group.WORLD
         results: dict[str, torch.Tensor] = {}
         for name in ("mlp", "cnn_bn"):
-            model, graph = zoo.build(name)[0].double(), traced(name)
+            model, graph = catalog.build(name)[0].double(), traced(name)
             shard = data(name)[rank::WORLD]
             stats = cipm.collect(
                 model, graph, shard, config=cipm.CollectConfig(progress=False)
             ).all_reduce(group)
             results |= {f"{name}/{k}": v for k, v in _flat(stats).items()}
-            other = zoo.build(name, seed=1)[0].double()
+            other = catalog.build(name, seed=1)[0].double()
             cross = cipm.collect_cross(
                 model, other, graph, shard, config=cipm.CollectConfig(progress=False)
             ).all_reduce(group)
@@ -100,11 +100,11 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str
 
 
 def _single(name: str) -> dict[str, torch.Tensor]:
-    model, graph = zoo.build(name)[0].double(), traced(name)
+    model, graph = catalog.build(name)[0].double(), traced(name)
     loader = data(name)
     stats = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
     out = {f"{name}/{k}": v for k, v in _flat(stats).items()}
-    other = zoo.build(name, seed=1)[0].double()
+    other = catalog.build(name, seed=1)[0].double()
     cross = cipm.collect_cross(
         model, other, graph, loader, config=cipm.CollectConfig(progress=False)
     )
@@ -134,7 +134,7 @@ def test_shards_alone_differ_from_the_whole(
     ranks: tuple[Path, list[dict[str, torch.Tensor]]],
 ) -> None:
     """The reduction is doing the work: one rank's shard alone is not the whole."""
-    model, graph = zoo.build("mlp")[0].double(), traced("mlp")
+    model, graph = catalog.build("mlp")[0].double(), traced("mlp")
     shard = cipm.collect(
         model, graph, data("mlp")[::WORLD], config=cipm.CollectConfig(progress=False)
     )
@@ -152,7 +152,7 @@ def test_mismatched_ranks_are_an_error(ranks: tuple[Path, list[dict[str, torch.T
 
 
 def test_without_a_process_group_initialized() -> None:
-    model, graph = zoo.build("mlp")[0].double(), traced("mlp")
+    model, graph = catalog.build("mlp")[0].double(), traced("mlp")
     stats = cipm.collect(model, graph, data("mlp"), config=cipm.CollectConfig(progress=False))
     with pytest.raises(cipm.CipmError, match="init_process_group"):
         stats.all_reduce(None)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import snapshot, traced
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import snapshot, traced
 
 
 class PixelShuffleNet(nn.Module):
@@ -60,7 +60,7 @@ def test_unknown_freeze_fixes_what_the_op_touches_and_stays_exact() -> None:
 
 
 def test_bad_unknown_argument() -> None:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     with pytest.raises(cipm.CipmError, match="unknown must be"):
         cipm.trace(model, x, unknown="ignore")  # type: ignore[arg-type]
 
@@ -92,7 +92,7 @@ def test_export_failure_is_trace_error_with_cause() -> None:
 
 def test_permutation_for_another_model_names_the_group() -> None:
     graph = traced("mlp")  # width 32
-    other, _ = zoo.mlp(width=16)
+    other, _ = catalog.mlp(width=16)
     before = snapshot(other)
     with pytest.raises(cipm.PermutationError, match="0:hidden") as info:
         cipm.permute(other, graph.random_permutation(seed=0))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import cipm
-from cipm.discovery.declared import ModuleGroup
+from cipm.discovery.rules import ModuleGroup
 
 
 def logits(model: nn.Module, x: tuple[Any, ...]) -> torch.Tensor:

@@ -19,15 +19,15 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import assert_state_equal, traced
 from safetensors.torch import load_file
 from torch import nn
 
 import cipm
 from cipm.cli import main
+from cipm.examples import catalog
 from cipm.exporting import Exporter, ExportJob, Policy
 from cipm.pruning import prune_plan
-from cipm.testing import zoo
+from conftest import assert_state_equal, traced
 
 ZOO = ["mlp", "cnn_bn", "resnet20", "transformer_pre_norm"]
 
@@ -58,7 +58,7 @@ def only(path: Path) -> list[str]:
 def test_permuted_zoo_model_runs_in_onnxruntime_and_keeps_its_policy(
     name: str, tmp_path: Path
 ) -> None:
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     graph = traced(name)
     perm = cipm.Permutation.random(graph, seed=3)
     permuted = cipm.permute(model, perm)
@@ -76,7 +76,7 @@ def test_permuted_zoo_model_runs_in_onnxruntime_and_keeps_its_policy(
 
 @pytest.mark.parametrize("name", ZOO)
 def test_pruned_zoo_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> None:
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     graph = traced(name)
     plans = prune_plan(model, graph, ratio=0.5, method="magnitude")
     pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude")
@@ -98,7 +98,7 @@ def test_pruned_zoo_model_runs_in_onnxruntime(name: str, tmp_path: Path) -> None
 def test_a_pruning_report_never_rides_on_the_model(tmp_path: Path) -> None:
     """The report travels with the result, not the model: a pruned model permuted afterwards
     exports without a policy unless given one, never with the stale kept units."""
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     graph = traced("mlp")
     pruned = cipm.prune(model, graph, ratio=0.5, method="magnitude")
     small_graph = cipm.trace(pruned.model, x)
@@ -112,7 +112,7 @@ def test_a_pruning_report_never_rides_on_the_model(tmp_path: Path) -> None:
 
 
 def test_safetensors_holds_the_same_tensors_and_the_policy(tmp_path: Path) -> None:
-    model, _ = zoo.build("cnn_bn")
+    model, _ = catalog.build("cnn_bn")
     graph = traced("cnn_bn")
     perm = cipm.Permutation.random(graph, seed=1)
     permuted = cipm.permute(model, perm)
@@ -246,7 +246,7 @@ TEXT = Exporter(write_text_format, (".params",), read_policy=read_text_policy)
 
 
 def test_an_in_process_exporter_plugin_is_used_and_can_leave(tmp_path: Path) -> None:
-    model, _ = zoo.build("mlp")
+    model, _ = catalog.build("mlp")
     perm = cipm.Permutation.random(traced("mlp"), seed=0)
     with registered(ExporterPlugin({"params": TEXT})):
         assert "params" in cipm.exporters()
@@ -301,8 +301,8 @@ def test_an_entry_point_exporter_plugin_loads_in_a_new_process(tmp_path: Path) -
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(tmp_path)!r})
         import cipm
-        from cipm.testing import zoo
-        model, x = zoo.build("mlp")
+        from cipm.examples import catalog
+        model, x = catalog.build("mlp")
         graph = cipm.trace(model, x)
         perm = cipm.Permutation.random(graph, seed=2)
         cipm.export(model, {str(tmp_path / "m.names")!r}, policy=perm)
@@ -319,7 +319,7 @@ def test_an_entry_point_exporter_plugin_loads_in_a_new_process(tmp_path: Path) -
 def test_cli_export_writes_onnx_and_safetensors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model, x = zoo.build("cnn_bn")
+    model, x = catalog.build("cnn_bn")
     assert main(["export", "cnn_bn", "-o", str(tmp_path / "m.onnx")]) == 0
     assert_runs_like(model, tmp_path / "m.onnx", x)
     assert main(["export", "cnn_bn", "-o", str(tmp_path / "w.safetensors")]) == 0
@@ -332,7 +332,7 @@ def test_cli_export_writes_onnx_and_safetensors(
 
 
 def test_cli_prune_and_canonicalize_write_export_formats(tmp_path: Path) -> None:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     small = tmp_path / "small.onnx"
     argv = ["prune", "mlp", "--ratio", "0.5", "--method", "magnitude", "-o", str(small)]
     assert main(argv) == 0

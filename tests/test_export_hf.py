@@ -15,7 +15,7 @@ from test_transformers import VOCAB, bert, gpt2, llama
 
 import cipm
 from cipm.cli import main
-from cipm.exporting import uniform_sizes
+from cipm.pruning import uniform_sizes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -14,6 +14,7 @@ import torch
 from conftest import assert_state_equal, snapshot, traced
 
 import cipm
+from cipm.examples import catalog
 from cipm.federated import (
     ClientUpdate,
     MatchConfig,
@@ -23,18 +24,17 @@ from cipm.federated import (
     split_update,
     update_arrays,
 )
-from cipm.testing import zoo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def planted(name: str, n: int = 3) -> tuple[torch.nn.Module, list[cipm.Permutation]]:
     graph = traced(name)
-    return zoo.build(name)[0], [cipm.Permutation.random(graph, seed=s) for s in range(1, n + 1)]
+    return catalog.build(name)[0], [cipm.Permutation.random(graph, seed=s) for s in range(1, n + 1)]
 
 
 def shards(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:
-    _, x = zoo.build(name)
+    _, x = catalog.build(name)
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(x.shape, generator=gen) for _ in range(n)]
 
@@ -69,7 +69,7 @@ def test_matched_average_of_different_clients_is_their_average_in_one_order() ->
     gen = torch.Generator().manual_seed(5)
     noisy = []
     for _ in perms:
-        m = zoo.build("mlp")[0]
+        m = catalog.build("mlp")[0]
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(0.01 * torch.randn(p.shape, generator=gen))
@@ -110,7 +110,7 @@ def test_server_data_resets_batchnorm_and_repairs() -> None:
     clients = [cipm.permute(model, p) for p in perms]
     data = shards("cnn_bn", 2)
     merged = matched_average(model, clients, graph, data=data, config=MatchConfig(repair=True))
-    reset = cipm.reset_batchnorm(zoo.build("cnn_bn")[0], data)
+    reset = cipm.reset_batchnorm(catalog.build("cnn_bn")[0], data)
     bn = "0.1.running_var"
     torch.testing.assert_close(merged.state_dict()[bn], reset.state_dict()[bn])
     assert not torch.allclose(merged.state_dict()[bn], model.state_dict()[bn])
@@ -127,7 +127,7 @@ def test_one_shot_passes_realign_to_the_average() -> None:
 def test_aggregate_updates_is_matched_averaging_of_state_dicts() -> None:
     graph = traced("mlp")
     model, perms = planted("mlp")
-    template = zoo.build("mlp", seed=9)[0]
+    template = catalog.build("mlp", seed=9)[0]
     before = snapshot(template)
     updates = [
         ClientUpdate(cipm.permute(model, p).state_dict(), num_examples=10.0 * (i + 1))
@@ -189,7 +189,7 @@ def test_errors_say_what_to_do() -> None:
             model.state_dict(),
             [ClientUpdate(clients[0].state_dict(), 1, cross), ClientUpdate(model.state_dict(), 1)],
         )
-    other = zoo.build("cnn_bn")[0]
+    other = catalog.build("cnn_bn")[0]
     with pytest.raises(cipm.CipmError, match="aligning client 0"):
         matched_average(model, [other], graph)
     with pytest.raises(cipm.CipmError, match="passes must be a whole number >= 1"):
@@ -218,7 +218,7 @@ def test_strategy_aggregation_on_flower_records(monkeypatch: pytest.MonkeyPatch)
 
     graph = traced("mlp")
     model, perms = planted("mlp", 2)
-    strategy = cipm.federated.MatchedAveraging(model=zoo.build("mlp", seed=3)[0], graph=graph)
+    strategy = cipm.federated.MatchedAveraging(model=catalog.build("mlp", seed=3)[0], graph=graph)
     assert isinstance(strategy, FedAvg)
     monkeypatch.setattr(FedAvg, "configure_train", lambda *args: [])
     global_arrays = flwr_app.ArrayRecord(model.state_dict())
@@ -284,10 +284,10 @@ def test_learned_co_canonicalization_of_planted_clients_is_the_canonical_model(n
         cipm.collect(c, graph, data, config=cipm.CollectConfig(progress=False)) for c in clients
     ]
     meta = cipm.MetaAnalyzer.pretrained()
-    merged = canonical_average(clients, graph, stats, weights=[1, 2, 3], meta=meta)
+    merged = canonical_average(clients, graph, stats, weights=[1, 2, 3], method=meta.order)
     own = cipm.collect(model, graph, data, config=cipm.CollectConfig(progress=False))
     assert_state_equal(merged, cipm.canonicalize(model, graph, stats=own, method="learned"))
-    assert_state_equal(canonical_client(clients[0], graph, data, meta=meta), merged)
+    assert_state_equal(canonical_client(clients[0], graph, data, method=meta.order), merged)
     with torch.no_grad():  # the same function as the model
         assert torch.allclose(merged(data[0]), model(data[0]), rtol=1e-10, atol=1e-12)
     with pytest.raises(cipm.CipmError, match="one per client"):

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
+from cipm.examples import catalog
 from cipm.graph.layout import Leaf, Product, Sum, index_map
-from cipm.testing import zoo
+from conftest import traced
 
 
 @pytest.mark.parametrize("name", ["resnet20", "gpt", "cnn_groupnorm"])
@@ -63,9 +63,9 @@ def test_inverse_and_compose(a: int, b: int) -> None:
 
 def test_compose_matches_sequential_permutes() -> None:
     graph = traced("gpt")
-    from cipm.testing import zoo
+    from cipm.examples import catalog
 
-    model, _ = zoo.build("gpt")
+    model, _ = catalog.build("gpt")
     p, q = graph.random_permutation(seed=1), graph.random_permutation(seed=2)
     one = cipm.permute(model, p.compose(q))
     two = cipm.permute(cipm.permute(model, p), q)
@@ -99,7 +99,7 @@ def test_resized_graph_is_the_graph_of_the_pruned_model(name: str) -> None:
     from cipm.pruning import prune_plan
 
     graph = traced(name)
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     sizes = {
         n: len(p.keep) for n, p in prune_plan(model, graph, ratio=0.5, method="magnitude").items()
     }

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import traced
 
 import cipm
+from cipm.examples import catalog
 from cipm.graph import GroupKind as K
-from cipm.testing import zoo
+from conftest import traced
 
 
 def kinds(graph: cipm.SymmetryGraph) -> Counter[str]:
@@ -18,7 +18,7 @@ def kinds(graph: cipm.SymmetryGraph) -> Counter[str]:
 
 @pytest.mark.parametrize("depth", [1, 2, 5])
 def test_mlp_has_one_group_per_hidden_layer(depth: int) -> None:
-    model, x = zoo.mlp(depth=depth, width=12)
+    model, x = catalog.mlp(depth=depth, width=12)
     graph = cipm.trace(model, x)
     assert [g.size for g in graph] == [12] * depth
     assert all(g.kind == K.HIDDEN for g in graph)

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import snapshot, traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import cipm
 from cipm.cli import main
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import snapshot, traced
 
 
 def mlp() -> tuple[nn.Module, torch.Tensor, cipm.SymmetryGraph]:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     return model, x, traced("mlp")
 
 
@@ -96,7 +96,7 @@ def test_each_reproduced_raw_exception_is_now_a_cipm_error() -> None:
     stats = cipm.collect(model, graph, [x], config=cipm.CollectConfig(progress=False))
     tampered = graph.to_dict()
     tampered["groups"][0]["size"] = 5
-    meta = zoo.mlp()[0].to("meta")
+    meta = catalog.mlp()[0].to("meta")
     cases = [
         (lambda: cipm.permute(model, None), "needs a cipm.Permutation"),
         (lambda: cipm.permute(model, {name: torch.arange(32)}), "needs a cipm.Permutation"),

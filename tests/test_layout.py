@@ -38,7 +38,7 @@ LAZY = {
 # Rooms from the ground up; a room imports only rooms on lower floors (or its own).
 FLOORS = (
     ("errors", "version"),
-    ("batches", "graph", "hooks", "io", "testing"),
+    ("batches", "examples", "graph", "hooks", "io"),
     ("tensors",),
     ("discovery",),
     ("statistics",),

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_function, snapshot, traced
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import assert_same_function, snapshot, traced
 
 
 def labelled(name: str, n: int = 3, classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
     for i in range(n):
-        x = zoo.build(name, seed=200 + i)[1].double()
+        x = catalog.build(name, seed=200 + i)[1].double()
         out.append(
             (
                 x,
@@ -31,7 +31,7 @@ def labelled(name: str, n: int = 3, classes: int = 10) -> list[tuple[torch.Tenso
 
 @pytest.mark.parametrize("name", ["mlp", "resnet20", "gpt"])
 def test_merge_of_a_model_with_itself_is_itself(name: str) -> None:
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     model = model.double()
     x = x.double() if x.is_floating_point() else x
     merged = cipm.merge([model, model, model], traced(name))
@@ -42,8 +42,8 @@ def test_merge_of_a_model_with_itself_is_itself(name: str) -> None:
 
 
 def test_merge_averages_with_weights() -> None:
-    a, _ = zoo.build("mlp", seed=1)
-    b, _ = zoo.build("mlp", seed=2)
+    a, _ = catalog.build("mlp", seed=1)
+    b, _ = catalog.build("mlp", seed=2)
     before = snapshot(a)
     m = cipm.merge([a, b], weights=[0.25, 0.75])
     torch.testing.assert_close(m[0].weight, 0.25 * a[0].weight + 0.75 * b[0].weight)
@@ -51,7 +51,7 @@ def test_merge_averages_with_weights() -> None:
 
 
 def test_barrier_of_a_model_with_itself_is_zero(tmp_path: Path) -> None:
-    model = zoo.build("mlp")[0].double()
+    model = catalog.build("mlp")[0].double()
     loader = [(x, y % 4) for x, y in labelled("mlp")]
     curve = cipm.barrier(model, model, loader, steps=5)
     assert curve.loss_barrier == pytest.approx(0.0, abs=1e-12)
@@ -74,7 +74,7 @@ def test_plot_barriers_writes_a_png_and_keeps_the_old_file_on_failure(tmp_path: 
 
 def test_barrier_between_aligned_permuted_copy_is_zero() -> None:
     graph = traced("resnet20")
-    model = zoo.build("resnet20")[0].double()
+    model = catalog.build("resnet20")[0].double()
     shuffled = cipm.permute(model, graph.random_permutation(seed=4))
     aligned = cipm.permute(shuffled, cipm.align(model, shuffled, graph))
     loader = labelled("resnet20", 2)
@@ -102,7 +102,7 @@ def test_barrier_matches_a_direct_computation() -> None:
 
 
 def test_batchnorm_reset_recomputes_running_statistics() -> None:
-    model = zoo.build("cnn_bn")[0].double()
+    model = catalog.build("cnn_bn")[0].double()
     data = [x for x, _ in labelled("cnn_bn", 2)]
     merged = cipm.merge([model, model], data=data)
     bn = merged[0][1]
@@ -113,8 +113,8 @@ def test_batchnorm_reset_recomputes_running_statistics() -> None:
 
 
 def test_bad_merges() -> None:
-    a, _ = zoo.build("mlp")
-    narrow, _ = zoo.mlp(width=16)
+    a, _ = catalog.build("mlp")
+    narrow, _ = catalog.mlp(width=16)
     with pytest.raises(cipm.CipmError, match="at least two"):
         cipm.merge([a])
     with pytest.raises(cipm.CipmError, match=r"'0.weight' has shape"):
@@ -129,7 +129,7 @@ def test_bad_merges() -> None:
 
 def test_repair_of_a_model_merged_with_itself_changes_nothing() -> None:
     graph = traced("mlp")
-    model = zoo.build("mlp")[0].double()
+    model = catalog.build("mlp")[0].double()
     data = [x for x, _ in labelled("mlp")]
     repaired = cipm.repair(cipm.merge([model, model]), [model, model], graph, data)
     for key, value in model.state_dict().items():
@@ -141,8 +141,8 @@ def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
     from cipm.merging.renormalize import _moments, producer_sites
 
     graph = traced(name)
-    a = zoo.build(name, seed=1)[0].double()
-    b = zoo.build(name, seed=2)[0].double()
+    a = catalog.build(name, seed=1)[0].double()
+    b = catalog.build(name, seed=2)[0].double()
     b = cipm.permute(b, cipm.align(a, b, graph))
     data = [x for x, _ in labelled(name, 4)]
     merged = cipm.merge([a, b])
@@ -162,3 +162,39 @@ def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
         torch.testing.assert_close(got[group].std, target_std, rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(got[group].mean, target_mean, rtol=1e-6, atol=1e-9)
         assert not torch.allclose(before[group].std, target_std)  # it did need repairing
+
+
+def test_repair_folds_into_a_layer_whose_units_lie_along_its_weights_dim_1() -> None:
+    """GPT-2's Conv1D computes x @ weight[in, out] + bias: its units lie along the weight's
+    dim 1, which the symmetry graph says; REPAIR scales them there (float64)."""
+    pytest.importorskip("transformers")
+    import warnings
+
+    from hf_families import VOCAB, build
+
+    from cipm.merging.renormalize import _moments, producer_sites
+
+    a, x, _ = build("gpt2", seed=1)
+    b, _, _ = build("gpt2", seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = cipm.trace(a, x)
+    b = cipm.permute(b, cipm.align(a, b, graph))
+    gen = torch.Generator().manual_seed(3)
+    data = [(torch.randint(1, VOCAB, (4, 7), generator=gen),) for _ in range(3)]
+    merged = cipm.merge([a, b])
+    repaired = cipm.repair(merged, [a, b], graph, data)
+    sites = producer_sites(graph, merged)
+    conv1d = [g for g, site in sites.items() if site.module.endswith("mlp.c_fc")]
+    assert len(conv1d) == 2, sites  # one hidden group per layer
+    got, before = _moments(repaired, graph, sites, data), _moments(merged, graph, sites, data)
+    ends = [_moments(m, graph, sites, data) for m in (a, b)]
+    for group in conv1d:
+        target_std = (ends[0][group].std + ends[1][group].std) / 2
+        target_mean = (ends[0][group].mean + ends[1][group].mean) / 2
+        torch.testing.assert_close(got[group].std, target_std, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got[group].mean, target_mean, rtol=1e-9, atol=1e-12)
+        assert not torch.allclose(before[group].std, target_std)  # it did need repairing
+        key = f"{sites[group].module}.weight"
+        ratio = repaired.state_dict()[key] / merged.state_dict()[key]
+        torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio))  # one scale per column

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import cipm
+from cipm.examples import catalog
+from cipm.examples.data import digits, digits_cnn, digits_mlp, train_classifier
 from cipm.meta import MetaConfig, Partner, Subject
 from cipm.pruning import prune_plan
-from cipm.testing import zoo
-from cipm.testing.data import digits, digits_cnn, digits_mlp, train_classifier
 
 BUILT_IN = ("compression", "correlation", "stability", "alignment", "canonicalization")
 CONFIG = MetaConfig(hidden=16, layers=2)
@@ -103,7 +103,7 @@ def cnn() -> Case:
 
 @pytest.fixture(scope="module")
 def gpt() -> Case:
-    model, _ = zoo.build("gpt")
+    model, _ = catalog.build("gpt")
     gen = torch.Generator().manual_seed(5)
     return case(model.double(), [torch.randint(0, 50, (4, 16), generator=gen) for _ in range(3)])
 

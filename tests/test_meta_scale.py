@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -14,8 +13,9 @@ import cipm
 from cipm.alignment.descent import Descent, DescentStats, Plan, matched_weights
 from cipm.alignment.weight import weight_matching
 from cipm.alignment.windowed import windowed_matching, windows_of
+from cipm.examples import catalog
 from cipm.tensors.fitted import fitted_tensors
-from cipm.testing import zoo
+from conftest import traced
 
 
 def mlp(seed: int, width: int = 48) -> nn.Module:
@@ -98,8 +98,8 @@ def test_windowed_recovers_a_planted_permutation(
 def test_window_costs_are_the_full_costs_restricted() -> None:
     for name in ("mlp", "transformer_pre_norm"):  # heads over head_dim: the nested case
         graph = traced(name)
-        a, _ = zoo.build(name, seed=0)
-        b, _ = zoo.build(name, seed=1)
+        a, _ = catalog.build(name, seed=0)
+        b, _ = catalog.build(name, seed=1)
         sa, sb = states(a, b, graph)
         run = Descent(Plan(graph, {}), sa, sb, graph.random_permutation(seed=3))
         for group in graph:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import cipm
+from cipm.examples.data import train_classifier
 from cipm.meta import zoo
 from cipm.meta.zoo import (
     FAMILIES,
@@ -25,7 +26,6 @@ from cipm.meta.zoo import (
     split_of,
     zoo_specs,
 )
-from cipm.testing.data import train_classifier
 
 # every family, tiny; seeds 0, 1, 3 of one MLP make three pairs; width 6 is held out here
 SPECS = [

@@ -6,21 +6,21 @@ import warnings
 
 import pytest
 import torch
-from conftest import as_double, assert_same_function, assert_state_equal, snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import as_double, assert_same_function, assert_state_equal, snapshot, traced
 
-ZOO_NAMES = sorted(zoo.ZOO)
+ZOO_NAMES = sorted(catalog.MODELS)
 
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
 @given(seed=st.integers(0, 2**31 - 1), model_seed=st.integers(0, 100))
 def test_random_permutation_preserves_function(name: str, seed: int, model_seed: int) -> None:
     graph = traced(name)
-    model, x = as_double(*zoo.build(name, seed=model_seed))
+    model, x = as_double(*catalog.build(name, seed=model_seed))
     before = snapshot(model)
     perm = graph.random_permutation(seed=seed)
     permuted = cipm.permute(model, perm)
@@ -38,12 +38,12 @@ def test_random_permutation_preserves_function(name: str, seed: int, model_seed:
     depth=st.integers(1, 4),
     width=st.integers(2, 24),
     bias=st.booleans(),
-    activation=st.sampled_from(sorted(zoo.ACTIVATIONS)),
+    activation=st.sampled_from(sorted(catalog.ACTIVATIONS)),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_mlp_any_shape(depth: int, width: int, bias: bool, activation: str, seed: int) -> None:
     torch.manual_seed(seed)
-    model, x = as_double(*zoo.mlp(depth, width, bias, activation))
+    model, x = as_double(*catalog.mlp(depth, width, bias, activation))
     graph = cipm.trace(model, x)
     assert [(g.size, g.kind) for g in graph] == [(width, cipm.GroupKind.HIDDEN)] * depth
     perm = graph.random_permutation(seed=seed)
@@ -55,7 +55,7 @@ def test_mlp_any_shape(depth: int, width: int, bias: bool, activation: str, seed
 def test_each_group_alone_preserves_function(name: str) -> None:
     """Permuting one group at a time (others identity) is also exact: groups are independent."""
     graph = traced(name)
-    model, x = as_double(*zoo.build(name))
+    model, x = as_double(*catalog.build(name))
     for group in graph:
         indices = {g.name: torch.arange(g.size) for g in graph}
         indices[group.name] = torch.randperm(group.size, generator=torch.Generator().manual_seed(1))
@@ -64,8 +64,8 @@ def test_each_group_alone_preserves_function(name: str) -> None:
 
 def test_wrong_permutation_changes_function() -> None:
     """Control: permuting one member axis without its co-inverse does change the output."""
-    model, x = as_double(*zoo.build("mlp"))
-    broken = zoo.build("mlp")[0].double()
+    model, x = as_double(*catalog.build("mlp"))
+    broken = catalog.build("mlp")[0].double()
     broken.load_state_dict(model.state_dict())
     with torch.no_grad():
         broken[0].weight.copy_(broken[0].weight.flip(0))
@@ -74,7 +74,7 @@ def test_wrong_permutation_changes_function() -> None:
 
 
 def test_training_mode_model_is_traced_in_eval_and_left_in_training() -> None:
-    model, x = zoo.build("resnet20")
+    model, x = catalog.build("resnet20")
     model.train()
     before = snapshot(model)
     with pytest.warns(cipm.CipmWarning, match="training mode"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pluggy
 import pytest
@@ -14,8 +15,10 @@ from torch import nn
 
 import cipm
 from cipm.discovery.rules import OpCall
+from cipm.exporting.sources import model_sources
 from cipm.hooks import manager
 from cipm.hooks.manager import get_plugin_manager, new_plugin_manager, op_roles, op_rules
+from cipm.plugin import ModelSource
 
 BUILT_INS = {
     "torch_attention",
@@ -259,3 +262,87 @@ def test_a_plugin_adds_an_alignment_method() -> None:
         assert "reverse" in cipm.align_methods()
         perm = cipm.align(model, model, graph, method="reverse")
     assert torch.equal(perm[graph.groups[0].name], torch.tensor([3, 2, 1, 0]))
+
+
+class Shifted(nn.Module):
+    """A layer no built-in plugin knows: ``x @ kernel[in, out] + shift`` (units along dim 1)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(n_in, n_out))
+        self.shift = nn.Parameter(torch.randn(n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.shift, x, self.kernel)
+
+
+class ShiftedParameters:
+    @cipm.hookimpl
+    def cipm_affine_parameters(self, module: nn.Module):  # type: ignore[no-untyped-def]
+        return ("kernel", "shift") if isinstance(module, Shifted) else None
+
+
+def test_a_plugin_names_the_weight_and_bias_repair_folds_into() -> None:
+    from cipm.merging.renormalize import _moments, producer_sites
+
+    def net(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(Shifted(3, 6), nn.ReLU(), nn.Linear(6, 2)).double().eval()
+
+    a, b = net(1), net(2)
+    data = [torch.randn(16, 3, dtype=torch.float64) for _ in range(3)]
+    graph = cipm.trace(a, data[0])
+    merged = cipm.merge([a, b])
+    assert producer_sites(graph, merged) == {}  # nobody says which tensor is the shift
+    untouched = cipm.repair(merged, [a, b], graph, data)
+    assert all(torch.equal(v, merged.state_dict()[k]) for k, v in untouched.state_dict().items())
+    with registered(ShiftedParameters(), "shifted_parameters"):
+        sites = producer_sites(graph, merged)
+        assert [s.module for s in sites.values()] == ["0"]
+        repaired = cipm.repair(merged, [a, b], graph, data)
+    got, ends = (
+        _moments(repaired, graph, sites, data),
+        [_moments(m, graph, sites, data) for m in (a, b)],
+    )
+    for group in sites:
+        target_std = (ends[0][group].std + ends[1][group].std) / 2
+        target_mean = (ends[0][group].mean + ends[1][group].mean) / 2
+        torch.testing.assert_close(got[group].std, target_std, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got[group].mean, target_mean, rtol=1e-9, atol=1e-12)
+    ratio = repaired[0].kernel / merged[0].kernel  # one scale per unit: per column of dim 1
+    torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio))
+
+
+class ToySource:
+    """A third-party model source: a ``.toy`` file holding a Linear layer's sizes."""
+
+    @cipm.hookimpl
+    def cipm_model_sources(self):  # type: ignore[no-untyped-def]
+        def load(path: Path) -> nn.Module:
+            n_in, hidden, n_out = (int(n) for n in path.read_text().split())
+            return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+        source = ModelSource(
+            accepts=lambda path: path.suffix == ".toy", load=load, description="a .toy file"
+        )
+        return {"toy": source}
+
+
+def test_a_plugin_adds_a_model_source_to_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cipm.cli import main
+
+    path = tmp_path / "model.toy"
+    path.write_text("3 5 2")
+    argv = ["inspect", str(path), "--input", "2,3"]
+    assert main(argv) == 2  # a file nobody reads: cipm would have to unpickle it
+    assert "--unsafe-pickle" in capsys.readouterr().err
+    with registered(ToySource(), "toy_source"):
+        assert "toy" in model_sources()
+        assert main(argv) == 0
+        assert "SymmetryGraph of Sequential" in capsys.readouterr().out
+        assert main(["inspect", str(tmp_path / "nothing.toy"), "--input", "2,3"]) == 2
+        assert "a .toy file" in capsys.readouterr().err  # listed among what a model can be
+    assert main(["inspect", str(tmp_path), "--input", "2,3"]) == 2
+    assert "is a folder but not a Hugging Face model folder" in capsys.readouterr().err

@@ -15,11 +15,11 @@ from conftest import snapshot, zoo_stats
 from torch import nn
 
 import cipm
+from cipm.examples import catalog
+from cipm.examples.data import digits, train_classifier
 from cipm.graph import Layout, Leaf, Product, SymmetryGraph
 from cipm.plugins.multihead import HeadPrunedMultiheadAttention
 from cipm.pruning import prune_plan
-from cipm.testing import zoo
-from cipm.testing.data import digits, train_classifier
 
 # the zoo's statistics come from three small batches: fewer samples than units (tested below)
 pytestmark = pytest.mark.filterwarnings("ignore:.*least-squares fold is underdetermined")
@@ -262,7 +262,7 @@ def duplicated_mlp(n: int, dup: int) -> tuple[nn.Sequential, list[torch.Tensor]]
     return model, [torch.randn(64, 8, dtype=torch.float64, generator=gen) for _ in range(4)]
 
 
-def test_merge_folds_exact_duplicates_without_changing_the_function() -> None:
+def test_fold_folds_exact_duplicates_without_changing_the_function() -> None:
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
@@ -285,7 +285,7 @@ def test_merge_folds_exact_duplicates_without_changing_the_function() -> None:
     assert not torch.allclose(run(picked, fresh), run(model, fresh), rtol=1e-3, atol=1e-3)
 
 
-def test_merge_folds_exact_duplicates_to_float64_precision() -> None:
+def test_fold_folds_exact_duplicates_to_float64_precision() -> None:
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
@@ -295,7 +295,7 @@ def test_merge_folds_exact_duplicates_to_float64_precision() -> None:
     torch.testing.assert_close(run(merged, data[0]), run(model, data[0]), rtol=1e-10, atol=1e-10)
 
 
-def test_merge_beats_magnitude_on_trained_digits_mlp() -> None:
+def test_fold_beats_magnitude_on_trained_digits_mlp() -> None:
     train, test = digits()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -491,7 +491,7 @@ def test_bad_input_raises_useful_errors() -> None:
         cipm.prune(model, stats, ratio=0.5, method="prune_harder")  # type: ignore[arg-type]
     with pytest.raises(cipm.CipmError, match="say how much"):
         cipm.prune(model, stats)
-    other = zoo.build("mlp", seed=9)[0].double()
+    other = catalog.build("mlp", seed=9)[0].double()
     with pytest.raises(cipm.CipmError, match="collected on another model"):
         cipm.prune(other, stats, ratio=0.5)
     assert (
@@ -506,7 +506,7 @@ def test_within_head_groups_cannot_be_pruned() -> None:
         cipm.prune(model, stats, sizes={within.name: within.size - 1})
 
 
-def test_merge_warns_when_samples_do_not_determine_the_fold() -> None:
+def test_fold_warns_when_samples_do_not_determine_the_fold() -> None:
     model, _, graph, stats = setup("encoder")
     group = graph.by_kind("hidden")[0]
     samples = stats[group.name].count
@@ -522,7 +522,7 @@ def test_merge_warns_when_samples_do_not_determine_the_fold() -> None:
 @pytest.mark.parametrize(
     "name", ["encoder", "gpt", "resnet20", "densenet", "mobilenet", "bert", "gpt2", "llama", "vit"]
 )
-def test_merge_with_data_prunes_every_group_in_turn(name: str) -> None:
+def test_fold_with_data_prunes_every_group_in_turn(name: str) -> None:
     """data= prunes group after group against the original (LLaMA: a key/value head left
     with one query head changes the exported graph mid-way, and is traced anew)."""
     model, x, graph, _ = setup(name)
@@ -540,7 +540,7 @@ def test_merge_with_data_prunes_every_group_in_turn(name: str) -> None:
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_merge_with_data_folds_exact_duplicates_without_changing_the_function() -> None:
+def test_fold_with_data_folds_exact_duplicates_without_changing_the_function() -> None:
     n, dup = 16, 5
     model, data = duplicated_mlp(n, dup)
     graph = cipm.trace(model, data[0])
@@ -550,7 +550,7 @@ def test_merge_with_data_folds_exact_duplicates_without_changing_the_function() 
         torch.testing.assert_close(run(merged, x), run(model, x), rtol=1e-8, atol=1e-8)
 
 
-def test_merge_with_data_corrects_earlier_groups() -> None:
+def test_fold_with_data_corrects_earlier_groups() -> None:
     """Folding against the original model's units, not the partly pruned model's own, makes
     a deep chain's output closer to the original's than folding every group on its own."""
     torch.manual_seed(0)
@@ -574,13 +574,13 @@ def test_merge_with_data_corrects_earlier_groups() -> None:
     assert error(in_turn) < 0.9 * error(at_once)  # measured: 0.76 x
 
 
-def test_merge_with_data_needs_batches() -> None:
+def test_fold_with_data_needs_batches() -> None:
     model, _, graph, _ = setup("mlp")
     with pytest.raises(cipm.CipmError, match="no batches"):
         cipm.prune(model, graph, ratio=0.5, data=[], config=cipm.PruneConfig(progress=False))
 
 
-def test_merge_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
+def test_fold_with_data_reads_loaders_and_one_shot_iterators_alike() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     model, x, graph, _ = setup("mlp")

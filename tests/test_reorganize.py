@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_function, zoo_stats
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import cipm
-from cipm.testing import zoo
+from cipm.examples import catalog
+from conftest import assert_same_function, zoo_stats
 
 METHODS = ["spectral", "olo"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -290,7 +290,7 @@ def test_bad_input_raises_useful_errors() -> None:
     model, _, stats = setup("mlp")
     with pytest.raises(cipm.CipmError, match=r"k >= 2 blocks, got 1"):
         cipm.partition(model, stats, 1)
-    other = zoo.build("mlp", seed=9)[0].double()
+    other = catalog.build("mlp", seed=9)[0].double()
     with pytest.raises(cipm.CipmError, match="collected on another model"):
         cipm.reorganize(other, stats)
     with pytest.raises(cipm.CipmError, match="collected on another model"):

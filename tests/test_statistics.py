@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import cipm
+from cipm.examples import catalog
 from cipm.meta.edges import top_k_edges, weight_links
 from cipm.statistics.capture import SiteRecorder, representative_site
 from cipm.statistics.moments import CrossMoments, MomentAccumulator, Moments
-from cipm.testing import zoo
+from conftest import snapshot, traced
 
 
 def batches(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:
     out = []
     for i in range(n):
-        _, x = zoo.build(name, seed=seed * 1000 + i)
+        _, x = catalog.build(name, seed=seed * 1000 + i)
         out.append(x.double() if x.is_floating_point() else x)
     return out
 
@@ -59,7 +59,7 @@ def hooked(model: nn.Module, module: nn.Module, loader: list[torch.Tensor]) -> l
     ],
 )
 def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:  # type: ignore[no-untyped-def]
-    model = zoo.build(name)[0].double()
+    model = catalog.build(name)[0].double()
     loader = batches(name, 4)
     stats = cipm.collect(model, traced(name), loader, config=cipm.CollectConfig(progress=False))
     mean, cov, corr = direct(hooked(model, module(model), loader))
@@ -74,7 +74,7 @@ def test_statistics_equal_direct_float64(name: str, group: str, module) -> None:
 def _samples_at_each_site(name: str, group: str) -> tuple[list[int], int]:
     """Samples per unit at each whole-dimension site of a group, measured by running the
     model with that site observed, and the index of the representative site."""
-    model, x = zoo.build(name)
+    model, x = catalog.build(name)
     graph = traced(name)
     whole = [s for s in graph[group].sites if s.layout is None]
     counts = []
@@ -173,7 +173,7 @@ def test_mean_only_accumulator_reads_zero_comoment() -> None:
 
 
 def test_merged_shards_equal_the_whole() -> None:
-    model = zoo.build("resnet20")[0].double()
+    model = catalog.build("resnet20")[0].double()
     graph = traced("resnet20")
     loader = batches("resnet20", 6)
     whole = cipm.collect(model, graph, loader, config=cipm.CollectConfig(progress=False))
@@ -198,7 +198,7 @@ def test_cross_moments_match_direct() -> None:
 
 @pytest.mark.parametrize("name", ["resnet20", "gpt", "mlp"])
 def test_cross_covariance_with_permuted_copy_is_permuted_covariance(name: str) -> None:
-    model = zoo.build(name)[0].double()
+    model = catalog.build(name)[0].double()
     graph = traced(name)
     loader = batches(name, 3)
     plain = {"heads", "within_head"}
@@ -232,7 +232,7 @@ def _edge_set(index: torch.Tensor, relabel: torch.Tensor | None = None) -> set[t
 def test_meta_input_edges_are_permutation_equivariant_with_dead_units() -> None:
     """Dead ReLUs correlate 0 with everything, a tie that plain top-k breaks by position:
     the edges of a permuted model must still be the permuted edges."""
-    model = zoo.build("mlp")[0].double()
+    model = catalog.build("mlp")[0].double()
     graph = traced("mlp")
     with torch.no_grad():  # units 3, 10, 11 of the first hidden layer never fire
         for unit in (3, 10, 11):
@@ -263,7 +263,7 @@ def test_meta_input_edges_are_permutation_equivariant_with_dead_units() -> None:
 
 
 def test_top_k_edges_are_each_units_strongest_correlations() -> None:
-    model = zoo.build("mlp")[0].double()
+    model = catalog.build("mlp")[0].double()
     stats = cipm.collect(
         model, traced("mlp"), batches("mlp", 5), config=cipm.CollectConfig(progress=False)
     )
@@ -299,13 +299,13 @@ def test_constant_units_correlate_zero_not_nan() -> None:
 
 
 def test_empty_loader() -> None:
-    model, _ = zoo.build("mlp")
+    model, _ = catalog.build("mlp")
     with pytest.raises(cipm.CipmError, match="no batches"):
         cipm.collect(model, traced("mlp"), [], config=cipm.CollectConfig(progress=False))
 
 
 def test_batch_that_does_not_fit_names_the_batch() -> None:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     with pytest.raises(cipm.CipmError, match=r"batch 1 does not fit"):
         cipm.collect(
             model, traced("mlp"), [x, torch.randn(4, 5)], config=cipm.CollectConfig(progress=False)
@@ -313,7 +313,7 @@ def test_batch_that_does_not_fit_names_the_batch() -> None:
 
 
 def test_non_finite_activation_names_group_and_batch() -> None:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(cipm.CipmError, match=r"group '0:hidden' on batch 2"):
@@ -321,8 +321,8 @@ def test_non_finite_activation_names_group_and_batch() -> None:
 
 
 def test_collect_cross_rejects_a_model_of_another_graph() -> None:
-    model, x = zoo.build("mlp")
-    narrow, _ = zoo.mlp(width=16)
+    model, x = catalog.build("mlp")
+    narrow, _ = catalog.mlp(width=16)
     with pytest.raises(cipm.CipmError, match=r"model_b.*0:hidden"):
         cipm.collect_cross(
             model, narrow, traced("mlp"), [x], config=cipm.CollectConfig(progress=False)
@@ -330,7 +330,7 @@ def test_collect_cross_rejects_a_model_of_another_graph() -> None:
 
 
 def test_model_mode_and_weights_are_left_as_they_came() -> None:
-    model, x = zoo.build("resnet20")
+    model, x = catalog.build("resnet20")
     model.train()
     before = snapshot(model)
     cipm.collect(model, traced("resnet20"), [x], config=cipm.CollectConfig(progress=False))
@@ -341,15 +341,15 @@ def test_model_mode_and_weights_are_left_as_they_came() -> None:
 
 def test_merge_rejects_other_graphs() -> None:
     a = cipm.collect(
-        zoo.build("mlp")[0],
+        catalog.build("mlp")[0],
         traced("mlp"),
-        [zoo.build("mlp")[1]],
+        [catalog.build("mlp")[1]],
         config=cipm.CollectConfig(progress=False),
     )
     b = cipm.collect(
-        zoo.build("cnn_bn")[0],
+        catalog.build("cnn_bn")[0],
         traced("cnn_bn"),
-        [zoo.build("cnn_bn")[1]],
+        [catalog.build("cnn_bn")[1]],
         config=cipm.CollectConfig(progress=False),
     )
     with pytest.raises(cipm.CipmError, match="different symmetry graphs"):
@@ -357,7 +357,7 @@ def test_merge_rejects_other_graphs() -> None:
 
 
 def test_pairs_of_inputs_and_targets_and_sampling() -> None:
-    model = zoo.build("mlp")[0].double()
+    model = catalog.build("mlp")[0].double()
     graph = traced("mlp")
     loader = batches("mlp", 4)
     pairs = [(x, torch.zeros(len(x))) for x in loader]
@@ -375,7 +375,7 @@ def test_pairs_of_inputs_and_targets_and_sampling() -> None:
 
 
 def test_sampled_cross_statistics_stay_aligned() -> None:
-    model = zoo.build("resnet20")[0].double()
+    model = catalog.build("resnet20")[0].double()
     graph = traced("resnet20")
     loader = batches("resnet20", 2)
     cross = cipm.collect_cross(
@@ -390,7 +390,7 @@ def test_sampled_cross_statistics_stay_aligned() -> None:
 
 
 def test_float32_model_statistics_are_float32_accurate() -> None:
-    model, _ = zoo.build("cnn_bn")
+    model, _ = catalog.build("cnn_bn")
     loader = [x.float() for x in batches("cnn_bn", 3)]
     stats = cipm.collect(model, traced("cnn_bn"), loader, config=cipm.CollectConfig(progress=False))
     model = model.double()
@@ -399,7 +399,7 @@ def test_float32_model_statistics_are_float32_accurate() -> None:
 
 
 def test_progress_bar_is_quiet_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
-    model, x = zoo.build("mlp")
+    model, x = catalog.build("mlp")
     cipm.collect(model, traced("mlp"), [x, x], config=cipm.CollectConfig(progress=False))
     assert capsys.readouterr().err == ""
     cipm.collect(model, traced("mlp"), [x, x], config=cipm.CollectConfig(progress=True))

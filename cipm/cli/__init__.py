@@ -17,6 +17,7 @@ from cipm.cli.sources import batches, check_output, example_input, formats, load
 from cipm.discovery.program import save_program
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
+from cipm.examples import catalog
 from cipm.exporting import export, exporters
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
@@ -29,7 +30,6 @@ from cipm.pruning.structured import prune, prune_methods
 from cipm.statistics.collection import CollectConfig, collect
 from cipm.statistics.group import Statistics
 from cipm.tensors.modify import permute
-from cipm.testing import zoo
 
 __all__ = ["main"]
 
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    examples = ", ".join(sorted({**zoo.ZOO, **zoo.LARGE}))
+    examples = ", ".join(sorted({**catalog.MODELS, **catalog.LARGE}))
     inspect = sub.add_parser("inspect", help="trace a model and print its groups")
     _model_args(inspect, f"a model file or folder, or a built-in example: {examples}")
     inspect.add_argument("--json", type=Path, help="also write the symmetry graph as JSON")
@@ -103,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         help="units to keep in a group (names: cipm inspect MODEL)",
     )  # fmt: skip
     prune_cmd.add_argument(
-        "--method", help="a pruning method (cipm plugins lists them; default: fold with "
-        "--data, magnitude without)"
+        "--method", help="a pruning method: fold, magnitude, activation, learned or a "
+        "plugin's (default: fold with --data, magnitude without)"
     )  # fmt: skip
     prune_cmd.add_argument(
         "--data", type=Path, help="calibration inputs (.pt: a tensor of samples, or a list of "
@@ -145,8 +145,8 @@ def _model_args(cmd: argparse.ArgumentParser, what: str) -> None:
 
 def _source(args: argparse.Namespace, needs_input: bool = True) -> tuple[torch.nn.Module, Any]:
     """The model and its example input (None if not `needs_input` and none was given)."""
-    if args.model in {**zoo.ZOO, **zoo.LARGE} and args.input is None:
-        return zoo.build(args.model)
+    if args.model in {**catalog.MODELS, **catalog.LARGE} and args.input is None:
+        return catalog.build(args.model)
     if args.input is None and not needs_input:
         model = load_model(args.model, factory=args.factory, unsafe_pickle=args.unsafe_pickle)
         return model, None

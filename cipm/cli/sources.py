@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
+from cipm.examples import catalog
 from cipm.exporting.sources import model_sources, source_for
-from cipm.testing import zoo
 
 __all__ = ["batches", "check_output", "example_input", "formats", "load_model", "load_tensors"]
 
@@ -46,8 +46,8 @@ def load_model(
         CipmError: the file is missing or not a model of a supported format; a pickle
             without `unsafe_pickle`.
     """
-    if source in {**zoo.ZOO, **zoo.LARGE}:
-        return zoo.build(source)[0]
+    if source in {**catalog.MODELS, **catalog.LARGE}:
+        return catalog.build(source)[0]
     path = Path(source)
     if not path.exists():
         raise CipmError(f"model {path} does not exist (give {formats()})")

@@ -22,29 +22,15 @@ from torch.utils._pytree import tree_flatten
 from cipm.batches import as_args
 from cipm.discovery.axes import AxisSolver
 from cipm.discovery.program import eval_semantics
-from cipm.discovery.rules import Axes
+from cipm.discovery.rules import Axes, ModuleGroup
 from cipm.errors import CipmWarning, PluginError
 from cipm.graph.layout import groups_in
 from cipm.graph.symmetry import GroupKind, SymmetryGraph
 from cipm.hooks.manager import hook_caller
 
-__all__ = ["Declared", "ModuleGroup", "admitted", "declarations", "objections", "roots"]
+__all__ = ["Declared", "admitted", "declarations", "objections", "roots"]
 
 _TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}  # relative; others: 1e-2
-
-
-@dataclass(frozen=True)
-class ModuleGroup:
-    """A permutation group of one module: dim ``d`` of every ``(name, d)`` in `members`
-    (the module's own parameter and buffer names, as ``named_parameters`` gives them),
-    permuted together."""
-
-    members: tuple[tuple[str, int], ...]
-    kind: GroupKind = GroupKind.OTHER
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "members", tuple((str(n), int(d)) for n, d in self.members))
-        object.__setattr__(self, "kind", GroupKind(self.kind))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from cipm.discovery.axes import Atom, AxisSolver, Kind
 from cipm.errors import RuleError
+from cipm.graph.parts import GroupKind
 
-__all__ = ["Axes", "OpCall", "Rule", "TensorRef", "Tracing"]
+__all__ = ["Axes", "ModuleGroup", "OpCall", "Rule", "TensorRef", "Tracing"]
 
 Axes = tuple[Atom, ...]
 Rule = Callable[["OpCall"], None]
@@ -194,3 +195,17 @@ class OpCall:
 
     def size(self, atom: Atom) -> int:
         return self._solver.size(atom)
+
+
+@dataclass(frozen=True)
+class ModuleGroup:
+    """A permutation group of one module: dim ``d`` of every ``(name, d)`` in `members`
+    (the module's own parameter and buffer names, as ``named_parameters`` gives them),
+    permuted together."""
+
+    members: tuple[tuple[str, int], ...]
+    kind: GroupKind = GroupKind.OTHER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple((str(n), int(d)) for n, d in self.members))
+        object.__setattr__(self, "kind", GroupKind(self.kind))

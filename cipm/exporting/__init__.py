@@ -1,10 +1,21 @@
-"""Exporting models: ONNX, safetensors, Hugging Face folders and any plugin's format, each
-with the policy (permutation or kept units) that made the model. Exporters are plugins
-(`cipm_exporters`); the built-in ones are in ``plugins/``."""
+"""Model files: exporting models to ONNX, safetensors, Hugging Face folders and any plugin's
+format, each with the policy (permutation or kept units) that made the model, and reading
+models back from the formats plugins know. Exporters (`cipm_exporters`) and model sources
+(`cipm_model_sources`) are plugins; the built-in ones are in `cipm.plugins`."""
 
-from cipm.exporting.exporter import Exporter, ExportJob, exporters
+from cipm.exporting.exporter import exporters
+from cipm.exporting.formats import Exporter, ExportJob, ModelSource
 from cipm.exporting.policy import Policy
-from cipm.exporting.uniform import uniform_sizes
+from cipm.exporting.sources import model_sources
 from cipm.exporting.write import export, read_policy
 
-__all__ = ["ExportJob", "Exporter", "Policy", "export", "exporters", "read_policy", "uniform_sizes"]
+__all__ = [
+    "ExportJob",
+    "Exporter",
+    "ModelSource",
+    "Policy",
+    "export",
+    "exporters",
+    "model_sources",
+    "read_policy",
+]

@@ -1,61 +1,18 @@
-"""What an exporter is (`Exporter`), what it is asked to write (`ExportJob`), and which one
-writes a given path: the registry behind `cipm.export`, filled by the `cipm_exporters` hook."""
+"""Which exporter writes a given path: the registry behind `cipm.export`, filled by the
+`cipm_exporters` hook (what an exporter is: `cipm.exporting.formats`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from cipm.errors import CipmError
-from cipm.exporting.policy import Policy
+from cipm.exporting.formats import Exporter
 from cipm.hooks.manager import plugin_table
 
-__all__ = ["ExportJob", "Exporter", "choose", "exporters"]
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    """One export: the model, its example inputs (None if not given), the policy to store
-    (None if none) and the path the result will have once written."""
-
-    model: torch.nn.Module
-    example_inputs: Any
-    policy: Policy | None
-    target: Path
-
-
-def _any_model(model: torch.nn.Module) -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class Exporter:
-    """A file format cipm can write.
-
-    Attributes:
-        write: ``write(job, path)`` writes `job`'s model to `path`, a temporary file (or,
-            with ``folder=True``, an empty temporary folder) beside the target that cipm
-            renames onto the target once `write` returns; raise a `CipmError` on failure.
-        suffixes: file name endings this format is chosen for (``(".onnx",)``); a folder
-            format is chosen for a path without a suffix instead.
-        folder: the format is a folder of files, not one file.
-        accepts: whether the format can hold this model (a folder format is chosen by path
-            only for models it accepts).
-        read_policy: ``read_policy(path)`` returns the policy JSON stored in a file of this
-            format, or None if it holds none (None: the format stores no policy).
-        description: one line for `cipm.exporters()` listings and the CLI.
-    """
-
-    write: Callable[[ExportJob, Path], None]
-    suffixes: tuple[str, ...] = ()
-    folder: bool = False
-    accepts: Callable[[torch.nn.Module], bool] = _any_model
-    read_policy: Callable[[Path], str | None] | None = None
-    description: str = ""
+__all__ = ["choose", "exporters"]
 
 
 def exporters(blocked_plugins: Iterable[str] = ()) -> dict[str, Exporter]:

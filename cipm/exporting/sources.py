@@ -1,5 +1,5 @@
-"""Where models are read from: what a model source is (`ModelSource`) and the registry of
-them (`model_sources`), filled by the `cipm_model_sources` hook.
+"""Where models are read from: the registry of model sources (`model_sources`; what one is:
+`cipm.exporting.formats.ModelSource`), filled by the `cipm_model_sources` hook.
 
 The command line reads a model from a file or folder through this registry before its own
 formats (weights with ``--factory``, a torch.export archive, a pickle): a plugin that knows a
@@ -9,33 +9,13 @@ are its and builds the model from them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-
+from cipm.exporting.formats import ModelSource
 from cipm.hooks.manager import plugin_table
 
-__all__ = ["ModelSource", "model_sources", "source_for"]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A file or folder format models are read from.
-
-    Attributes:
-        accepts: ``accepts(path)`` says whether `path` (which exists) is in this format; it
-            looks at names and small files only and never raises.
-        load: ``load(path)`` builds the model `path` holds; raise a `CipmError` saying what
-            is wrong (and what to install, for a missing optional package) on failure.
-        description: what the format is, as a noun phrase for listings and messages
-            (``"a Hugging Face model folder (config.json and weights)"``).
-    """
-
-    accepts: Callable[[Path], bool]
-    load: Callable[[Path], torch.nn.Module]
-    description: str = ""
+__all__ = ["model_sources", "source_for"]
 
 
 def model_sources(blocked_plugins: Iterable[str] = ()) -> dict[str, ModelSource]:

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
-from cipm.exporting.exporter import ExportJob, choose, exporters
+from cipm.exporting.exporter import choose, exporters
+from cipm.exporting.formats import ExportJob
 from cipm.exporting.policy import Policy
 from cipm.io import atomic_path
 

@@ -11,7 +11,7 @@ sections): far less well than matching, today.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -23,9 +23,6 @@ from cipm.ordering.canonical import canonicalize
 from cipm.statistics.collection import CollectConfig, collect
 from cipm.statistics.group import Statistics
 
-if TYPE_CHECKING:
-    from cipm.meta.analyzer import MetaAnalyzer
-
 __all__ = ["canonical_average", "canonical_client"]
 
 
@@ -35,12 +32,13 @@ def canonical_client(
     data: Iterable[Any],
     *,
     inputs: Inputs = model_inputs,
-    meta: MetaAnalyzer | None = None,
+    method: Any = "learned",
 ) -> torch.nn.Module:
     """A client's model in learned canonical order, from statistics of its own `data` (the
-    client runs this; the model passed in is not changed)."""
+    client runs this; the model passed in is not changed). `method`: a canonical method of
+    `cipm.canonicalize` (another network's: ``meta.order``)."""
     stats = collect(model, graph, data, config=CollectConfig(inputs=inputs, progress=False))
-    return canonicalize(model, graph, stats=stats, method=_method(meta))
+    return canonicalize(model, graph, stats=stats, method=method)
 
 
 def canonical_average(
@@ -49,10 +47,11 @@ def canonical_average(
     client_stats: Sequence[Statistics],
     *,
     weights: Sequence[float] | None = None,
-    meta: MetaAnalyzer | None = None,
+    method: Any = "learned",
 ) -> torch.nn.Module:
     """The weighted average of the clients, each first put in learned canonical order from
-    its own statistics (`client_stats[i]`, `cipm.collect` on client i's data).
+    its own statistics (`client_stats[i]`, `cipm.collect` on client i's data) by `method`
+    (as in `canonical_client`).
 
     Raises:
         CipmError: no clients, or not one statistics per client.
@@ -65,15 +64,10 @@ def canonical_average(
             f"{len(client_models)} clients; give one per client"
         )
     canonical = [
-        canonicalize(m, graph, stats=s, method=_method(meta))
+        canonicalize(m, graph, stats=s, method=method)
         for m, s in zip(client_models, client_stats, strict=True)
     ]
     if weights is not None:
         total = float(sum(weights))
         weights = [w / total for w in weights]
     return merge(canonical, graph, weights=weights) if len(canonical) > 1 else canonical[0]
-
-
-def _method(meta: MetaAnalyzer | None) -> Any:
-    """The canonical method: `meta`'s learned order, or the pretrained network's."""
-    return "learned" if meta is None else meta.order

@@ -1,24 +1,30 @@
 """Hook specifications: the plugin author's reference.
 
-A cipm plugin is a module (or object) with functions marked ``@cipm.hookimpl`` and named after
-the specs below. Register it under the ``cipm`` entry-point group of your package::
+A cipm plugin is a module (or object) with functions marked ``@hookimpl`` and named after the
+specs below; it imports ``cipm`` and ``cipm.plugin`` (the plugin contract: every type these
+hooks take or return) and nothing deeper. Register it under the ``cipm`` entry-point group
+of your package::
 
     [project.entry-points.cipm]
     my_rules = "my_package.cipm_rules"
 
 or, to try it without packaging, in-process: ``cipm.get_plugin_manager().register(module)``
-(every cipm call from then on uses it). Built-in plugins register through entry points, so any
-of them can be blocked by name (``cipm.trace(..., blocked_plugins=...)``; the graph it returns
-carries the names, and every hook called for that graph's model leaves them out too).
+(every cipm call from then on uses it). The built-in plugins (`cipm.plugins` and each
+room's ``builtin`` module) are registered by the plugin manager itself, under names
+(`cipm.hooks.manager.BUILT_INS`) by which any of them can be blocked
+(``cipm.trace(..., blocked_plugins=...)``; the graph it returns carries the names, and every
+hook called for that graph's model leaves them out too).
 
 Architecture knowledge lives here and nowhere else: what an op does to axes (`cipm_rules`),
 what else an op is (`cipm_op_roles`), which symmetries a whole module has that its ops don't
 show (`cipm_module_groups`), how a module follows resized tensors (`cipm_resized`),
-which modules keep running statistics (`cipm_reset_running_stats`), which file formats
-models export to (`cipm_exporters`), and what the meta-analysis network can be trained for
-(`cipm_objectives`). Every verb's ``method=`` is a registry too (`cipm_align_methods`,
-`cipm_prune_methods`, `cipm_canonical_methods`, `cipm_reorganize_methods`): the analytic
-methods are built-in plugins of their rooms, the learned ones of `cipm.meta`.
+which modules keep running statistics (`cipm_reset_running_stats`), which of a module's
+parameters scale and shift its units (`cipm_affine_parameters`), which file formats models
+export to (`cipm_exporters`) and are read from (`cipm_model_sources`), and what the
+meta-analysis network can be trained for (`cipm_objectives`). Every verb's ``method=`` is a
+registry too (`cipm_align_methods`, `cipm_prune_methods`, `cipm_canonical_methods`,
+`cipm_reorganize_methods`): the analytic methods are built-in plugins of their rooms, the
+learned ones of `cipm.meta`.
 
 Every type these hooks take or return is in `cipm.plugin`, the plugin contract.
 """
@@ -33,10 +39,8 @@ import torch
 
 if TYPE_CHECKING:
     from cipm.alignment.methods import AlignMethod
-    from cipm.discovery.declared import ModuleGroup
-    from cipm.discovery.rules import Rule
-    from cipm.exporting.exporter import Exporter
-    from cipm.exporting.sources import ModelSource
+    from cipm.discovery.rules import ModuleGroup, Rule
+    from cipm.exporting.formats import Exporter, ModelSource
     from cipm.meta.objective import Objective
     from cipm.ordering.problem import CanonicalMethod, ReorganizeMethod
     from cipm.pruning.problem import PruneMethod
@@ -55,9 +59,9 @@ def cipm_rules() -> Mapping[str, Rule]:  # type: ignore[empty-body]
 
     A key is an op packet (``"aten.linear"``, every overload) or one overload
     (``"aten.add.Tensor"``); an overload's rule wins over its packet's. A rule is a function
-    ``rule(call: cipm.discovery.rules.OpCall) -> None`` that states, for one call of the op,
+    ``rule(call: cipm.plugin.OpCall) -> None`` that states, for one call of the op,
     which input and output axes are the same, which are fixed and which are products or sums
-    of others. See `cipm.discovery.rules` for the primitives and ``plugins/`` for the
+    of others. See `cipm.plugin` for the primitives and `cipm.plugins` for the
     built-in rules.
 
     When two plugins give a rule for the same key, the plugin called first wins, and cipm

@@ -17,7 +17,8 @@ Needs ``pip install 'cipm[meta]'`` (torch-geometric, torchsort), imported on fir
 
 from cipm.errors import CipmError
 from cipm.meta.config import FitConfig, MetaConfig
-from cipm.meta.objective import Objective, ObjectiveInput, Partner, Subject, objectives
+from cipm.meta.objective import Objective, ObjectiveInput, Partner, Subject
+from cipm.meta.training import objectives
 
 __all__ = [
     "FitConfig",

@@ -26,7 +26,7 @@ from cipm.meta.training import FitSettings, History, fit
 from cipm.ordering.canonical import canonical_order
 from cipm.ordering.problem import OrderProblem
 from cipm.pruning.problem import PruneMethod, PruneProblem
-from cipm.statistics.collection import CollectConfig, collect
+from cipm.statistics.collection import CollectConfig, statistics_of
 from cipm.statistics.group import Statistics
 
 __all__ = ["DEFAULT_OBJECTIVES", "FORMAT", "MetaAnalyzer"]
@@ -131,15 +131,9 @@ class MetaAnalyzer:
         """`align` for a problem checked already: a `cipm.align` method
         (``method=meta.solve``; ``"learned"`` is the pretrained network's)."""
         data, graph = problem.needs_data("learned"), problem.graph
-        show = problem.config.progress
-        pa = self.policy_of(
-            problem.state_a,
-            collect(problem.model_a, graph, data, config=CollectConfig(progress=show)),
-        )
-        pb = self.policy_of(
-            problem.state_b,
-            collect(problem.model_b, graph, data, config=CollectConfig(progress=show)),
-        )
+        reading = CollectConfig(progress=problem.config.progress)
+        a, b = (problem.model_a, problem.state_a), (problem.model_b, problem.state_b)
+        pa, pb = (self.policy_of(t, statistics_of(m, t, graph, data, reading)) for m, t in (a, b))
         perm = Permutation(graph, {g.name: pb[g.name][torch.argsort(pa[g.name])] for g in graph})
         if window is None:
             return perm

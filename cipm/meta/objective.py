@@ -19,9 +19,7 @@ from typing import Any
 
 import torch
 
-from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
-from cipm.hooks.manager import plugin_table
 from cipm.statistics.group import Statistics
 
 __all__ = [
@@ -30,8 +28,6 @@ __all__ = [
     "Partner",
     "Ranker",
     "Subject",
-    "check_weights",
-    "objectives",
 ]
 
 
@@ -80,26 +76,3 @@ class ObjectiveInput:
 
 
 Objective = Callable[[ObjectiveInput], torch.Tensor]
-
-
-def objectives(blocked: tuple[str, ...] = ()) -> dict[str, Objective]:
-    """The training objectives the plugins provide, by name."""
-    return plugin_table("cipm_objectives", "objective", blocked)
-
-
-def check_weights(weights: Mapping[str, float], available: Mapping[str, Objective]) -> None:
-    """Raises CipmError for an unknown objective or a weight that is not a number >= 0 (at
-    least one > 0)."""
-    if not isinstance(weights, Mapping) or not weights:
-        raise CipmError(
-            f"objectives must map objective names to weights, e.g. {{'compression': 1.0}}; "
-            f"got {weights!r}"
-        )
-    unknown = sorted(set(weights) - set(available))
-    if unknown:
-        raise CipmError(f"unknown objectives {unknown}; available: {sorted(available)}")
-    for name, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
-            raise CipmError(f"objective weight for '{name}' must be a number >= 0, got {w!r}")
-    if not any(w > 0 for w in weights.values()):
-        raise CipmError("at least one objective needs a weight > 0")

@@ -11,7 +11,7 @@ same settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
+from cipm.hooks.manager import plugin_table
 from cipm.io import atomic_path
-from cipm.meta.objective import ObjectiveInput, Subject, check_weights, objectives
+from cipm.meta.objective import Objective, ObjectiveInput, Subject
 from cipm.meta.ranks import strength_at
 
-__all__ = ["FitSettings", "History", "fit"]
+__all__ = ["FitSettings", "History", "check_weights", "fit", "objectives"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,26 @@ def _resume(
             state.setdefault(int(i), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     return int(meta["step"]), json.loads(meta["history"])
+
+
+def objectives(blocked_plugins: Iterable[str] = ()) -> dict[str, Objective]:
+    """The training objectives the plugins provide, by name."""
+    return plugin_table("cipm_objectives", "objective", blocked_plugins)
+
+
+def check_weights(weights: Mapping[str, float], available: Mapping[str, Objective]) -> None:
+    """Raises CipmError for an unknown objective or a weight that is not a number >= 0 (at
+    least one > 0)."""
+    if not isinstance(weights, Mapping) or not weights:
+        raise CipmError(
+            f"objectives must map objective names to weights, e.g. {{'compression': 1.0}}; "
+            f"got {weights!r}"
+        )
+    unknown = sorted(set(weights) - set(available))
+    if unknown:
+        raise CipmError(f"unknown objectives {unknown}; available: {sorted(available)}")
+    for name, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+            raise CipmError(f"objective weight for '{name}' must be a number >= 0, got {w!r}")
+    if not any(w > 0 for w in weights.values()):
+        raise CipmError("at least one objective needs a weight > 0")

@@ -5,13 +5,8 @@ registries (`cipm_canonical_methods`, `cipm_reorganize_methods`)."""
 from cipm.ordering.blocks import Partition, partition, split_order
 from cipm.ordering.canonical import canonical_order, canonical_permutation, canonicalize
 from cipm.ordering.heatmap import plot_correlation
-from cipm.ordering.problem import (
-    CanonicalMethod,
-    OrderProblem,
-    ReorganizeMethod,
-    canonical_methods,
-    reorganize_methods,
-)
+from cipm.ordering.methods import canonical_methods, reorganize_methods
+from cipm.ordering.problem import CanonicalMethod, OrderProblem, ReorganizeMethod
 from cipm.ordering.seriation import diagonality, reorganize, seriate
 
 __all__ = [

@@ -22,7 +22,8 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.layout import unit_ids
 from cipm.graph.permutation import Permutation
-from cipm.ordering.problem import order_problem, reorganize_method
+from cipm.ordering.methods import reorganize_method
+from cipm.ordering.problem import order_problem
 from cipm.statistics.group import Statistics
 
 __all__ = ["Partition", "partition", "split_order"]

@@ -35,7 +35,8 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import PermGroup, SymmetryGraph
-from cipm.ordering.problem import canonical_method, order_problem
+from cipm.ordering.methods import canonical_method
+from cipm.ordering.problem import order_problem
 from cipm.statistics.group import Statistics
 from cipm.tensors.features import unit_slices
 from cipm.tensors.modify import permute_state
@@ -61,7 +62,7 @@ def canonicalize(
         method: a name from `cipm.ordering.canonical_methods()`, or such a method. Built
             in: ``"analytic"`` (the keys above) and ``"learned"``: order by the scores of
             the pretrained meta-analysis network, which reads `stats` (required; another
-            network: ``cipm.permute(model, meta.policy(model, stats))``).
+            network: ``method=meta.order``).
 
     Example (``again`` holds the very same tensors as ``canon``):
         >>> canon = cipm.canonicalize(model, graph)

@@ -1,19 +1,17 @@
 """What an ordering method is given: the model's tensors and statistics, checked once, and
-the groups to order. `cipm.canonicalize` and `cipm.reorganize` / `cipm.partition` look their
-``method=`` up in the `cipm_canonical_methods` and `cipm_reorganize_methods` registries."""
+the groups to order, and what ordering methods are. `cipm.canonicalize` and `cipm.reorganize` /
+`cipm.partition` look their ``method=`` up in registries (`cipm.ordering.methods`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.hooks.manager import method_of, plugin_table
 from cipm.statistics.group import Statistics
 from cipm.tensors.fitted import fitted_tensors
 
@@ -21,11 +19,7 @@ __all__ = [
     "CanonicalMethod",
     "OrderProblem",
     "ReorganizeMethod",
-    "canonical_method",
-    "canonical_methods",
     "order_problem",
-    "reorganize_method",
-    "reorganize_methods",
 ]
 
 
@@ -81,32 +75,6 @@ def order_problem(
         raise CipmError(f"expected a cipm.SymmetryGraph, got {type(graph).__name__}")
     tensors = fitted_tensors(model, graph) if stats is None else stats.check_model(model)
     return OrderProblem(model, graph, tensors, stats, _chosen(graph, groups))
-
-
-def canonical_methods(blocked_plugins: Iterable[str] = ()) -> dict[str, CanonicalMethod]:
-    """The canonical orders the plugins provide, by name."""
-    return plugin_table("cipm_canonical_methods", "canonical method", blocked_plugins)
-
-
-def reorganize_methods(blocked_plugins: Iterable[str] = ()) -> dict[str, ReorganizeMethod]:
-    """The reorganization (seriation) methods the plugins provide, by name."""
-    return plugin_table("cipm_reorganize_methods", "reorganize method", blocked_plugins)
-
-
-def canonical_method(method: Any, graph: SymmetryGraph) -> CanonicalMethod:
-    """The canonical method `method` names (or is)."""
-    found: CanonicalMethod = method_of(
-        "cipm_canonical_methods", "canonical method", method, graph.blocked_plugins
-    )
-    return found
-
-
-def reorganize_method(method: Any, graph: SymmetryGraph) -> ReorganizeMethod:
-    """The reorganize method `method` names (or is)."""
-    found: ReorganizeMethod = method_of(
-        "cipm_reorganize_methods", "reorganize method", method, graph.blocked_plugins
-    )
-    return found
 
 
 def _chosen(graph: SymmetryGraph, groups: Iterable[str] | None) -> tuple[str, ...]:

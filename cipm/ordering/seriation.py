@@ -17,7 +17,8 @@ import torch
 
 from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
-from cipm.ordering.problem import order_problem, reorganize_method
+from cipm.ordering.methods import reorganize_method
+from cipm.ordering.problem import order_problem
 from cipm.statistics.group import Statistics
 
 __all__ = ["Seriation", "diagonality", "reorganize", "seriate"]
@@ -46,7 +47,7 @@ def reorganize(
             separates two clusters best), ``"auto"``: olo up to 1024 units, else spectral,
             and ``"learned"``: the order of the pretrained meta-analysis network's scores
             (trained with the correlation objective, it seriates in O(n log n) once the
-            graph is read; another network: ``meta.policy(model, stats)``).
+            graph is read; another network: ``method=meta.seriation``).
         groups: names of the groups to reorder (default: all; the others keep their order).
     """
     if not isinstance(stats, Statistics):

@@ -128,7 +128,7 @@ def pruned_config(model: Any) -> Any:
                 raise CipmError(
                     f"{name} has one {key} for every layer, but the pruned layers have "
                     f"{sizes}; prune every layer to the same width: "
-                    "sizes = cipm.exporting.uniform_sizes(graph, sizes), then "
+                    "sizes = cipm.pruning.uniform_sizes(graph, sizes), then "
                     "cipm.prune(model, stats, sizes=sizes) (or export to ONNX or safetensors)"
                 )
             setattr(config, key, sizes[0])

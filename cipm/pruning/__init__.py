@@ -6,6 +6,7 @@ from cipm.pruning.problem import PruneConfig, PruneMethod, PruneProblem
 from cipm.pruning.result import KeptWhole, Pruned, PruneReport
 from cipm.pruning.structured import prune, prune_methods, prune_plan
 from cipm.pruning.targets import PRUNABLE
+from cipm.pruning.uniform import uniform_sizes
 
 __all__ = [
     "PRUNABLE",
@@ -19,4 +20,5 @@ __all__ = [
     "prune",
     "prune_methods",
     "prune_plan",
+    "uniform_sizes",
 ]

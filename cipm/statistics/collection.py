@@ -28,6 +28,7 @@ __all__ = [
     "accumulate_cross",
     "collect",
     "collect_cross",
+    "statistics_of",
     "subsample",
 ]
 
@@ -77,8 +78,18 @@ def collect(
         CipmError: empty data, a batch that doesn't fit the model, a non-finite activation
             (naming group and batch), or a graph of another model.
     """
-    config = _config(config)
-    tensors = fitted_tensors(model, graph)
+    return statistics_of(model, fitted_tensors(model, graph), graph, data, _config(config))
+
+
+def statistics_of(
+    model: torch.nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    graph: SymmetryGraph,
+    data: Iterable[Any],
+    config: CollectConfig,
+) -> Statistics:
+    """`collect` for a model whose tensors were read and checked against `graph` already (a
+    problem object's): they give the units' weight features, and nothing is read again."""
     recorder = SiteRecorder(model, graph)
     moments = accumulate(
         recorder, data, inputs=config.inputs, sample=config.sample, show=config.progress

@@ -100,7 +100,7 @@ class Statistics(_ByGroup):
 
     def all_reduce(self, group: Any) -> Statistics:
         """Statistics of every rank's samples together: each rank calls it on the
-        statistics of its shard (`collect(..., process_group=group)` does).
+        statistics of its shard (``cipm.collect(model, graph, shard).all_reduce(group)``).
 
         Args:
             group: a `torch.distributed` process group (``torch.distributed.group.WORLD``

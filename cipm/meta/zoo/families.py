@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cipm.errors import CipmError
+from cipm.examples.data import Batches, digits
+from cipm.examples.sequences import Block
 from cipm.meta.zoo.specs import FAMILIES, HEADS, ZooSpec
-from cipm.testing.data import Batches, digits
-from cipm.testing.sequences import Block
 
 __all__ = ["FAMILY", "accuracy_on", "family_data", "one_thread", "untrained"]
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from cipm.alignment.dispatch import align
 from cipm.discovery import trace
 from cipm.errors import CipmError
+from cipm.examples.data import train_classifier
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.io import atomic_path, write_text_atomic
 from cipm.meta.zoo.families import FAMILY, accuracy_on, one_thread, untrained
@@ -30,7 +31,6 @@ from cipm.meta.zoo.specs import (
     zoo_specs,
 )
 from cipm.statistics.collection import CollectConfig, collect
-from cipm.testing.data import train_classifier
 
 __all__ = ["build_zoo"]
 

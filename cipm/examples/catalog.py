@@ -1,7 +1,8 @@
-"""Built-in example models: the architectures the tests, demo and benchmarks trace.
+"""The catalog of built-in example models: the architectures the tests, demo and benchmarks
+trace, by name.
 
 Every factory returns ``(model, example_input)`` with the model in eval mode. These are plain
-PyTorch (`cipm.testing.convnets`, `cipm.testing.sequences`); nothing in cipm's core knows
+PyTorch (`cipm.examples.convnets`, `cipm.examples.sequences`); nothing in cipm's core knows
 about them.
 """
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from cipm.errors import CipmError
-from cipm.testing.convnets import (
+from cipm.examples.convnets import (
     ACTIVATIONS,
     BasicBlock,
     ResNet,
@@ -26,11 +27,11 @@ from cipm.testing.convnets import (
     resnet50,
     vgg,
 )
-from cipm.testing.sequences import Encoder, bert_base, encoder, gpt, transformer_encoder
+from cipm.examples.sequences import Encoder, bert_base, encoder, gpt, transformer_encoder
 
-__all__ = ["ACTIVATIONS", "LARGE", "ZOO", "BasicBlock", "Encoder", "ResNet", "build", "mlp"]
+__all__ = ["ACTIVATIONS", "LARGE", "MODELS", "BasicBlock", "Encoder", "ResNet", "build", "mlp"]
 
-ZOO: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
+MODELS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "mlp": mlp,
     "cnn_bn": cnn_bn,
     "resnet20": resnet20,
@@ -51,8 +52,8 @@ LARGE: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
 
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
-    """Build a zoo model by name with a fixed seed."""
-    factories = {**ZOO, **LARGE}
+    """Build a catalog model by name with a fixed seed."""
+    factories = {**MODELS, **LARGE}
     if name not in factories:
         raise CipmError(f"no example model '{name}'; choose one of {sorted(factories)}")
     torch.manual_seed(seed)

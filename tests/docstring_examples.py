@@ -1,4 +1,5 @@
-"""The names every docstring example in cipm/ may use (pytest runs them: --doctest-modules):
+"""A pytest plugin (``-p docstring_examples`` in pyproject.toml): the names every docstring
+example in cipm/ may use (pytest runs them: --doctest-modules):
 `cipm`, `torch`, a small float64 MLP `model` with example inputs `x`, its symmetry graph
 `graph` and calibration batches `data`. Examples run in a fresh temporary folder, so the
 files they write go there."""

@@ -1,10 +1,10 @@
-"""Pruning sizes a model family's config can describe: every layer of a role the same width.
+"""Pruning sizes that keep every layer of a role equally wide.
 
-A Hugging Face config holds one ``intermediate_size`` and one head count for all layers, so a
-pruned model whose layers kept different numbers of units cannot be saved with a config that
-rebuilds it. `uniform_sizes` turns a ``sizes=`` request for `cipm.prune` into one where the
-groups that play the same role in every layer (same name but for the layer index, same kind
-and size) keep the same number of units.
+A model family whose config records one width per role (one hidden size and one head count
+for all layers, as Hugging Face configs do) cannot rebuild a pruned model whose layers kept
+different numbers of units. `uniform_sizes` turns a ``sizes=`` request for `cipm.prune` into
+one where the groups that play the same role in every layer (same name but for the layer
+index, same kind and size) keep the same number of units.
 """
 
 from __future__ import annotations
@@ -40,10 +40,15 @@ def uniform_sizes(graph: SymmetryGraph, sizes: Mapping[str, int]) -> dict[str, i
     Raises:
         CipmError: a name is not a group of `graph`.
 
-    Example:
-        >>> asked = {"h.0.mlp.c_fc:hidden": 24, "h.1.mlp.c_fc:hidden": 40}  # doctest: +SKIP
-        >>> sizes = cipm.exporting.uniform_sizes(graph, asked)  # both 40  # doctest: +SKIP
-        >>> small = cipm.prune(model, graph, sizes=sizes, method="magnitude")  # doctest: +SKIP
+    Example (two blocks whose hidden layers are ``blocks.0.0`` and ``blocks.2.0``):
+        >>> from torch.nn import Linear, ReLU, Sequential
+        >>> block = lambda: Sequential(Linear(4, 8), ReLU())
+        >>> blocks = Sequential(block(), Linear(8, 4), block(), Linear(8, 2))
+        >>> net = Sequential()
+        >>> net.add_module("blocks", blocks)
+        >>> g = cipm.trace(net.eval(), torch.randn(2, 4))
+        >>> cipm.pruning.uniform_sizes(g, {"blocks.0.0:hidden": 3, "blocks.2.0:hidden": 5})
+        {'blocks.0.0:hidden': 5, 'blocks.2.0:hidden': 5}
     """
     names = {g.name: g for g in graph.groups}
     unknown = sorted(set(sizes) - set(names))
