@@ -45,11 +45,10 @@ from torch import nn
 
 import cipm
 from cipm.examples.data import Batches, digits, digits_cnn, digits_mlp, train_classifier
-from cipm.pruning.structured import Method
 
 RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_TEXTS = 256  # MiniLM: two-sentence texts, about 30 tokens each
-CIPM: dict[str, Method] = {
+CIPM: dict[str, str] = {
     "cipm fold": "fold",
     "cipm magnitude": "magnitude",
     "cipm learned": "learned",  # benchmarks/meta_eval.py: the pretrained meta network's keep

@@ -123,3 +123,21 @@ def test_the_analytic_core_never_imports_the_meta_room() -> None:
     for name in test_layout.modules():
         if test_layout._room(name) in below:
             assert not any(d.startswith("cipm.meta") for d in test_layout._imports(name)), name
+
+
+def test_a_prune_methods_bad_scores_are_a_clear_error(mlp: Any) -> None:
+    model, graph, _ = mlp
+    short = cipm.PruneMethod(lambda problem: {"0:hidden": torch.ones(3)}, fold=False)
+    with pytest.raises(cipm.CipmError, match=r"group '0:hidden' one score per unit \(32\)"):
+        cipm.prune(model, graph, sizes={"0:hidden": 2}, method=short)
+    missing = cipm.PruneMethod(lambda problem: {}, fold=False)
+    with pytest.raises(cipm.CipmError, match=r"scores must give group '0:hidden'.*got None"):
+        cipm.prune(model, graph, sizes={"0:hidden": 2}, method=missing)
+
+
+def test_a_method_that_returns_no_permutation_is_a_clear_error(mlp: Any) -> None:
+    model, graph, _ = mlp
+    with pytest.raises(cipm.CipmError, match="alignment method .* must return a cipm.Permutation"):
+        cipm.align(model, model, graph, method=lambda problem: None)
+    with pytest.raises(cipm.CipmError, match="canonical method .* must return a cipm.Permutation"):
+        cipm.canonicalize(model, graph, method=lambda problem: {})

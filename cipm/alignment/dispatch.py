@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cipm.alignment.methods import AlignConfig, AlignMethod, AlignProblem
+from cipm.errors import CipmError
 from cipm.graph.permutation import Permutation
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import method_of, plugin_table
@@ -60,7 +61,13 @@ def align(
     chosen: AlignMethod = method_of(
         "cipm_align_methods", "alignment method", method, graph.blocked_plugins
     )
-    return chosen(AlignProblem(model_a, model_b, graph, data, config or AlignConfig()))
+    perm = chosen(AlignProblem(model_a, model_b, graph, data, config or AlignConfig()))
+    if not isinstance(perm, Permutation) or perm.graph != graph:
+        raise CipmError(
+            f"alignment method {method!r} must return a cipm.Permutation of this graph, got "
+            f"{type(perm).__name__}"
+        )
+    return perm
 
 
 def align_methods(blocked_plugins: Iterable[str] = ()) -> dict[str, AlignMethod]:

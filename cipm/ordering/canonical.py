@@ -74,6 +74,11 @@ def canonicalize(
     chosen = canonical_method(method, graph)
     problem = order_problem(model, graph, stats)
     perm = chosen(problem)
+    if not isinstance(perm, Permutation) or perm.graph != graph:
+        raise CipmError(
+            f"canonical method {method!r} must return a cipm.Permutation of this graph, got "
+            f"{type(perm).__name__}"
+        )
     state = permute_state(dict(problem.tensors), perm)
     return with_tensors(model, state, graph.blocked_plugins)
 

@@ -160,6 +160,14 @@ def _kept(problem: PruneProblem, method: PruneMethod) -> dict[str, torch.Tensor]
     if method.scores is None:
         return None
     scores = method.scores(problem)
+    for name in problem.targets:
+        got = scores.get(name) if isinstance(scores, Mapping) else None
+        size = problem.graph[name].size
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (size,):
+            raise CipmError(
+                f"the prune method's scores must give group '{name}' one score per unit "
+                f"({size}), got {got if got is None else getattr(got, 'shape', type(got))}"
+            )
     return {name: top(scores[name], k) for name, k in problem.targets.items()}
 
 
