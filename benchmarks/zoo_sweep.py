@@ -6,7 +6,8 @@ takes only float32): trace time and whether any op needed ``unknown="freeze"``; 
 share of parameters that are members of one; whether a random permutation of every group
 leaves the outputs the same (relative max error below 1e-9 in float64; 1e-6 where a family's
 norms compute in float32 whatever the model's dtype; 1e-4 in float32);
-``prune(ratio=0.5, method="magnitude", config=PruneConfig(example_inputs=...))``: parameters before and after,
+``prune(ratio=0.5, method="magnitude", config=PruneConfig(example_inputs=...))``: parameters
+before and after,
 whether the result runs, which groups were kept whole and why; and the peak resident memory
 of trace + permute + prune, as a multiple of the model's bytes (the model itself counts as
 1). The multiple subtracts what one plain forward pass needs beyond the weights (the example

@@ -65,25 +65,24 @@ def source(name: str) -> Path:
 
 
 def _imports(name: str) -> dict[str, bool]:
-    """cipm modules `name` imports, anywhere but under ``if TYPE_CHECKING:`` (annotations
-    only), each with whether the import is inside a function."""
+    """cipm modules `name` imports, anywhere (under ``if TYPE_CHECKING:`` too: an import for
+    annotations ties modules as much as any), each with whether it is inside a function."""
     known = set(modules())
     found: dict[str, bool] = {}
 
     def visit(node: ast.AST, inside: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
             deeper = inside or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             if isinstance(child, ast.ImportFrom) and (child.module or "").startswith("cipm"):
                 assert child.module is not None
                 for alias in child.names:
                     full = f"{child.module}.{alias.name}"
-                    found.setdefault(full if full in known else child.module, deeper)
+                    target = full if full in known else child.module
+                    found[target] = found.get(target, False) or deeper
             elif isinstance(child, ast.Import):
                 for alias in child.names:
                     if alias.name.startswith("cipm"):
-                        found.setdefault(alias.name, deeper)
+                        found[alias.name] = found.get(alias.name, False) or deeper
             visit(child, deeper)
 
     visit(ast.parse(source(name).read_text()), False)

@@ -137,7 +137,11 @@ def test_a_prune_methods_bad_scores_are_a_clear_error(mlp: Any) -> None:
 
 def test_a_method_that_returns_no_permutation_is_a_clear_error(mlp: Any) -> None:
     model, graph, _ = mlp
-    with pytest.raises(cipm.CipmError, match="alignment method .* must return a cipm.Permutation"):
+    with pytest.raises(
+        cipm.CipmError, match=r"alignment method .* must return a cipm\.Permutation"
+    ):
         cipm.align(model, model, graph, method=lambda problem: None)
-    with pytest.raises(cipm.CipmError, match="canonical method .* must return a cipm.Permutation"):
+    with pytest.raises(
+        cipm.CipmError, match=r"canonical method .* must return a cipm\.Permutation"
+    ):
         cipm.canonicalize(model, graph, method=lambda problem: {})

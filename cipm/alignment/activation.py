@@ -7,8 +7,8 @@ import torch
 
 from cipm.alignment.methods import AlignConfig, AlignProblem
 from cipm.alignment.weight import weight_matching
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import GroupKind
+from cipm.graph.parts import GroupKind
+from cipm.graph.symmetry import Permutation
 from cipm.statistics.collection import CollectConfig, collect_cross
 from cipm.statistics.group import CrossStatistics
 

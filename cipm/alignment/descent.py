@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from cipm.graph.layout import Leaf, Path, Product, index_map, node_at, occurrences
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph, TensorAxis
+from cipm.graph.parts import TensorAxis
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.tensors.units import pair_matrix, unit_matrix
 
 __all__ = ["EVIDENCE", "Descent", "DescentStats", "Plan", "assign", "matched_weights"]

@@ -10,8 +10,7 @@ import torch
 
 from cipm.alignment.methods import AlignConfig, AlignMethod, AlignProblem
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.hooks.manager import method_of, plugin_table
 
 __all__ = ["align", "align_methods"]

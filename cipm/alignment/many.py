@@ -7,8 +7,7 @@ import torch
 from cipm.alignment.methods import checked_state
 from cipm.alignment.weight import weight_matching
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.tensors.modify import permute_state
 
 __all__ = ["align_many"]

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.tensors.fitted import fitted_tensors
 
 __all__ = ["AlignConfig", "AlignMethod", "AlignProblem", "checked_state"]

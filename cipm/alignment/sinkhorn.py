@@ -14,8 +14,8 @@ import torch
 
 from cipm.alignment.methods import AlignProblem
 from cipm.alignment.weight import assign, weight_matching
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph, TensorAxis
+from cipm.graph.parts import TensorAxis
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.tensors.units import map_units
 
 __all__ = ["sinkhorn_matching", "sinkhorn_method"]

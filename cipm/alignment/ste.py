@@ -20,8 +20,7 @@ from torch.func import functional_call
 from cipm.alignment.methods import AlignProblem
 from cipm.alignment.weight import weight_matching
 from cipm.batches import Loss, as_args, batch_list
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.tensors.modify import permute_state
 
 __all__ = ["ste_matching", "ste_method"]

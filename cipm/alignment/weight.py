@@ -15,8 +15,7 @@ import torch
 
 from cipm.alignment.descent import EVIDENCE, DescentStats, Plan, assign, matched_weights
 from cipm.alignment.methods import AlignProblem
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 
 __all__ = ["EVIDENCE", "DescentStats", "assign", "weight_matching", "weight_method"]
 

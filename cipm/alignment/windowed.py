@@ -20,8 +20,7 @@ import torch
 
 from cipm.alignment.descent import Descent, DescentStats, Plan, assign, matched_weights
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 
 __all__ = ["DEFAULT_WINDOW", "windowed_matching", "windows_of"]
 

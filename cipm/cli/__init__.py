@@ -19,8 +19,7 @@ from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
 from cipm.examples import catalog
 from cipm.exporting import export, exporters
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.hooks.manager import list_plugins
 from cipm.io import save_model, write_text_atomic
 from cipm.ordering.canonical import canonical_permutation

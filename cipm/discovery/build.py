@@ -10,15 +10,8 @@ from cipm.discovery.axes import Atom, AxisSolver
 from cipm.discovery.nodes import module_path
 from cipm.discovery.rules import Axes
 from cipm.graph.layout import Layout, Leaf, Product, Sum, groups_in, placements, relabel
-from cipm.graph.symmetry import (
-    GroupKind,
-    Member,
-    OutputAxis,
-    PermGroup,
-    Site,
-    SymmetryGraph,
-    TensorAxis,
-)
+from cipm.graph.parts import GroupKind, Member, OutputAxis, PermGroup, Site, TensorAxis
+from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["build_graph"]
 

@@ -25,7 +25,8 @@ from cipm.discovery.program import eval_semantics
 from cipm.discovery.rules import Axes, ModuleGroup
 from cipm.errors import CipmWarning, PluginError
 from cipm.graph.layout import groups_in
-from cipm.graph.symmetry import GroupKind, SymmetryGraph
+from cipm.graph.parts import GroupKind
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import hook_caller
 
 __all__ = ["Declared", "admitted", "declarations", "objections", "roots"]

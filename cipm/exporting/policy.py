@@ -22,8 +22,7 @@ from typing import Any, Literal
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.pruning.result import PruneReport
 from cipm.version import __version__
 

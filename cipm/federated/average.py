@@ -26,8 +26,7 @@ from cipm.alignment.dispatch import align
 from cipm.alignment.methods import checked_state
 from cipm.errors import CipmError
 from cipm.federated.config import MatchConfig, match_config
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.merging.average import merge
 from cipm.statistics.group import CrossStatistics
 from cipm.tensors.modify import permute

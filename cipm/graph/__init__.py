@@ -2,16 +2,8 @@
 dimensions), and permutations of them."""
 
 from cipm.graph.layout import Layout, Leaf, Product, Sum
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import (
-    GroupKind,
-    Member,
-    OutputAxis,
-    PermGroup,
-    Site,
-    SymmetryGraph,
-    TensorAxis,
-)
+from cipm.graph.parts import GroupKind, Member, OutputAxis, PermGroup, Site, TensorAxis
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 
 __all__ = [
     "GroupKind",

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from cipm.errors import CipmError
 from cipm.graph.layout import layout_from_dict, layout_to_dict
 from cipm.graph.parts import GroupKind, Member, OutputAxis, PermGroup, Site, TensorAxis
 
-if TYPE_CHECKING:
-    from cipm.graph.symmetry import SymmetryGraph
-
 __all__ = ["graph_fields", "graph_to_dict"]
 
 
-def graph_to_dict(graph: SymmetryGraph) -> dict[str, Any]:
+def graph_to_dict(graph: Mapping[str, Any]) -> dict[str, Any]:
+    """A `SymmetryGraph`'s fields (`graph_fields` reads them back) as JSON-ready data."""
     data: dict[str, Any] = {
-        "model": graph.model,
-        "groups": [_group_to_dict(g) for g in graph.groups],
+        "model": graph["model"],
+        "groups": [_group_to_dict(g) for g in graph["groups"]],
         "axes": [
-            {"key": a.key, "dim": a.dim, "layout": layout_to_dict(a.layout)} for a in graph.axes
+            {"key": a.key, "dim": a.dim, "layout": layout_to_dict(a.layout)} for a in graph["axes"]
         ],
         "outputs": [
             {"index": o.index, "dim": o.dim, "layout": layout_to_dict(o.layout)}
-            for o in graph.outputs
+            for o in graph["outputs"]
         ],
     }
-    if graph.blocked_plugins:
-        data["blocked_plugins"] = list(graph.blocked_plugins)
-    if graph.structure:
-        data["structure"] = graph.structure
+    if graph["blocked_plugins"]:
+        data["blocked_plugins"] = list(graph["blocked_plugins"])
+    if graph["structure"]:
+        data["structure"] = graph["structure"]
     return data
 
 

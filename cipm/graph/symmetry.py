@@ -1,4 +1,6 @@
-"""The symmetry graph: a model's permutation groups and where each one lives.
+"""The symmetry graph: a model's permutation groups and where each one lives, and
+`Permutation`, one permutation per group of it (the two refer to each other, so they share
+a module).
 
 All data here is frozen. Each tensor dimension a group lives in has a `Layout` (see
 `cipm.graph.layout`); permuting a group permutes every leaf of it in every layout, which is
@@ -9,17 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
-from cipm.errors import CipmError
-from cipm.graph.layout import Layout, Leaf, groups_in, leaves, placements, relabel
-from cipm.graph.parts import GroupKind, Member, OutputAxis, PermGroup, Site, TensorAxis
-from cipm.graph.permutation import Permutation
-from cipm.graph.serialize import graph_fields, graph_to_dict
+import torch
 
-__all__ = ["GroupKind", "Member", "OutputAxis", "PermGroup", "Site", "SymmetryGraph", "TensorAxis"]
+from cipm.errors import CipmError, PermutationError
+from cipm.graph.layout import Layout, Leaf, groups_in, index_map, leaves, placements, relabel
+from cipm.graph.parts import GroupKind, OutputAxis, PermGroup, TensorAxis
+from cipm.graph.serialize import graph_fields, graph_to_dict
+from cipm.graph.table import group_table
+
+# the parts (GroupKind, Member, ...) are `cipm.graph.parts`'; importing them from here works too
+__all__ = ["Permutation", "SymmetryGraph"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class SymmetryGraph:
         return len(self.groups)
 
     def __str__(self) -> str:
-        return _table(self)
+        return group_table(self.model, self.groups)
 
     @cached_property
     def by_key(self) -> Mapping[str, tuple[TensorAxis, ...]]:
@@ -138,7 +144,7 @@ class SymmetryGraph:
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return graph_to_dict(self)
+        return graph_to_dict({f.name: getattr(self, f.name) for f in fields(self) if f.init})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SymmetryGraph:
@@ -158,25 +164,133 @@ class SymmetryGraph:
         return cls.from_dict(data)
 
 
-def _table(graph: SymmetryGraph, max_members: int = 3) -> str:
-    """One row per group: name, kind, size (x unit span), nesting, member axes."""
-    rows = [("group", "kind", "size", "within", "members")]
-    for g in graph.groups:
-        size = f"{g.size}" + (f" x {g.unit}" if g.kind.value == "heads" else "")
-        shown = ", ".join(f"{m.key}:{m.dim}" for m in g.members[:max_members])
-        more = len(g.members) - max_members
-        rows.append(
-            (g.name, g.kind.value, size, g.within or "", shown + (f" +{more}" if more > 0 else ""))
+class Permutation(Mapping[str, torch.Tensor]):
+    """A permutation of every group of a `SymmetryGraph`.
+
+    ``perm[name][i] = j`` means unit ``i`` of the permuted model is unit ``j`` of the original
+    (the convention of ``index_select``). Immutable; validated on construction.
+
+    Example:
+        >>> p = graph.random_permutation(seed=0)
+        >>> restored = cipm.permute(cipm.permute(model, p), p.inverse())
+        >>> all(torch.equal(restored.state_dict()[k], v) for k, v in model.state_dict().items())
+        True
+    """
+
+    __slots__ = ("_indices", "graph")
+
+    def __init__(self, graph: SymmetryGraph, indices: Mapping[str, Any]) -> None:
+        if not isinstance(graph, SymmetryGraph):
+            raise PermutationError(
+                f"a Permutation needs a SymmetryGraph, got {type(graph).__name__}"
+            )
+        if not isinstance(indices, Mapping):
+            raise PermutationError(
+                f"a Permutation needs a mapping of group name to indices, got "
+                f"{type(indices).__name__}"
+            )
+        checked: dict[str, torch.Tensor] = {}
+        extra = set(indices) - {g.name for g in graph.groups}
+        if extra:
+            raise PermutationError(
+                f"permutation names groups this graph ({graph.model}) does not have: "
+                f"{sorted(extra)}; was it made for another model?"
+            )
+        for group in graph.groups:
+            if group.name not in indices:
+                raise PermutationError(f"permutation is missing group '{group.name}'")
+            idx = _indices(indices[group.name], group.name)
+            if idx.shape != (group.size,):
+                raise PermutationError(
+                    f"permutation of group '{group.name}' has shape {tuple(idx.shape)}, "
+                    f"the group has {group.size} units"
+                )
+            if not torch.equal(idx.sort().values, torch.arange(group.size)):
+                raise PermutationError(
+                    f"indices for group '{group.name}' are not a permutation of 0..{group.size - 1}"
+                )
+            checked[group.name] = idx
+        self.graph = graph
+        self._indices = MappingProxyType(checked)
+
+    # -- constructors ----------------------------------------------------------------------
+    @classmethod
+    def identity(cls, graph: SymmetryGraph) -> Permutation:
+        return cls(graph, {g.name: torch.arange(g.size) for g in graph.groups})
+
+    @classmethod
+    def random(cls, graph: SymmetryGraph, seed: int | None = None) -> Permutation:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise PermutationError(f"seed must be a whole number or None, got {seed!r}")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return cls(graph, {g.name: torch.randperm(g.size, generator=gen) for g in graph.groups})
+
+    # -- algebra ---------------------------------------------------------------------------
+    def inverse(self) -> Permutation:
+        """The co-inverse: permuting by ``p`` then ``p.inverse()`` restores the original."""
+        return Permutation(self.graph, {k: torch.argsort(v) for k, v in self._indices.items()})
+
+    def compose(self, then: Permutation) -> Permutation:
+        """Permuting by ``self`` and then by ``then`` in one permutation."""
+        self._same_graph(then)
+        return Permutation(self.graph, {k: v[then[k]] for k, v in self._indices.items()})
+
+    def restore_output(self, output: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """The `index`-th output of a model permuted by this permutation, put back in the
+        original model's order (for graphs traced with ``outputs="free"``)."""
+        for axis in self.graph.outputs:
+            if axis.index == index:
+                order = torch.argsort(index_map(axis.layout, self))
+                output = output.index_select(axis.dim, order.to(output.device))
+        return output
+
+    def is_identity(self) -> bool:
+        return all(torch.equal(v, torch.arange(len(v))) for v in self._indices.values())
+
+    # -- mapping ---------------------------------------------------------------------------
+    def __getitem__(self, group: str) -> torch.Tensor:
+        """A copy of the group's indices (changing it cannot change the permutation)."""
+        try:
+            return self._indices[group].clone()
+        except KeyError:
+            raise KeyError(f"no group '{group}' in this permutation") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Permutation):
+            return NotImplemented
+        return self.graph == other.graph and all(
+            torch.equal(v, other._indices[k]) for k, v in self._indices.items()
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-        for r in rows
-    ]
-    lines.insert(1, "-" * max(len(ln) for ln in lines))
-    kinds: dict[str, int] = {}
-    for g in graph.groups:
-        kinds[g.kind.value] = kinds.get(g.kind.value, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    header = f"SymmetryGraph of {graph.model}: {len(graph.groups)} groups ({summary})"
-    return "\n".join([header, *lines])
+
+    def __hash__(self) -> int:
+        return hash(tuple((k, tuple(v.tolist())) for k, v in self._indices.items()))
+
+    def __repr__(self) -> str:
+        moved = sum(int((v != torch.arange(len(v))).sum()) for v in self._indices.values())
+        return f"Permutation({len(self._indices)} groups, {moved} units moved)"
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {k: v.tolist() for k, v in self._indices.items()}
+
+    def _same_graph(self, other: Permutation) -> None:
+        if other.graph != self.graph:
+            raise PermutationError("cannot compose permutations of different symmetry graphs")
+
+
+def _indices(value: Any, group: str) -> torch.Tensor:
+    """Indices as a fresh CPU long tensor; anything that is not whole numbers is an error."""
+    try:
+        idx = torch.as_tensor(value).detach().to("cpu").clone()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise PermutationError(f"indices for group '{group}' are not numbers: {e}") from None
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise PermutationError(
+            f"indices for group '{group}' must be whole numbers, got {idx.dtype}"
+        )
+    return idx.to(torch.long)

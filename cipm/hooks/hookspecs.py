@@ -26,24 +26,18 @@ registry too (`cipm_align_methods`, `cipm_prune_methods`, `cipm_canonical_method
 `cipm_reorganize_methods`): the analytic methods are built-in plugins of their rooms, the
 learned ones of `cipm.meta`.
 
-Every type these hooks take or return is in `cipm.plugin`, the plugin contract.
+Every type these hooks take or return is in `cipm.plugin`, the plugin contract; each spec's
+docstring names them (the annotations below are kept to what this low module can name: the
+types are defined in the rooms above it, and pluggy checks names, not types).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import pluggy
 import torch
-
-if TYPE_CHECKING:
-    from cipm.alignment.methods import AlignMethod
-    from cipm.discovery.rules import ModuleGroup, Rule
-    from cipm.exporting.formats import Exporter, ModelSource
-    from cipm.meta.objective import Objective
-    from cipm.ordering.problem import CanonicalMethod, ReorganizeMethod
-    from cipm.pruning.problem import PruneMethod
 
 __all__ = ["OpRole", "hookimpl", "hookspec"]
 
@@ -54,7 +48,7 @@ OpRole = Literal["view", "affine"]
 
 
 @hookspec
-def cipm_rules() -> Mapping[str, Rule]:  # type: ignore[empty-body]
+def cipm_rules() -> Mapping[str, Callable[..., None]]:  # type: ignore[empty-body]
     """Symmetry rules, keyed by ATen op name.
 
     A key is an op packet (``"aten.linear"``, every overload) or one overload
@@ -90,7 +84,7 @@ def cipm_op_roles() -> Mapping[str, OpRole]:  # type: ignore[empty-body]
 
 
 @hookspec
-def cipm_module_groups(module: torch.nn.Module) -> Sequence[ModuleGroup] | None:
+def cipm_module_groups(module: torch.nn.Module) -> Sequence[Any] | None:
     """Permutation symmetries of a whole module that its ops cannot show.
 
     Some symmetries act on a tensor's values rather than its dims: a mixture of experts
@@ -108,7 +102,7 @@ def cipm_module_groups(module: torch.nn.Module) -> Sequence[ModuleGroup] | None:
     modules they don't know.
 
     Returns:
-        The module's groups, or None.
+        The module's groups (`cipm.plugin.ModuleGroup`), or None.
     """
 
 
@@ -143,10 +137,10 @@ def cipm_reset_running_stats(module: torch.nn.Module) -> Callable[[], None] | No
 
 
 @hookspec
-def cipm_align_methods() -> Mapping[str, AlignMethod]:  # type: ignore[empty-body]
+def cipm_align_methods() -> Mapping[str, Callable[..., Any]]:  # type: ignore[empty-body]
     """Alignment methods for `cipm.align`, keyed by the name passed as ``method=``.
 
-    A method is a function ``method(problem: cipm.alignment.AlignProblem) ->
+    A method is a function ``method(problem: cipm.plugin.AlignProblem) ->
     cipm.Permutation`` returning the permutation of model B that lines it up with model A
     (see `cipm.alignment.methods`). Conflicts between plugins are resolved and reported as
     for `cipm_rules`.
@@ -157,7 +151,7 @@ def cipm_align_methods() -> Mapping[str, AlignMethod]:  # type: ignore[empty-bod
 
 
 @hookspec
-def cipm_prune_methods() -> Mapping[str, PruneMethod]:  # type: ignore[empty-body]
+def cipm_prune_methods() -> Mapping[str, Any]:  # type: ignore[empty-body]
     """Pruning methods for `cipm.prune`, keyed by the name passed as ``method=``.
 
     A method is a `cipm.plugin.PruneMethod`: ``scores(problem)`` gives one score per unit of
@@ -174,7 +168,7 @@ def cipm_prune_methods() -> Mapping[str, PruneMethod]:  # type: ignore[empty-bod
 
 
 @hookspec
-def cipm_canonical_methods() -> Mapping[str, CanonicalMethod]:  # type: ignore[empty-body]
+def cipm_canonical_methods() -> Mapping[str, Callable[..., Any]]:  # type: ignore[empty-body]
     """Canonical orders for `cipm.canonicalize`, keyed by the name passed as ``method=``.
 
     A method is a function ``method(problem: cipm.plugin.OrderProblem) -> cipm.Permutation``
@@ -189,7 +183,7 @@ def cipm_canonical_methods() -> Mapping[str, CanonicalMethod]:  # type: ignore[e
 
 
 @hookspec
-def cipm_reorganize_methods() -> Mapping[str, ReorganizeMethod]:  # type: ignore[empty-body]
+def cipm_reorganize_methods() -> Mapping[str, Callable[..., Any]]:  # type: ignore[empty-body]
     """Reorganization orders for `cipm.reorganize` and `cipm.partition`, keyed by the name
     passed as ``method=``.
 
@@ -204,17 +198,17 @@ def cipm_reorganize_methods() -> Mapping[str, ReorganizeMethod]:  # type: ignore
 
 
 @hookspec
-def cipm_exporters() -> Mapping[str, Exporter]:  # type: ignore[empty-body]
+def cipm_exporters() -> Mapping[str, Any]:  # type: ignore[empty-body]
     """File formats for `cipm.export`, keyed by the name passed as ``format=``.
 
-    An exporter is a `cipm.exporting.Exporter`: ``write(job, path)`` writes ``job.model``
-    (with ``job.example_inputs`` and ``job.policy``, a `cipm.exporting.Policy` or None) to
+    An exporter is a `cipm.plugin.Exporter`: ``write(job, path)`` writes ``job.model``
+    (with ``job.example_inputs`` and ``job.policy``, a `cipm.plugin.Policy` or None) to
     ``path``, a temporary file beside the target (an empty temporary folder if
     ``folder=True``) that cipm renames onto the target once ``write`` returns, so a failure
     never leaves a partial file; ``suffixes`` choose the format by path (``(".onnx",)``), a
     folder format is chosen for paths without one if ``accepts(model)``; ``read_policy(path)``
     returns the policy JSON the file holds (for `cipm.read_policy`). Store the policy with
-    ``job.policy.to_json()`` under `cipm.exporting.policy.METADATA_KEY` where the format has
+    ``job.policy.to_json()`` under `cipm.plugin.METADATA_KEY` where the format has
     metadata. Raise a `CipmError` saying what failed and what to use instead. Conflicts
     between plugins are resolved and reported as for `cipm_rules`.
 
@@ -224,11 +218,11 @@ def cipm_exporters() -> Mapping[str, Exporter]:  # type: ignore[empty-body]
 
 
 @hookspec
-def cipm_objectives() -> Mapping[str, Objective]:  # type: ignore[empty-body]
+def cipm_objectives() -> Mapping[str, Callable[..., Any]]:  # type: ignore[empty-body]
     """Training objectives of the meta-analysis network, keyed by the name given to
     ``MetaAnalyzer.fit(zoo, objectives={name: weight})``.
 
-    An objective is a function ``objective(batch: cipm.meta.ObjectiveInput) -> Tensor``
+    An objective is a function ``objective(batch: cipm.plugin.ObjectiveInput) -> Tensor``
     returning a scalar loss that is differentiable in ``batch.ranks`` (soft ranks per
     group, 1 for the unit a policy puts first) or ``batch.scores``; ``batch.subject`` holds
     the model, its statistics, disjoint views of them, calibration batches and a partner to
@@ -264,7 +258,7 @@ def cipm_affine_parameters(module: torch.nn.Module) -> tuple[str, str] | None:
 
 
 @hookspec
-def cipm_model_sources() -> Mapping[str, ModelSource]:  # type: ignore[empty-body]
+def cipm_model_sources() -> Mapping[str, Any]:  # type: ignore[empty-body]
     """Formats the command line reads models from, keyed by a name for listings.
 
     A source is a `cipm.plugin.ModelSource`: ``accepts(path)`` says whether an existing

@@ -15,17 +15,14 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 import torch
 
 from cipm.errors import CipmError, CipmWarning, PluginError
 from cipm.hooks import hookspecs
-
-if TYPE_CHECKING:
-    from cipm.discovery.rules import Rule
-    from cipm.hooks.hookspecs import OpRole
+from cipm.hooks.hookspecs import OpRole
 
 __all__ = [
     "BUILT_INS",
@@ -196,7 +193,7 @@ def method_of(
 
 def op_rules(
     pm: pluggy.PluginManager | None = None, *, blocked: Iterable[str] = ()
-) -> dict[str, Rule]:
+) -> dict[str, Callable[..., None]]:
     """Every plugin's symmetry rules merged into one table (see `plugin_table`)."""
     return plugin_table("cipm_rules", "rule", blocked, pm)
 

@@ -25,7 +25,8 @@ import torch
 from cipm.batches import batch_list
 from cipm.errors import CipmError
 from cipm.graph.layout import unit_ids
-from cipm.graph.symmetry import Member, PermGroup, Site, SymmetryGraph
+from cipm.graph.parts import Member, PermGroup, Site
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.hooks.manager import affine_parameters, for_op, op_roles
 from cipm.statistics.capture import SiteRecorder
 from cipm.statistics.collection import accumulate

@@ -14,8 +14,7 @@ import torch
 from cipm.alignment.methods import AlignConfig, AlignProblem
 from cipm.alignment.windowed import windowed_matching
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.io import atomic_path
 from cipm.meta.config import FitConfig, MetaConfig
 from cipm.meta.inputs import meta_input

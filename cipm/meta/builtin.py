@@ -12,7 +12,7 @@ import torch
 
 from cipm.alignment.methods import AlignMethod, AlignProblem
 from cipm.alignment.windowed import DEFAULT_WINDOW
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.hooks.hookspecs import hookimpl
 from cipm.ordering.problem import CanonicalMethod, OrderProblem, ReorganizeMethod
 from cipm.pruning.problem import PruneMethod

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cipm.graph.symmetry import GroupKind, SymmetryGraph
+from cipm.graph.parts import GroupKind
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.meta.config import MetaConfig
 from cipm.meta.edges import top_k_edges, weight_links
 from cipm.statistics.group import GroupStatistics, Statistics

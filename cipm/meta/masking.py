@@ -20,7 +20,8 @@ import torch
 from cipm.batches import as_args
 from cipm.discovery.program import program_of
 from cipm.graph.layout import unit_ids
-from cipm.graph.symmetry import Site, SymmetryGraph
+from cipm.graph.parts import Site
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.capture import representative_site
 
 __all__ = ["MaskedModel"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.statistics.group import Statistics
 
 __all__ = [

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.meta.masking import MaskedModel
 from cipm.pruning.targets import PRUNABLE
 

@@ -21,7 +21,7 @@ import torch
 
 from cipm.errors import CipmError
 from cipm.graph.layout import unit_ids
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.ordering.methods import reorganize_method
 from cipm.ordering.problem import order_problem
 from cipm.statistics.group import Statistics

@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.hooks.hookspecs import hookimpl
 from cipm.ordering.canonical import canonical_order
 from cipm.ordering.problem import CanonicalMethod, OrderProblem, ReorganizeMethod

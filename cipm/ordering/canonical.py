@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import PermGroup, SymmetryGraph
+from cipm.graph.parts import PermGroup
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.ordering.methods import canonical_method
 from cipm.ordering.problem import order_problem
 from cipm.statistics.group import Statistics

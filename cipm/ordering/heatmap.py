@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.io import figure, save_figure
 from cipm.ordering.blocks import Partition
 from cipm.ordering.seriation import diagonality

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.statistics.group import Statistics
 from cipm.tensors.fitted import fitted_tensors
 

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 import torch
 
 from cipm.errors import CipmWarning
-from cipm.graph.symmetry import PermGroup, SymmetryGraph
+from cipm.graph.parts import PermGroup
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.moments import Moments
 from cipm.tensors.features import weight_norms
 

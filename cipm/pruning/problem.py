@@ -12,7 +12,8 @@ import torch
 
 from cipm.batches import Inputs, model_inputs
 from cipm.errors import CipmError
-from cipm.graph.symmetry import GroupKind, SymmetryGraph
+from cipm.graph.parts import GroupKind
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.pruning.targets import PRUNABLE, kinds_of, targets
 from cipm.statistics.group import Statistics
 from cipm.tensors.fitted import fitted_tensors

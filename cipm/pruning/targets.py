@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cipm.errors import CipmError
-from cipm.graph.symmetry import GroupKind, PermGroup, SymmetryGraph
+from cipm.graph.parts import GroupKind, PermGroup
+from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["PRUNABLE", "kinds_of", "targets"]
 

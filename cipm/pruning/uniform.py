@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 
 from cipm.errors import CipmError
-from cipm.graph.symmetry import PermGroup, SymmetryGraph
+from cipm.graph.parts import PermGroup
+from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["role", "uniform_sizes"]
 

@@ -15,7 +15,8 @@ import torch
 from cipm.batches import as_args
 from cipm.discovery.program import program_of
 from cipm.errors import CipmError, TraceError
-from cipm.graph.symmetry import GroupKind, PermGroup, Site, SymmetryGraph
+from cipm.graph.parts import GroupKind, PermGroup, Site
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.tensors.units import unit_blocks
 
 __all__ = ["SiteRecorder", "representative_site"]

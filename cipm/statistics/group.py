@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.symmetry import PermGroup, Site, SymmetryGraph
+from cipm.graph.parts import PermGroup, Site
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments
 from cipm.statistics.moments import CrossMoments, Moments
 from cipm.tensors.features import UnitFeatures, unit_features

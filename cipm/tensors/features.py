@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from cipm.graph.layout import Leaf, occurrences
-from cipm.graph.symmetry import Member, PermGroup, SymmetryGraph
+from cipm.graph.parts import Member, PermGroup
+from cipm.graph.symmetry import SymmetryGraph
 from cipm.tensors.units import unit_matrix
 
 __all__ = ["UnitFeatures", "unit_features", "unit_slices", "weight_norms"]

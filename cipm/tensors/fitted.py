@@ -8,7 +8,8 @@ import hashlib
 import torch
 
 from cipm.errors import PermutationError
-from cipm.graph.symmetry import SymmetryGraph, TensorAxis
+from cipm.graph.parts import TensorAxis
+from cipm.graph.symmetry import SymmetryGraph
 
 __all__ = ["fitted_tensors", "structure", "tensor_at"]
 

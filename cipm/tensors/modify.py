@@ -6,7 +6,7 @@ import torch
 
 from cipm.errors import PermutationError
 from cipm.graph.layout import index_map
-from cipm.graph.permutation import Permutation
+from cipm.graph.symmetry import Permutation
 from cipm.tensors.fitted import fitted_tensors
 from cipm.tensors.resize import with_tensors
 from cipm.tensors.units import select

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from cipm.errors import CipmError
-from cipm.graph.permutation import Permutation
-from cipm.graph.symmetry import SymmetryGraph
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.meta.zoo.families import untrained
 from cipm.meta.zoo.specs import SPLITS, Specimen, ZooSpec, arch
 from cipm.statistics.capture import representative_site
