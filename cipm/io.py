@@ -13,13 +13,18 @@ from typing import Any
 from cipm.errors import CipmError
 
 __all__ = [
+    "FOLDER_MARK",
     "atomic_file",
     "atomic_path",
+    "check_replaceable",
     "figure",
     "save_figure",
     "save_model",
     "write_text_atomic",
 ]
+
+# a file in every folder cipm writes: such a folder (or an empty one) is all it will replace
+FOLDER_MARK = ".cipm-output"
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -60,6 +65,17 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
+def check_replaceable(folder: Path) -> None:
+    """Raise a CipmError unless `folder` may be replaced whole by a folder cipm writes: it
+    does not exist, is empty, or holds cipm's marker (cipm wrote it)."""
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / FOLDER_MARK).exists():
+        raise CipmError(
+            f"{folder} is a folder holding files cipm did not write, and writing a folder "
+            "replaces it whole: give a new or empty folder (cipm never deletes what it did "
+            "not write)"
+        )
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
     """A temporary file (or, with `folder`, an empty temporary folder) beside `path` to write
@@ -67,14 +83,19 @@ def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterat
 
     A file replaces the old one in one atomic rename. A folder replaces an existing folder by
     two renames (the old one aside, the new one in, the old one deleted), so a reader sees
-    either the old folder or the new one, complete, and a failure puts the old one back.
+    either the old folder or the new one, complete, and a failure puts the old one back. A
+    folder cipm writes holds a marker file (`FOLDER_MARK`); cipm replaces only an empty
+    folder or one it wrote, never one holding files of someone else's.
 
     Raises:
-        CipmError: a folder is to replace a file, or a file a folder.
+        CipmError: a folder is to replace a file, a file a folder, or a folder that holds
+            files cipm did not write.
     """
     target = Path(path)
     if folder and target.exists() and not target.is_dir():
         raise CipmError(f"{target} is a file; this format writes a folder: give a folder path")
+    if folder:
+        check_replaceable(target)
     if not folder and target.is_dir():
         raise CipmError(f"{target} is a folder; this format writes a file: give a file name")
     if not folder:
@@ -86,6 +107,7 @@ def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterat
     _default_mode(str(made), 0o777)
     try:
         yield made
+        (made / FOLDER_MARK).write_text("written by cipm; cipm may replace this folder\n")
         _replace_folder(made, target)
     finally:
         shutil.rmtree(made, ignore_errors=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_state_equal, snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
 from cipm.examples import catalog
-from conftest import assert_state_equal, snapshot, traced
 
 ZOO_NAMES = sorted(catalog.MODELS)
 

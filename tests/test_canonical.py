@@ -7,12 +7,12 @@ from itertools import pairwise
 import pytest
 import test_transformers as hf
 import torch
+from conftest import as_double, assert_same_function, assert_state_equal, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
 from cipm.examples import catalog
-from conftest import as_double, assert_same_function, assert_state_equal, traced
 
 ZOO_NAMES = sorted(catalog.MODELS)
 HF_NAMES = sorted(hf.MODELS)

@@ -259,7 +259,11 @@ def test_the_output_path_is_checked_before_any_work(
     path, _, x = saved(tmp_path)
     shape = ",".join(map(str, x.shape))
     argv = ["canonicalize", str(path), "--unsafe-pickle", "--input", shape, "-o"]
-    assert main([*argv, str(tmp_path)]) == 2
+    assert main([*argv, str(tmp_path)]) == 2  # the folder holds the model it reads
+    assert "would overwrite" in capsys.readouterr().err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert main([*argv, str(elsewhere)]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert main([*argv, "/proc/cipm-model.pt"]) == 2
     assert "cannot write -o /proc/cipm-model.pt" in capsys.readouterr().err

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import traced
 
 import cipm
 from cipm.examples import catalog
 from cipm.statistics.distributed import all_reduce_moments
 from cipm.statistics.moments import Moments
-from conftest import traced
 
 WORLD = 2
 TIMEOUT_S = 120.0

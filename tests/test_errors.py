@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import snapshot, traced
 from torch import nn
 
 import cipm
 from cipm.examples import catalog
-from conftest import snapshot, traced
 
 
 class PixelShuffleNet(nn.Module):

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from conftest import assert_state_equal, traced
 from safetensors.torch import load_file
 from torch import nn
 
@@ -27,7 +28,6 @@ from cipm.cli import main
 from cipm.examples import catalog
 from cipm.exporting import Exporter, ExportJob, Policy
 from cipm.pruning import prune_plan
-from conftest import assert_state_equal, traced
 
 ZOO = ["mlp", "cnn_bn", "resnet20", "transformer_pre_norm"]
 

@@ -15,6 +15,7 @@ from test_transformers import VOCAB, bert, gpt2, llama
 
 import cipm
 from cipm.cli import main
+from cipm.io import FOLDER_MARK
 from cipm.pruning import uniform_sizes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,10 +121,11 @@ def test_heads_a_config_cannot_describe_are_an_error_and_keep_the_folder(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text("{}")
+    (out / FOLDER_MARK).write_text("")  # an earlier export's folder, which cipm may replace
     with pytest.raises(cipm.CipmError, match=r"GPT2Config stores no head size.*residual stream"):
         cipm.export(small, out, x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in out.iterdir()] == ["config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [FOLDER_MARK, "config.json"]
     assert (out / "config.json").read_text() == "{}"
 
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
 from cipm.examples import catalog
 from cipm.graph.layout import Leaf, Product, Sum, index_map
-from conftest import traced
 
 
 @pytest.mark.parametrize("name", ["resnet20", "gpt", "cnn_groupnorm"])

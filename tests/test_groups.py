@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import traced
 
 import cipm
 from cipm.examples import catalog
 from cipm.graph import GroupKind as K
-from conftest import traced
 
 
 def kinds(graph: cipm.SymmetryGraph) -> Counter[str]:

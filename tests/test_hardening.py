@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import snapshot, traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -15,7 +16,6 @@ from torch import nn
 import cipm
 from cipm.cli import main
 from cipm.examples import catalog
-from conftest import snapshot, traced
 
 
 def mlp() -> tuple[nn.Module, torch.Tensor, cipm.SymmetryGraph]:

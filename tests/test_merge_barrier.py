@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_function, snapshot, traced
 from torch import nn
 
 import cipm
 from cipm.examples import catalog
-from conftest import assert_same_function, snapshot, traced
 
 
 def labelled(name: str, n: int = 3, classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import traced
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -15,7 +16,6 @@ from cipm.alignment.weight import weight_matching
 from cipm.alignment.windowed import windowed_matching, windows_of
 from cipm.examples import catalog
 from cipm.tensors.fitted import fitted_tensors
-from conftest import traced
 
 
 def mlp(seed: int, width: int = 48) -> nn.Module:

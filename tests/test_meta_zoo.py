@@ -15,6 +15,7 @@ import torch
 
 import cipm
 from cipm.examples.data import train_classifier
+from cipm.io import FOLDER_MARK
 from cipm.meta import zoo
 from cipm.meta.zoo import (
     FAMILIES,
@@ -252,7 +253,7 @@ def test_rebuild_is_cached_and_resumes(built: dict[str, object], tmp_path: Path)
         "index.json",
         "pairs",
         gone,
-        *(f"{gone}/{f}" for f in (*zoo.reading.FILES, "meta.json")),
+        *(f"{gone}/{f}" for f in (*zoo.reading.FILES, "meta.json", FOLDER_MARK)),
         str(target.relative_to(folder)),
     }
     assert (folder / gone / "model.safetensors").read_bytes() == weights  # seeded: the same

@@ -6,12 +6,12 @@ import warnings
 
 import pytest
 import torch
+from conftest import as_double, assert_same_function, assert_state_equal, snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cipm
 from cipm.examples import catalog
-from conftest import as_double, assert_same_function, assert_state_equal, snapshot, traced
 
 ZOO_NAMES = sorted(catalog.MODELS)
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_function, zoo_stats
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 import cipm
 from cipm.examples import catalog
-from conftest import assert_same_function, zoo_stats
 
 METHODS = ["spectral", "olo"]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import snapshot, traced
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -13,7 +14,6 @@ from cipm.examples import catalog
 from cipm.meta.edges import top_k_edges, weight_links
 from cipm.statistics.capture import SiteRecorder, representative_site
 from cipm.statistics.moments import CrossMoments, MomentAccumulator, Moments
-from conftest import snapshot, traced
 
 
 def batches(name: str, n: int, seed: int = 0) -> list[torch.Tensor]:

@@ -159,7 +159,7 @@ def _source(args: argparse.Namespace, needs_input: bool = True) -> tuple[torch.n
 
 def _inspect(args: argparse.Namespace) -> int:
     if args.json is not None:
-        check_output(args.json)
+        check_output(args.json, inputs=(args.model, args.input))
     model, x = _source(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -186,7 +186,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """export a model to a file of one of the installed formats (atomically)."""
-    check_output(args.output, folder_ok=True)
+    check_output(args.output, folder_ok=True, inputs=(args.model, args.input))
     format_ = args.format
     if format_ is not None and format_ not in exporters():
         raise CipmError(f"--format {format_}: installed formats are {sorted(exporters())}")
@@ -199,7 +199,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _modify(args: argparse.Namespace) -> int:
     """canonicalize / prune a model and save the result (atomically)."""
-    check_output(args.output, folder_ok=not args.output.suffix)
+    check_output(
+        args.output,
+        folder_ok=not args.output.suffix,
+        inputs=(args.model, args.input, getattr(args, "data", None)),
+    )
     sizes: dict[str, int] = {}
     data: list[Any] | None = None
     if args.command == "prune":

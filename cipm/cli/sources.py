@@ -15,6 +15,7 @@ import importlib
 import os
 import pickle
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.examples import catalog
 from cipm.exporting.sources import model_sources, source_for
+from cipm.io import check_replaceable
 
 __all__ = ["batches", "check_output", "example_input", "formats", "load_model", "load_tensors"]
 
@@ -114,11 +116,23 @@ def batches(data: Any, batch: int) -> list[Any]:
     raise CipmError("--data must hold a tensor of samples or a non-empty list of batches")
 
 
-def check_output(path: Path, folder_ok: bool = False) -> None:
+def check_output(path: Path, folder_ok: bool = False, inputs: Iterable[Any] = ()) -> None:
     """Fail now, before any work, if the result could not be written to `path` (a folder
-    only if `folder_ok`)."""
+    only if `folder_ok`, and only one that cipm may replace), or would overwrite one of the
+    `inputs` (paths the command reads; other values are ignored)."""
     if path.is_dir() and not folder_ok:
         raise CipmError(f"-o {path} is a directory; give a file name")
+    target = path.resolve()
+    for given in inputs:
+        if isinstance(given, str | os.PathLike) and Path(given).exists():
+            source = Path(given).resolve()
+            if source == target or target in source.parents:
+                raise CipmError(
+                    f"-o {path} would overwrite {given}, which this command reads: give "
+                    "another output path"
+                )
+    if path.is_dir():
+        check_replaceable(path)
     folder = path.parent
     while not folder.exists():
         folder = folder.parent

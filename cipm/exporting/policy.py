@@ -165,7 +165,7 @@ class Policy:
         source = f" in {where}" if where else ""
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
+        except (json.JSONDecodeError, TypeError, RecursionError) as e:  # nested past reason
             raise CipmError(f"the cipm policy{source} is not JSON ({e})") from None
         if not isinstance(data, dict) or "cipm_policy" not in data:
             raise CipmError(f"the metadata{source} is not a cipm policy")

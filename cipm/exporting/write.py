@@ -13,7 +13,9 @@ from cipm.errors import CipmError
 from cipm.exporting.exporter import choose, exporters
 from cipm.exporting.formats import ExportJob
 from cipm.exporting.policy import Policy
+from cipm.graph.symmetry import Permutation
 from cipm.io import atomic_path
+from cipm.tensors.fitted import fitted_tensors
 
 __all__ = ["export", "read_policy"]
 
@@ -54,7 +56,8 @@ def export(
 
     Raises:
         CipmError: an unknown format or one that cannot hold the model, an unwritable path,
-            a model the format's exporter cannot convert (naming why), a malformed policy.
+            a model the format's exporter cannot convert (naming why), a malformed policy, or
+            a permutation of another model's groups.
 
     Example:
         >>> perm = graph.random_permutation(seed=0)
@@ -69,6 +72,8 @@ def export(
         raise CipmError(f"export needs a path, got {type(path).__name__}")
     target = Path(path)
     name, exporter = choose(model, target, format, exporters())
+    if isinstance(policy, Permutation):  # it knows its model: the model must fit it
+        fitted_tensors(model, policy.graph, "the exported model")
     stored = None if policy is None else Policy.of(policy, type(model).__name__)
     job = ExportJob(model, example_inputs, stored, target)
     try:

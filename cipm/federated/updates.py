@@ -84,17 +84,35 @@ def split_update(
     unknown = sorted(set(fields) - {g.name for g in graph})
     if unknown:
         raise CipmError(f"client statistics of groups the graph does not have: {unknown}")
-    moments = {}
-    for group, f in fields.items():
-        missing = [name for name in _FIELDS if name not in f]
-        if missing:
-            raise CipmError(f"client statistics of group '{group}' lack {missing}")
-        count = int(f["count"])
-        t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in f.items() if k != "count"}
-        a = Moments(count, t["mean_a"], t["comoment_a"])
-        b = Moments(count, t["mean_b"], t["comoment_b"])
-        moments[group] = CrossMoments(a, b, t["cross"])
+    moments = {group: _checked_moments(group, f, graph[group].size) for group, f in fields.items()}
     return state, CrossStatistics(graph, moments)
+
+
+def _checked_moments(group: str, f: Mapping[str, torch.Tensor], n: int) -> CrossMoments:
+    """A client's cross moments of one group, once every field is known to be sound: a
+    single whole count >= 1, means of n and co-moments of n x n finite values."""
+    missing = [name for name in _FIELDS if name not in f]
+    if missing:
+        raise CipmError(f"client statistics of group '{group}' lack {missing}")
+    raw = torch.as_tensor(f["count"])
+    if raw.numel() != 1 or raw.is_floating_point() or int(raw) < 1:
+        raise CipmError(
+            f"client statistics of group '{group}': the count must be one whole number >= 1, "
+            f"got {raw.tolist()}"
+        )
+    t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in f.items() if k != "count"}
+    for name, value in t.items():
+        shape = (n,) if name.startswith("mean") else (n, n)
+        if tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
+            raise CipmError(
+                f"client statistics of group '{group}': '{name}' must be {shape} finite "
+                f"values, got {tuple(value.shape)}"
+                + ("" if tuple(value.shape) != shape else " with NaN or Inf")
+            )
+    count = int(raw)
+    a = Moments(count, t["mean_a"], t["comoment_a"])
+    b = Moments(count, t["mean_b"], t["comoment_b"])
+    return CrossMoments(a, b, t["cross"])
 
 
 def aggregate_updates(

@@ -241,6 +241,9 @@ class MetaAnalyzer:
             analyzer.network.load_state_dict(tensors)
         except RuntimeError as e:
             raise CipmError(f"{path}: weights do not fit its config: {e}") from None
+        broken = [k for k, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+        if broken:
+            raise CipmError(f"{path}: weights {broken[:3]} hold NaN or Inf; it cannot score units")
         try:
             rows = json.loads(meta.get("history", "[]"))
         except json.JSONDecodeError as e:

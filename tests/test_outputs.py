@@ -1,0 +1,120 @@
+"""Nothing of the caller's is lost: a folder format never replaces a folder holding files
+cipm did not write, and the command line never writes over a file or folder it reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_export_hf import built
+
+import cipm
+from cipm.cli import main
+from cipm.discovery.program import save_program
+from cipm.examples import catalog
+from cipm.io import FOLDER_MARK
+
+
+def test_a_folder_export_never_deletes_files_cipm_did_not_write(tmp_path: Path) -> None:
+    model, x, _ = built("llama")
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(cipm.CipmError, match="files cipm did not write"):
+        cipm.export(model, mine, x)
+    assert (mine / "notes.txt").read_text() == "mine" and len(list(mine.iterdir())) == 1
+    out = cipm.export(model, tmp_path / "out", x)  # a new folder: written, marked
+    assert (out / FOLDER_MARK).exists() and (out / "config.json").exists()
+    again = cipm.export(model, out, x)  # cipm's own folder: replaced
+    assert (again / "config.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (cipm.export(model, empty, x) / "config.json").exists()
+
+
+def test_the_cli_refuses_to_write_over_its_inputs(tmp_path: Path) -> None:
+    model, x = catalog.build("mlp")
+    archive = save_program(model, x, tmp_path / "m.pt2")
+    before = archive.read_bytes()
+    shape = ",".join(map(str, x.shape))
+    assert main(["inspect", str(archive), "--input", shape, "--json", str(archive)]) == 2
+    assert archive.read_bytes() == before
+    calibration = tmp_path / "calib.pt"
+    torch.save(torch.randn(16, x.shape[1]), calibration)
+    saved = calibration.read_bytes()
+    argv = ["prune", "mlp", "--ratio", "0.5", "--data", str(calibration), "-o", str(calibration)]
+    assert main(argv) == 2
+    assert calibration.read_bytes() == saved
+    # a folder that holds an input is refused too (-o "$PWD" next to the model)
+    argv = ["prune", str(archive), "--input", shape, "--ratio", "0.5", "-o", str(tmp_path)]
+    assert main([*argv, "--method", "magnitude"]) == 2
+    assert archive.read_bytes() == before
+
+
+def test_the_cli_checks_a_folder_output_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("keep")
+    assert main(["prune", "mlp", "--ratio", "0.5", "--method", "magnitude", "-o", str(taken)]) == 2
+    assert "files cipm did not write" in capsys.readouterr().err
+    assert (taken / "keep.txt").read_text() == "keep"
+
+
+def test_a_permutation_of_another_model_is_not_stored_with_this_one(tmp_path: Path) -> None:
+    narrow, x = catalog.mlp(width=16)
+    wide, _ = catalog.mlp(width=32)
+    perm = cipm.trace(narrow, x).random_permutation(seed=0)
+    with pytest.raises(cipm.CipmError, match="does not fit the symmetry graph"):
+        cipm.export(wide, tmp_path / "wide.safetensors", policy=perm)
+    assert not (tmp_path / "wide.safetensors").exists()
+    written = cipm.export(cipm.permute(narrow, perm), tmp_path / "narrow.safetensors", policy=perm)
+    assert cipm.read_policy(written).permutation(perm.graph) == perm
+
+
+def test_broken_client_statistics_and_networks_are_clear_errors(tmp_path: Path) -> None:
+    """A client's statistics arrive as arrays; a count of -5, two counts, a truncated or a
+    NaN matrix are refused with the group and field named, never used."""
+    from cipm.federated import split_update, update_arrays
+
+    model, x = catalog.build("mlp")
+    graph = cipm.trace(model, x)
+    quiet = cipm.CollectConfig(progress=False)
+    cross_stats = cipm.collect_cross(model, model, graph, [x, 2 * x], config=quiet)
+    arrays = update_arrays(model, cross_stats)
+    key = next(k for k in arrays if k.endswith("/count"))
+    group = key.split("/")[-2]
+    cross = key[: -len("count")] + "cross"
+    broken = {
+        "count": torch.tensor(-5),
+        "counts": torch.tensor([4, 4]),
+        "truncated": arrays[cross][:-1],
+        "nan": arrays[cross].clone().fill_(float("nan")),
+    }
+    for what, value in broken.items():
+        target = cross if what in ("truncated", "nan") else key
+        with pytest.raises(cipm.CipmError, match=f"group '{group}'"):
+            split_update({**arrays, target: value}, graph)
+    # a meta-network whose weights hold NaN is refused on loading, not used
+    meta = cipm.MetaAnalyzer()
+    with torch.no_grad():
+        next(iter(meta.network.parameters())).fill_(float("nan"))
+    path = meta.save(tmp_path / "nan.safetensors")
+    with pytest.raises(cipm.CipmError, match="NaN or Inf"):
+        cipm.MetaAnalyzer.load(path)
+
+
+def test_malformed_policies_and_arguments_are_clear_errors() -> None:
+    from cipm.exporting.policy import FORMAT_VERSION, Policy
+
+    head = {"cipm_policy": FORMAT_VERSION, "cipm": "0.1.0", "kind": "pruned"}
+    with pytest.raises(cipm.CipmError, match="group 'a'"):
+        Policy.from_json(json.dumps({**head, "groups": {"a": []}}))
+    with pytest.raises(cipm.CipmError, match="not JSON"):
+        Policy.from_json("[" * 100_000 + "]" * 100_000)  # nested past Python's recursion
+    model, x = catalog.build("mlp")
+    with pytest.raises(cipm.CipmError, match=r"expected cipm\.collect statistics"):
+        cipm.MetaAnalyzer().policy(model, cipm.trace(model, x))  # type: ignore[arg-type]
