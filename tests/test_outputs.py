@@ -118,3 +118,26 @@ def test_malformed_policies_and_arguments_are_clear_errors() -> None:
     model, x = catalog.build("mlp")
     with pytest.raises(cipm.CipmError, match=r"expected cipm\.collect statistics"):
         cipm.MetaAnalyzer().policy(model, cipm.trace(model, x))  # type: ignore[arg-type]
+
+
+def test_a_permutation_of_a_buffer_no_checkpoint_stores_is_refused(tmp_path: Path) -> None:
+    """LLaMA's rotary frequencies (`inv_freq`) are a non-persistent buffer: permuted with the
+    q/k dims in memory (right), but a state-dict format drops them and the reloaded model
+    recomputes them unpermuted (wrong). Such a permutation is refused before writing; one
+    that keeps that group in order is written."""
+    model, x, graph = built("llama")
+    rotary = next(g for g in graph if any(m.key.endswith("inv_freq") for m in g.members))
+    perm = graph.random_permutation(seed=0)
+    permuted = cipm.permute(model, perm)
+    for name in ("p.safetensors", "p_folder"):
+        with pytest.raises(cipm.CipmError, match=r"moves group .*inv_freq.*does not store"):
+            cipm.export(permuted, tmp_path / name, x, policy=perm)
+        assert not (tmp_path / name).exists()
+    kept = {g.name: perm[g.name] for g in graph}
+    kept[rotary.name] = torch.arange(rotary.size)
+    safe = cipm.Permutation(graph, kept)
+    out = cipm.export(cipm.permute(model, safe), tmp_path / "safe", x, policy=safe)
+    assert cipm.read_policy(out).permutation(graph) == safe
+    # ONNX keeps every buffer's values: the same permutation exports and runs right
+    onnx = cipm.export(permuted, tmp_path / "p.onnx", x, policy=perm)
+    assert cipm.read_policy(onnx).permutation(graph) == perm
