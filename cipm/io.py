@@ -141,6 +141,7 @@ def atomic_file(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
     _default_mode(tmp)
     try:
         yield tmp
+        _default_mode(tmp)  # a writer that made the file anew (safetensors does) made it 0600
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

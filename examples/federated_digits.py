@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--one-shot-width", type=int, default=256)
     parser.add_argument("--no-one-shot", action="store_true")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per simulation")
-    parser.add_argument("--out", type=Path, default=Path("docs/img/federated_digits.png"))
+    parser.add_argument("--out", type=Path, default=Path("out/federated_digits.png"))
     parser.add_argument("--splits", type=int, default=3, help="label-skew draws averaged")
     parser.add_argument("--simulate", help=argparse.SUPPRESS)  # the child process's part
     parser.add_argument("--split-seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/pruning_levels.png"))
+    parser.add_argument("--out", type=Path, default=Path("out/pruning_levels.png"))
     args = parser.parse_args()
     train, test = digits()
     path_a = levels(train, 1, args.levels, args.epochs)

@@ -62,7 +62,7 @@ ARCHITECTURES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/seed_barriers.png"))
+    parser.add_argument("--out", type=Path, default=Path("out/seed_barriers.png"))
     args = parser.parse_args()
     results = {}
     for name, (image, make) in ARCHITECTURES.items():

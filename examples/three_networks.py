@@ -35,7 +35,7 @@ def trained(width: int, data: list, epochs: int, seed: int) -> nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/three_networks.png"))
+    parser.add_argument("--out", type=Path, default=Path("out/three_networks.png"))
     args = parser.parse_args()
     train, test = digits()
     rows = []

@@ -41,7 +41,7 @@ def trajectory(data: list, epochs: int, seed: int) -> list[nn.Module]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--out", type=Path, default=Path("docs/img/trajectories.png"))
+    parser.add_argument("--out", type=Path, default=Path("out/trajectories.png"))
     args = parser.parse_args()
     train, test = digits()
     path_a, path_b = trajectory(train, args.epochs, 1), trajectory(train, args.epochs, 2)

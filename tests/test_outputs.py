@@ -4,6 +4,8 @@ cipm did not write, and the command line never writes over a file or folder it r
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,42 @@ def test_a_permutation_of_a_buffer_no_checkpoint_stores_is_refused(tmp_path: Pat
     # ONNX keeps every buffer's values: the same permutation exports and runs right
     onnx = cipm.export(permuted, tmp_path / "p.onnx", x, policy=perm)
     assert cipm.read_policy(onnx).permutation(graph) == perm
+
+
+def test_written_files_have_a_plain_files_mode(tmp_path: Path) -> None:
+    """Every file cipm writes gets the mode a plain open() gives (not the 0600 of a
+    temporary file), whichever writer made it."""
+    model, x = catalog.build("mlp")
+    umask = os.umask(0o022)
+    try:
+        for name in ("m.safetensors", "m.onnx"):
+            path = cipm.export(model, tmp_path / name, x)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, name
+    finally:
+        os.umask(umask)
+
+
+def test_command_help_says_what_each_option_is() -> None:
+    """Every option of every command (and of `cipm meta`'s) has a help text."""
+    import argparse
+
+    from cipm.cli import _parser
+
+    def bare(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += bare(sub, f"{path} {name}")
+            elif action.option_strings and not action.help and action.dest != "help":
+                found.append(f"{path} {action.option_strings[-1]}")
+        return found
+
+    assert not bare(_parser(), "cipm")
+
+
+def test_a_failed_onnx_export_says_why_in_plain_text() -> None:
+    from cipm.plugins.onnx_export import _why
+
+    coloured = RuntimeError("\x1b[1m\x1b[31mTorch export failed\x1b[0m: unsupported\nmore")
+    assert _why(coloured) == "RuntimeError: Torch export failed: unsupported"

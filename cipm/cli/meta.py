@@ -21,7 +21,10 @@ def add_parser(sub: Any) -> None:
     meta = sub.add_parser("meta", help="the meta-analysis network: build its zoo, train, evaluate")
     verbs = meta.add_subparsers(dest="meta_command", required=True)
     zoo = verbs.add_parser("zoo", help="train the zoo of small models (cached)")
-    zoo.add_argument("folder", type=Path, nargs="?", default=DEFAULT_ZOO)
+    zoo.add_argument(
+        "folder", type=Path, nargs="?", default=DEFAULT_ZOO,
+        help=f"where the zoo is kept (default {DEFAULT_ZOO}); models already there are reused",
+    )  # fmt: skip
     train = verbs.add_parser("train", help="train a network on the zoo's training split")
     train.add_argument("-o", "--output", type=Path, required=True, help="FILE.safetensors")
     train.add_argument(
@@ -33,17 +36,17 @@ def add_parser(sub: Any) -> None:
         help="an objective and its weight (repeat; default compression=1 correlation=0.5 "
         "stability=0.1)",
     )  # fmt: skip
-    train.add_argument("--steps", type=int, default=300)
+    train.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     train.add_argument("--batch", type=int, default=4, help="zoo models per step")
-    train.add_argument("--lr", type=float, default=3e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--hidden", type=int, default=32)
-    train.add_argument("--layers", type=int, default=3)
+    train.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
+    train.add_argument("--seed", type=int, default=0, help="weights and draws of models")
+    train.add_argument("--hidden", type=int, default=32, help="width of a unit's embedding")
+    train.add_argument("--layers", type=int, default=3, help="rounds of message passing")
     train.add_argument("--checkpoint", type=Path, help="resumed from if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate = verbs.add_parser("eval", help="compare a network with the analytic policies")
     evaluate.add_argument("network", help="FILE.safetensors, or 'pretrained'")
-    evaluate.add_argument("--zoo", type=Path, default=DEFAULT_ZOO)
+    evaluate.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="the zoo folder")
     evaluate.add_argument("--split", action="append", help="zoo splits (default: held-out)")
     evaluate.add_argument("--ratio", type=float, default=0.5, help="pruning ratio compared")
 

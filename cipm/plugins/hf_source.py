@@ -39,10 +39,15 @@ def load_huggingface(path: Path) -> Any:
     cls = getattr(transformers, names[0], None) if names else transformers.AutoModel
     if cls is None:
         raise CipmError(f"{path}: transformers has no model class {names[0]!r}")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a local folder: no bar per load
     try:
         return cls.from_pretrained(path, local_files_only=True)
     except Exception as e:
         raise CipmError(f"cannot load the Hugging Face model in {path}: {e}") from e
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 @hookimpl

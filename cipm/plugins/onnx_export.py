@@ -32,6 +32,7 @@ from cipm.plugin import (
     outputs,
 )
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _OP = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)|target=torch\.ops\.([\w.]+)")
 
 
@@ -100,7 +101,8 @@ def _why(error: BaseException) -> str:
             op = f"{found[1]}.{found[2]}" if found[1] else found[3]
             return f"no ONNX conversion for op '{op}'"
         seen = seen.__cause__ or seen.__context__
-    lines = [line for line in str(error).splitlines() if line.strip()]
+    plain = _ANSI.sub("", str(error))  # torch.onnx colours its messages for a terminal
+    lines = [line for line in plain.splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
