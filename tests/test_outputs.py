@@ -182,3 +182,18 @@ def test_a_failed_onnx_export_says_why_in_plain_text() -> None:
 
     coloured = RuntimeError("\x1b[1m\x1b[31mTorch export failed\x1b[0m: unsupported\nmore")
     assert _why(coloured) == "RuntimeError: Torch export failed: unsupported"
+
+
+def test_prune_a_pt2_archive_with_data_batches_like_its_inputs(tmp_path: Path) -> None:
+    """A .pt2 archive runs only at the shapes it was traced on: --data is batched at the
+    --input batch size (a last shorter batch left out), not at 64."""
+    model, x = catalog.build("mlp")
+    archive = save_program(model, x, tmp_path / "m.pt2")
+    calibration = tmp_path / "calib.pt"
+    torch.save(torch.randn(4 * len(x) + 1, x.shape[1]), calibration)
+    shape = ",".join(map(str, x.shape))
+    out = tmp_path / "small.pt2"
+    argv = ["prune", str(archive), "--input", shape, "--ratio", "0.5", "--data", str(calibration)]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 0
+    small = torch.export.load(str(out)).module()
+    assert small(x).shape == model(x).shape

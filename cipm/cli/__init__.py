@@ -109,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
         "--data", type=Path, help="calibration inputs (.pt: a tensor of samples, or a list of "
         "batches); needed by every method that folds or reads statistics"
     )  # fmt: skip
-    prune_cmd.add_argument("--batch", type=int, default=64, help="batch size for a tensor --data")
+    prune_cmd.add_argument(
+        "--batch", type=int, help="batch size for a tensor --data (default 64; for a .pt2 "
+        "archive, whose shapes are fixed, the --input batch size)"
+    )  # fmt: skip
     prune_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
     export_cmd = sub.add_parser(
         "export", help="write a model as ONNX, safetensors or a Hugging Face folder"
@@ -206,6 +209,7 @@ def _modify(args: argparse.Namespace) -> int:
     )
     sizes: dict[str, int] = {}
     data: list[Any] | None = None
+    raw: Any = None  # --data as loaded, batched once the model's shapes are known
     if args.command == "prune":
         sizes = dict(_size(s) for s in args.size)
         if args.ratio is None and not sizes:
@@ -216,8 +220,12 @@ def _modify(args: argparse.Namespace) -> int:
             raise CipmError(f"--method {name}: pruning methods are {sorted(methods)}")
         if methods[name].needs_data() and args.data is None:
             raise CipmError(f"--method {name} needs --data (calibration inputs)")
-        data = batches(load_tensors(args.data, "data"), args.batch) if args.data else None
+        raw = load_tensors(args.data, "data") if args.data else None
     model, example = _source(args)
+    if raw is not None:
+        fixed = Path(args.model).suffix == ".pt2"  # a traced program: its shapes are fixed
+        size = args.batch if args.batch is not None else (_leading(example) if fixed else 64)
+        data = batches(raw, size, whole=fixed and args.batch is None)
     graph = trace(model, example)
     policy: Permutation | PruneReport
     if args.command == "canonicalize":
@@ -273,6 +281,12 @@ def _save(
             f"the result cannot be pickled ({e}); write it as a torch.export archive: "
             f"-o {path.with_suffix('.pt2')}"
         ) from None
+
+
+def _leading(example: Any) -> int:
+    """The batch size of example inputs: the first dim of their first tensor."""
+    first = next(iter(torch.utils._pytree.tree_leaves(example)), None)
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 64
 
 
 def _size(spec: str) -> tuple[str, int]:

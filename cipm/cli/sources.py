@@ -105,12 +105,21 @@ def example_input(spec: str) -> Any:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
-def batches(data: Any, batch: int) -> list[Any]:
-    """``--data``: a tensor of samples (cut into batches of `batch`) or a list of batches."""
+def batches(data: Any, batch: int, whole: bool = False) -> list[Any]:
+    """``--data``: a tensor of samples (cut into batches of `batch`; with `whole`, for a
+    model of fixed shapes, a last shorter batch is left out) or a list of batches."""
     if batch < 1:
         raise CipmError(f"--batch must be at least 1, got {batch}")
     if isinstance(data, torch.Tensor) and data.dim() >= 1 and len(data):
-        return list(data.split(batch))
+        cut = list(data.split(batch))
+        if whole and len(cut[-1]) < batch:
+            cut.pop()
+        if not cut:
+            raise CipmError(
+                f"--data holds {len(data)} samples, fewer than one batch of {batch}, the "
+                "batch size this model's fixed shapes take"
+            )
+        return cut
     if isinstance(data, list | tuple) and data:
         return list(data)
     raise CipmError("--data must hold a tensor of samples or a non-empty list of batches")
