@@ -197,3 +197,25 @@ def test_prune_a_pt2_archive_with_data_batches_like_its_inputs(tmp_path: Path) -
     assert main([*argv, "-o", str(out), "--quiet"]) == 0
     small = torch.export.load(str(out)).module()
     assert small(x).shape == model(x).shape
+
+
+def broken_factory() -> torch.nn.Module:
+    """A --factory whose own code fails."""
+    raise ValueError("no such layer size")
+
+
+def test_a_failing_factory_or_a_corrupt_weights_file_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, x = catalog.build("mlp")
+    corrupt = tmp_path / "mlp.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    torch.save(x, tmp_path / "x.pt")
+    common = ["--input", str(tmp_path / "x.pt"), "-o", str(tmp_path / "out.pt")]
+    argv = ["canonicalize", str(corrupt), "--factory", "test_outputs:broken_factory", *common]
+    assert main(argv) == 2
+    assert "--factory test_outputs:broken_factory raised ValueError" in capsys.readouterr().err
+    argv = ["canonicalize", str(corrupt), "--factory", "test_cli:build_mlp", *common]
+    assert main(argv) == 2
+    assert "is not a readable safetensors file" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()

@@ -163,7 +163,10 @@ def _from_weights(path: Path, factory: str) -> torch.nn.Module:
         build = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise CipmError(f"--factory {factory}: {e}") from None
-    model = build()
+    try:
+        model = build()
+    except Exception as e:  # the user's own code: its failure, said in one line
+        raise CipmError(f"--factory {factory} raised {type(e).__name__}: {e}") from e
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"--factory {factory} returned a {type(model).__name__}, not a module")
     if path.suffix == ".safetensors":
@@ -171,7 +174,10 @@ def _from_weights(path: Path, factory: str) -> torch.nn.Module:
             from safetensors.torch import load_file
         except ImportError as e:
             raise CipmError("safetensors weights need: pip install 'cipm[formats]'") from e
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as e:  # SafetensorError, or an OSError of a truncated file
+            raise CipmError(f"{path} is not a readable safetensors file: {e}") from None
     else:
         state = load_tensors(path, "weights")
     if not isinstance(state, dict):
