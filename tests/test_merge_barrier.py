@@ -151,7 +151,7 @@ def test_repair_gives_units_the_endpoints_average_statistics(name: str) -> None:
     if name == "mlp":  # no BatchNorm: merge(repair=True) is merge then repair
         for key, value in repaired.state_dict().items():
             torch.testing.assert_close(via_merge.state_dict()[key], value)
-    sites = producer_sites(graph)
+    sites = producer_sites(graph, merged)
     assert sites, "no group has a producer to repair: the test would prove nothing"
     got = _moments(repaired, graph, sites, data)
     ends = [_moments(m, graph, sites, data) for m in (a, b)]

@@ -89,23 +89,12 @@ def repair(
     return repaired
 
 
-def producer_sites(graph: SymmetryGraph, model: torch.nn.Module | None = None) -> dict[str, Site]:
-    """Per group that has one, the first activation where a layer makes its units: an op of
-    role ``"affine"`` (`cipm_op_roles`), its output dim exactly the group's units, called by
-    a module whose own tensors make them (members of the group that do not consume its
-    units). With `model`, the module must name its weight and bias
-    (`cipm_affine_parameters`) and both be such members: the sites `repair` corrects.
-    Without, any two such tensors will do (the same sites where every layer with a weight
-    and a bias is known to a plugin)."""
-    if model is not None:
-        return {name: p.site for name, p in _producers(graph, model).items()}
-    sites: dict[str, Site] = {}
-    for group, candidates in _affine_sites(graph):
-        made = (s for s in candidates if len(_made_by(group, s.module)) >= 2)
-        site = next(made, None)
-        if site is not None:
-            sites[group.name] = site
-    return sites
+def producer_sites(graph: SymmetryGraph, model: torch.nn.Module) -> dict[str, Site]:
+    """The sites `repair` corrects: per group that has one, the first activation where a
+    layer makes its units, an op of role ``"affine"`` (`cipm_op_roles`) whose output dim is
+    exactly the group's units, called by a module that names its weight and bias
+    (`cipm_affine_parameters`), both members of the group that make its units."""
+    return {name: p.site for name, p in _producers(graph, model).items()}
 
 
 def _producers(graph: SymmetryGraph, model: torch.nn.Module) -> dict[str, _Producer]:
