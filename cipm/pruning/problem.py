@@ -39,7 +39,7 @@ class PruneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kinds", kinds_of(tuple(self.kinds)))
+        kinds_of(tuple(self.kinds))  # an unknown kind: a CipmError at once, naming the kinds
 
 
 @dataclass(frozen=True)
@@ -119,5 +119,6 @@ def prune_problem(
         raise CipmError(f"prune needs statistics or a symmetry graph, got {type(stats).__name__}")
     if not isinstance(config, PruneConfig):
         raise CipmError(f"config must be a cipm.PruneConfig, got {type(config).__name__}")
-    kept = targets(graph, ratio, {} if sizes is None else sizes, config.kinds)  # type: ignore[arg-type]
+    kinds = kinds_of(tuple(config.kinds))
+    kept = targets(graph, ratio, {} if sizes is None else sizes, kinds)
     return PruneProblem(model, graph, tensors, statistics, data, kept, config)
