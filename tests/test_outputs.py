@@ -122,27 +122,54 @@ def test_malformed_policies_and_arguments_are_clear_errors() -> None:
         cipm.MetaAnalyzer().policy(model, cipm.trace(model, x))  # type: ignore[arg-type]
 
 
-def test_a_permutation_of_a_buffer_no_checkpoint_stores_is_refused(tmp_path: Path) -> None:
-    """LLaMA's rotary frequencies (`inv_freq`) are a non-persistent buffer: permuted with the
-    q/k dims in memory (right), but a state-dict format drops them and the reloaded model
-    recomputes them unpermuted (wrong). Such a permutation is refused before writing; one
-    that keeps that group in order is written."""
+def test_no_group_moves_a_buffer_no_checkpoint_stores(tmp_path: Path) -> None:
+    """LLaMA's rotary frequencies (`inv_freq`) are a non-persistent buffer: a state dict drops
+    them and a reloaded model recomputes them unpermuted. No group of the graph moves them, so
+    any permutation, saved by cipm or by save_pretrained and loaded back, computes the same
+    (float64), and `original_inv_freq` (dynamic RoPE's reset value) is still the model's."""
     model, x, graph = built("llama")
-    rotary = next(g for g in graph if any(m.key.endswith("inv_freq") for m in g.members))
-    perm = graph.random_permutation(seed=0)
-    permuted = cipm.permute(model, perm)
-    for name in ("p.safetensors", "p_folder"):
-        with pytest.raises(cipm.CipmError, match=r"moves group .*inv_freq.*does not store"):
-            cipm.export(permuted, tmp_path / name, x, policy=perm)
-        assert not (tmp_path / name).exists()
-    kept = {g.name: perm[g.name] for g in graph}
-    kept[rotary.name] = torch.arange(rotary.size)
-    safe = cipm.Permutation(graph, kept)
-    out = cipm.export(cipm.permute(model, safe), tmp_path / "safe", x, policy=safe)
-    assert cipm.read_policy(out).permutation(graph) == safe
-    # ONNX keeps every buffer's values: the same permutation exports and runs right
-    onnx = cipm.export(permuted, tmp_path / "p.onnx", x, policy=perm)
-    assert cipm.read_policy(onnx).permutation(graph) == perm
+    model = model.double()
+    unsaved = {
+        f"{path}.{name}".lstrip(".")
+        for path, module in model.named_modules()
+        for name in module._non_persistent_buffers_set
+    }
+    assert any(k.endswith("inv_freq") for k in unsaved)
+    assert not [m.key for g in graph for m in g.members if m.key in unsaved]
+    with torch.no_grad():
+        expected = model(**x).logits
+    for seed in range(3):
+        perm = graph.random_permutation(seed=seed)
+        permuted = cipm.permute(model, perm)
+        permuted.save_pretrained(tmp_path / f"hf{seed}")
+        reloaded = type(model).from_pretrained(tmp_path / f"hf{seed}", torch_dtype=torch.float64)
+        path = cipm.export(permuted, tmp_path / f"p{seed}.safetensors", policy=perm)
+        restored = cipm.permute(permuted, cipm.read_policy(path).inverse(graph))
+        for m in (permuted, reloaded, restored):
+            with torch.no_grad():
+                # LLaMA's RMSNorm computes in float32: agreement to its rounding
+                torch.testing.assert_close(m(**x).logits, expected, rtol=1e-5, atol=1e-6)
+        rotary = permuted.model.rotary_emb
+        assert torch.equal(rotary.original_inv_freq, rotary.inv_freq)
+
+
+def test_canonicalize_cli_writes_a_llama_that_reloads_the_same(tmp_path: Path) -> None:
+    """`cipm canonicalize hf_llama --input ids.pt -o c.safetensors` (and to a folder) used to
+    write a model whose reloaded rotary frequencies no longer matched its q/k rows."""
+    model, x, _ = built("llama")
+    model.save_pretrained(tmp_path / "hf_llama")
+    torch.save(x["input_ids"], tmp_path / "ids.pt")
+    base = [str(tmp_path / "hf_llama"), "--input", str(tmp_path / "ids.pt")]
+    assert main(["canonicalize", *base, "-o", str(tmp_path / "canon")]) == 0
+    assert main(["canonicalize", *base, "-o", str(tmp_path / "c.safetensors")]) == 0
+    reloaded = type(model).from_pretrained(tmp_path / "canon").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(input_ids=x["input_ids"]).logits,
+            model(input_ids=x["input_ids"]).logits,
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_written_files_have_a_plain_files_mode(tmp_path: Path) -> None:

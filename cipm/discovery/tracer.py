@@ -2,7 +2,10 @@
 
 The pass is a loop over the exported graph's nodes, as torch.fx passes are: placeholders get
 fresh atoms (parameters and buffers free, user inputs fixed), each call runs its op's rule,
-outputs are fixed. The solved atoms become a `SymmetryGraph` in `cipm.discovery.build`.
+outputs are fixed. A non-persistent buffer (LLaMA's rotary ``inv_freq``) is fixed too: no
+checkpoint stores it, the model recomputes it unpermuted when loaded, so a group that moved
+it would make every saved copy compute something else. The solved atoms become a
+`SymmetryGraph` in `cipm.discovery.build`.
 """
 
 from __future__ import annotations
@@ -203,8 +206,8 @@ def _placeholder(state: _State, node: torch.fx.Node, specs: list[Any]) -> None:
     for spec in state_specs:
         state.params[spec.target] = axes
     state.keys[node] = [s.target for s in state_specs]
-    if not state_specs:  # user inputs and constants of unknown structure
-        state.solver.fix(*axes)
+    if not state_specs or any(s.persistent is False for s in state_specs):
+        state.solver.fix(*axes)  # user inputs, constants, and state no checkpoint carries
 
 
 def _output(state: _State, node: torch.fx.Node, program: ExportedProgram) -> None:

@@ -47,10 +47,6 @@ class Exporter:
         read_policy: ``read_policy(path)`` returns the policy JSON stored in a file of this
             format, or None if it holds none (None: the format stores no policy).
         description: one line for `cipm.exporters()` listings and the CLI.
-        all_buffers: the format keeps the values of every buffer, those the model's state
-            dict leaves out too (non-persistent buffers, which a reloaded model recomputes
-            from its config): a traced program does, a state dict does not. A permutation
-            that moves such a buffer is refused for a format without it, before writing.
     """
 
     write: Callable[[ExportJob, Path], None]
@@ -59,7 +55,6 @@ class Exporter:
     accepts: Callable[[torch.nn.Module], bool] = _any_model
     read_policy: Callable[[Path], str | None] | None = None
     description: str = ""
-    all_buffers: bool = False
 
 
 @dataclass(frozen=True)

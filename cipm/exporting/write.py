@@ -74,8 +74,6 @@ def export(
     name, exporter = choose(model, target, format, exporters())
     if isinstance(policy, Permutation):  # it knows its model: the model must fit it
         fitted_tensors(model, policy.graph, "the exported model")
-        if not exporter.all_buffers:
-            _check_unsaved(model, policy, name)
     stored = None if policy is None else Policy.of(policy, type(model).__name__)
     job = ExportJob(model, example_inputs, stored, target)
     try:
@@ -91,25 +89,6 @@ def export(
             f"{type(e).__name__}: {e}"
         ) from e
     return target
-
-
-def _check_unsaved(model: torch.nn.Module, perm: Permutation, format: str) -> None:
-    """Refuse a permutation that moves a buffer `format` does not store: the file's model,
-    reloaded, would recompute the buffer unpermuted and compute something else."""
-    unsaved = {
-        f"{path}.{name}" if path else name
-        for path, module in model.named_modules()
-        for name in module._non_persistent_buffers_set
-    }
-    for group in perm.graph:
-        moved = {m.key for m in group.members} & unsaved
-        if moved and not torch.equal(perm[group.name], torch.arange(group.size)):
-            raise CipmError(
-                f"the permutation moves group '{group.name}', which lives in {sorted(moved)}, "
-                f"a buffer the {format} format does not store (the model recomputes it when "
-                "loaded, unpermuted): the saved model would compute something else. Keep that "
-                "group in its order, or export to a format that keeps every buffer (.onnx)"
-            )
 
 
 def read_policy(path: str | os.PathLike[str]) -> Policy:

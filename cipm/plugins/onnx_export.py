@@ -144,6 +144,5 @@ def cipm_exporters() -> Mapping[str, Exporter]:
             suffixes=(".onnx",),
             read_policy=read_onnx_policy,
             description="ONNX via torch.onnx (dynamo), checked in onnxruntime; needs inputs",
-            all_buffers=True,  # a traced program: every buffer's values are in it
         )
     }
