@@ -16,6 +16,7 @@ __all__ = [
     "FOLDER_MARK",
     "atomic_file",
     "atomic_path",
+    "check_parent",
     "check_replaceable",
     "figure",
     "save_figure",
@@ -102,7 +103,7 @@ def atomic_path(path: str | os.PathLike[str], *, folder: bool = False) -> Iterat
         with atomic_file(target, ".tmp") as tmp:
             yield Path(tmp)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_parent(target)
     made = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     _default_mode(str(made), 0o777)
     try:
@@ -135,7 +136,7 @@ def atomic_file(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
     `suffix`, for writers that go by it) to write; renamed onto `path` if the block
     succeeds, removed either way."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_parent(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(fd)
     _default_mode(tmp)
@@ -145,6 +146,15 @@ def atomic_file(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def check_parent(target: Path) -> None:
+    """Raise a CipmError unless the folder `target` goes into exists (cipm creates none: a
+    mistyped path is said, not made)."""
+    parent = target.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise CipmError(f"cannot write {target}: {parent} {what} (create it first)")
 
 
 def _default_mode(path: str, mode: int = 0o666) -> None:

@@ -238,11 +238,76 @@ def test_a_failing_factory_or_a_corrupt_weights_file_is_one_clear_line(
     corrupt = tmp_path / "mlp.safetensors"
     corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
     torch.save(x, tmp_path / "x.pt")
-    common = ["--input", str(tmp_path / "x.pt"), "-o", str(tmp_path / "out.pt")]
+    common = ["--input", str(tmp_path / "x.pt"), "-o", str(tmp_path / "out.pt2")]
     argv = ["canonicalize", str(corrupt), "--factory", "test_outputs:broken_factory", *common]
     assert main(argv) == 2
     assert "--factory test_outputs:broken_factory raised ValueError" in capsys.readouterr().err
     argv = ["canonicalize", str(corrupt), "--factory", "test_cli:build_mlp", *common]
     assert main(argv) == 2
     assert "is not a readable safetensors file" in capsys.readouterr().err
-    assert not (tmp_path / "out.pt").exists()
+    assert not (tmp_path / "out.pt2").exists()
+
+
+def test_a_missing_parent_folder_is_an_error_and_nothing_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped folder is said, not created (export used to make every missing parent,
+    and leave them behind when it failed)."""
+    model, x = catalog.build("mlp")
+    hf_model, ids, _ = built("llama")
+    for m, inputs, name in (
+        (model, x, "m.onnx"),
+        (model, x, "m.safetensors"),
+        (hf_model, ids, "hf"),
+    ):
+        with pytest.raises(cipm.CipmError, match=r"missing/deeper does not exist"):
+            cipm.export(m, tmp_path / "missing" / "deeper" / name, inputs)
+    archive = save_program(model, x, tmp_path / "m.pt2")
+    shape = ",".join(map(str, x.shape))
+    for out in ("c.pt2", "c.onnx"):
+        argv = ["canonicalize", str(archive), "--input", shape, "-o"]
+        assert main([*argv, str(tmp_path / "missing" / out)]) == 2
+        assert "missing does not exist (create it first)" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_pickle_output_needs_the_same_opt_in_as_reading_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`canonicalize -o canonical.pt` wrote a pickle that cipm then refused to read without
+    --unsafe-pickle: writing one takes the opt-in too, said before any work; with it, the
+    file reads back with it."""
+    model, x = catalog.build("mlp")
+    archive = save_program(model, x, tmp_path / "m.pt2")
+    weights = tmp_path / "m.safetensors"
+    cipm.export(model, weights)
+    shape = ",".join(map(str, x.shape))
+    out = tmp_path / "canonical.pt"
+    assert main(["canonicalize", str(archive), "--input", shape, "-o", str(out)]) == 2
+    assert "--unsafe-pickle" in capsys.readouterr().err and not out.exists()
+    argv = ["canonicalize", str(weights), "--factory", "test_cli:build_mlp", "--input", shape]
+    assert main([*argv, "--unsafe-pickle", "-o", str(out)]) == 0
+    assert main(["inspect", str(out), "--input", shape, "--unsafe-pickle"]) == 0
+
+
+def test_export_of_the_archive_prune_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cipm export` of the .pt2 that `cipm prune` writes (fixed shapes: it runs only at the
+    batch it was traced on) to ONNX: exported at those shapes and checked in onnxruntime,
+    without torch's own warnings on stderr."""
+    import onnxruntime
+
+    model, x = catalog.build("cnn_bn")
+    archive = save_program(model, x, tmp_path / "cnn.pt2")
+    shape = ",".join(map(str, x.shape))
+    small = tmp_path / "small.pt2"
+    argv = ["prune", str(archive), "--input", shape, "--ratio", "0.5", "--method", "magnitude"]
+    assert main([*argv, "-o", str(small)]) == 0
+    onnx = tmp_path / "small.onnx"
+    assert main(["export", str(small), "--input", shape, "-o", str(onnx)]) == 0
+    assert capsys.readouterr().err == ""
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    expected = torch.export.load(str(small)).module()(x)
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)

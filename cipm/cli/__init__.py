@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from cipm.cli import meta
 from cipm.cli.sources import batches, check_output, example_input, formats, load_model, load_tensors
@@ -19,6 +20,8 @@ from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
 from cipm.examples import catalog
 from cipm.exporting import export, exporters
+from cipm.exporting.check import outputs
+from cipm.exporting.exporter import choose
 from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.hooks.manager import list_plugins
 from cipm.io import save_model, write_text_atomic
@@ -35,8 +38,8 @@ __all__ = ["main"]
 EXAMPLES = """examples:
   cipm inspect resnet20                        a built-in example: its groups, a float64 check
   cipm inspect model.safetensors --factory mypkg.models:build --input 1,3,32,32
-  cipm canonicalize hf_model/ --input ids.pt -o canonical.pt
-  cipm prune model.pt2 --input 1,3,32,32 --ratio 0.5 --data calibration.pt -o small.pt
+  cipm canonicalize hf_model/ --input ids.pt -o canonical/
+  cipm prune model.pt2 --input 1,3,32,32 --ratio 0.5 --data calibration.pt -o small.pt2
   cipm prune hf_model/ --input ids.pt --ratio 0.5 --method magnitude -o small_hf/
   cipm export model.pt2 --input 1,3,32,32 -o model.onnx
   cipm plugins --block torch_attention
@@ -49,8 +52,9 @@ with --unsafe-pickle: unpickling runs any code the file holds. --input and --dat
 loaded as tensors only. Results are written atomically: -o FILE.pt2 as a torch.export
 archive (no pickle needed to load it), FILE.onnx (checked in onnxruntime), FILE.safetensors
 (weights), a folder for a Hugging Face model (config at the pruned sizes), any other name as
-a pickled whole model. ONNX, safetensors and folders carry the policy (a canonicalization's
-permutation) for cipm.read_policy."""
+a pickled whole model, with --unsafe-pickle (reading it back needs it too). ONNX,
+safetensors and folders carry the policy (a canonicalization's permutation) for
+cipm.read_policy."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,17 +178,24 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_text_atomic(args.json, graph.to_json(indent=1))
         print(f"wrote {args.json}")
-    if not args.no_check and isinstance(x, torch.Tensor):
-        model, x = model.double(), (x.double() if x.is_floating_point() else x)
+    if not args.no_check and x is not None:
+        model, x = model.double(), pytree.tree_map(_float64, x)
         permuted = permute(model, graph.random_permutation(seed=0))
-        with torch.no_grad():
-            err = (model(x) - permuted(x)).abs().max().item()
+        pairs = zip(outputs(model, x), outputs(permuted, x), strict=True)
+        err = max(
+            (float((a - b).abs().max()) for a, b in pairs if a.is_floating_point()), default=0
+        )
         moved = sum(g.size for g in graph)
         print(
             f"random permutation of all {len(graph)} groups ({moved} units): "
             f"max |output difference| in float64 = {err:.1e}"
         )
     return 0
+
+
+def _float64(value: Any) -> Any:
+    floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+    return value.double() if floating else value
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -207,6 +218,12 @@ def _modify(args: argparse.Namespace) -> int:
         folder_ok=not args.output.suffix,
         inputs=(args.model, args.input, getattr(args, "data", None)),
     )
+    if _pickles(args.output) and not args.unsafe_pickle:
+        raise CipmError(
+            f"-o {args.output} would be a pickled whole model, which cipm reads back only with "
+            f"--unsafe-pickle: write {args.output.with_suffix('.pt2')} (a torch.export archive), "
+            ".safetensors, .onnx or a folder (a Hugging Face model), or pass --unsafe-pickle"
+        )
     sizes: dict[str, int] = {}
     data: list[Any] | None = None
     raw: Any = None  # --data as loaded, batched once the model's shapes are known
@@ -222,6 +239,8 @@ def _modify(args: argparse.Namespace) -> int:
             raise CipmError(f"--method {name} needs --data (calibration inputs)")
         raw = load_tensors(args.data, "data") if args.data else None
     model, example = _source(args)
+    if args.output.suffix != ".pt2" and not _pickles(args.output):
+        choose(model, args.output, None, exporters())  # a format for it, before the work
     if raw is not None:
         fixed = Path(args.model).suffix == ".pt2"  # a traced program: its shapes are fixed
         size = args.batch if args.batch is not None else (_leading(example) if fixed else 64)
@@ -262,18 +281,9 @@ def _save(
     if path.suffix == ".pt2":
         save_program(model, example, path)
         return
-    table = exporters()
-    suffix = path.suffix.lower()
-    if any(
-        (suffix in e.suffixes) if suffix else (e.folder and e.accepts(model))
-        for e in table.values()
-    ):
+    if not _pickles(path):
         export(model, path, example, policy=policy)
         return
-    if path.is_dir():
-        raise CipmError(
-            f"-o {path} is a directory, and no format writes a {type(model).__name__} as one"
-        )
     try:
         save_model(model, path)
     except (RuntimeError, TypeError, AttributeError) as e:  # pickle refusing an object
@@ -283,9 +293,16 @@ def _save(
         ) from None
 
 
+def _pickles(path: Path) -> bool:
+    """Whether `_save` writes `path` as a pickled whole model: a file name no format claims."""
+    suffix = path.suffix.lower()
+    claimed = {".pt2", *(s for e in exporters().values() for s in e.suffixes)}
+    return bool(suffix) and suffix not in claimed
+
+
 def _leading(example: Any) -> int:
     """The batch size of example inputs: the first dim of their first tensor."""
-    first = next(iter(torch.utils._pytree.tree_leaves(example)), None)
+    first = next(iter(pytree.tree_leaves(example)), None)
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 64
 
 

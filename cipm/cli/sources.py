@@ -15,6 +15,7 @@ import importlib
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.examples import catalog
 from cipm.exporting.sources import model_sources, source_for
-from cipm.io import check_replaceable
+from cipm.io import check_parent, check_replaceable
 
 __all__ = ["batches", "check_output", "example_input", "formats", "load_model", "load_tensors"]
 
@@ -142,11 +143,9 @@ def check_output(path: Path, folder_ok: bool = False, inputs: Iterable[Any] = ()
                 )
     if path.is_dir():
         check_replaceable(path)
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
+    check_parent(path)
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cipm-probe-")
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".cipm-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -192,7 +191,9 @@ def _from_weights(path: Path, factory: str) -> torch.nn.Module:
 
 def _exported(path: Path) -> torch.nn.Module:
     try:
-        return torch.export.unflatten(torch.export.load(path))
+        with warnings.catch_warnings():  # torch's deprecation note on its own pytree specs
+            warnings.filterwarnings("ignore", message=".*treespec, LeafSpec")
+            return torch.export.unflatten(torch.export.load(path))
     except Exception as e:
         raise CipmError(f"cannot load the torch.export archive {path}: {e}") from e
 

@@ -62,6 +62,7 @@ def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.Pat
     """`program_of` `model` on `example_inputs`, saved as a ``.pt2`` archive atomically: a file
     that loads with ``torch.export.load`` and needs no pickle."""
     program = program_of(model, example_inputs, warn_training=False)
-    with atomic_file(path, ".pt2") as tmp:
+    with atomic_file(path, ".pt2") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
         torch.export.save(program, tmp)
     return Path(path)

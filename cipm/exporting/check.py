@@ -34,16 +34,17 @@ def dynamic_dims(value: torch.Tensor) -> tuple[int, ...]:
     return (0, 1) if tokens else (0,)
 
 
-def fresh_inputs(example: Any, seed: int = 0) -> Any:
+def fresh_inputs(example: Any, seed: int = 0, resize: bool = True) -> Any:
     """Inputs like `example` (same structure and dtypes), with a batch one larger, one
-    position fewer for token inputs longer than one, and new values."""
+    position fewer for token inputs longer than one (unless not `resize`: a model of fixed
+    shapes, such as a loaded torch.export archive), and new values."""
     gen = torch.Generator().manual_seed(seed)
 
     def fresh(x: Any) -> Any:
         if not isinstance(x, torch.Tensor):
             return x
         shape = list(x.shape)
-        for d in dynamic_dims(x):
+        for d in dynamic_dims(x) if resize else ():
             shape[d] = shape[d] + 1 if d == 0 else max(1, shape[d] - 1)
         if x.is_floating_point():
             base = x.detach().double()

@@ -1,5 +1,6 @@
 """The ONNX exporter: ``torch.onnx.export(..., dynamo=True)`` with a dynamic batch (and
-dynamic positions for token inputs), checked by ``onnx.checker`` and in onnxruntime against
+dynamic positions for token inputs; at the example's shapes for a model that takes no others,
+such as a loaded torch.export archive), checked by ``onnx.checker`` and in onnxruntime against
 torch on fresh inputs before the file is kept; the policy goes into ``metadata_props``.
 
 onnx, onnxruntime and onnxscript are the ``onnx`` extra (``pip install 'cipm[onnx]'``),
@@ -53,13 +54,15 @@ def write_onnx(job: ExportJob, path: Path) -> None:
     model, example = job.model, job.example_inputs
     args, kwargs = as_args(example)
     with eval_semantics(model, warn=False):
-        program = _export(model, args, kwargs)
+        fresh, expected = _fresh_outputs(model, example)
+        program = _export(model, args, kwargs, dynamic=fresh is not None)
         if job.policy is not None:
             program.model.metadata_props[METADATA_KEY] = job.policy.to_json()
         program.save(str(path), external_data=False)
         onnx.checker.check_model(str(path))
-        fresh = fresh_inputs(example)
-        expected = outputs(model, fresh)
+        if fresh is None:  # a model of fixed shapes: fresh values at the example's shapes
+            fresh = fresh_inputs(example, resize=False)
+            expected = outputs(model, fresh)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, _feed(session, model, fresh))
     mismatch(expected, got, "onnxruntime, on fresh inputs,")
@@ -72,9 +75,23 @@ def read_onnx_policy(path: Path) -> str | None:
     return props.get(METADATA_KEY)
 
 
-def _export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _fresh_outputs(model: torch.nn.Module, example: Any) -> tuple[Any, list[torch.Tensor]]:
+    """Inputs of new shapes and torch's outputs on them, or (None, []) when the model takes
+    only the example's shapes (a loaded torch.export archive): it is exported at those."""
+    fresh = fresh_inputs(example)
+    try:
+        return fresh, outputs(model, fresh)
+    except Exception:
+        return None, []
+
+
+def _export(
+    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: bool
+) -> Any:
     dims = torch.export.Dim.DYNAMIC
-    spec = lambda x: {d: dims for d in dynamic_dims(x)} if isinstance(x, torch.Tensor) else None  # noqa: E731
+    spec = lambda x: (  # noqa: E731
+        {d: dims for d in dynamic_dims(x)} if dynamic and isinstance(x, torch.Tensor) else None
+    )
     shapes = {name: _tree(value, spec) for name, value in _bound(model, args, kwargs).items()}
     logging.disable(logging.WARNING)  # torch.onnx logs every optional op it skips
     try:

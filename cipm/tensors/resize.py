@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -51,7 +52,10 @@ def with_tensors(
             for alias in aliases[id(old)]:
                 parts = alias.split(".")[:-1]
                 changed.update(".".join(parts[:i]) for i in range(len(parts) + 1))
-    new = copy.deepcopy(model, memo)
+    with warnings.catch_warnings():  # copying a loaded .pt2 archive: torch's notes on itself
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec")
+        warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
+        new = copy.deepcopy(model, memo)
     for path in sorted(changed, key=lambda p: p.count(".") + bool(p), reverse=True):
         try:
             resized(new.get_submodule(path), blocked_plugins)

@@ -72,6 +72,7 @@ def build_zoo(
             f"build_zoo got specs twice: {sorted({n for n in names if names.count(n) > 1})}"
         )
     root = Path(folder)
+    (root / "pairs").mkdir(parents=True, exist_ok=True)  # the zoo's own folders
     splits = {
         s.name: split_of(s, heldout_seeds=heldout_seeds, heldout_widths=heldout_widths)
         for s in specs
