@@ -140,15 +140,20 @@ def check_pruned_shapes(
 
 def ratio_targets(graph: SymmetryGraph, ratio: float, kinds: set[str]) -> dict[str, int]:
     """Groups a ratio prunes: those of `kinds`, except blocks that other groups are nested in
-    (GroupNorm groups; attention heads are the exception: their count follows the weights)."""
+    (GroupNorm groups; attention heads are the exception: their count follows the weights).
+    Query heads within key/value heads keep what brings all query heads nearest the ratio,
+    given the key/value heads kept."""
     outer = {g.within for g in graph if g.within}
-    return {
+    kept = {
         g.name: max(1, round(g.size * (1 - ratio)))
         for g in graph
-        if g.kind.value in kinds
-        and (g.name not in outer or g.kind.value == "heads")
-        and max(1, round(g.size * (1 - ratio))) < g.size
+        if g.kind.value in kinds and (g.name not in outer or g.kind.value == "heads")
     }
+    for g in graph.by_kind("heads"):
+        if g.within is not None and graph[g.within].kind.value == "heads":
+            total = g.size * graph[g.within].size * (1 - ratio)
+            kept[g.name] = min(g.size, max(1, round(total / kept[g.within])))
+    return {name: k for name, k in kept.items() if k < graph[name].size}
 
 
 def zero_removed(
@@ -614,3 +619,28 @@ def test_depthwise_convs_keep_one_group_per_channel(conv: type[nn.Module]) -> No
     pruned = pruned_result.model
     depthwise = pruned[2]
     assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == 4
+
+
+@pytest.mark.parametrize(("ratio", "query", "kv"), [(0.25, 6, 2), (0.5, 4, 1), (0.75, 2, 1)])
+def test_a_ratio_counts_query_heads_with_their_key_value_heads(
+    ratio: float, query: int, kv: int
+) -> None:
+    """Grouped-query attention nests the query heads sharing a key/value head (`query_heads`)
+    within the key/value heads (`heads`). `ratio` is the fraction of query heads that go, whole
+    key/value heads first (halving both levels used to remove 75 %)."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=8, num_key_value_heads=2, use_cache=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    x = torch.randint(0, 64, (2, 7))
+    graph = cipm.trace(model, (x,))
+    inner = graph["model.layers.0.self_attn.q_proj:query_heads"]
+    assert inner.within == "model.layers.0.self_attn.q_proj:heads" and inner.size == 4
+    attention = cipm.prune(model, graph, ratio=ratio, method="magnitude").model.model.layers[0]
+    head_dim = 64 // 8
+    assert attention.self_attn.q_proj.out_features == query * head_dim
+    assert attention.self_attn.k_proj.out_features == kv * head_dim

@@ -76,7 +76,7 @@ def build_graph(
         if root not in kinds:
             sizes[root] = solver.size(int(root))
             kinds[root] = GroupKind.from_tags(tags.get(int(root), frozenset()))
-    names = _names(members, kinds, {name for name, _ in declared.values()})
+    names = _names(members, kinds, within, {name for name, _ in declared.values()})
     groups = tuple(
         PermGroup(
             name=names[root],
@@ -113,17 +113,22 @@ def build_graph(
 
 
 def _names(
-    members: dict[str, list[Member]], kinds: dict[str, GroupKind], declared: set[str]
+    members: dict[str, list[Member]],
+    kinds: dict[str, GroupKind],
+    within: dict[str, str],
+    declared: set[str],
 ) -> dict[str, str]:
     """Readable names: the module of a group's first member, and its kind (a declared
-    group is already named after its module)."""
+    group is already named after its module). Heads within heads are ``query_heads``: in
+    grouped-query attention, the query heads that share one key/value head (``heads``)."""
     names = {root: root for root in members if root in declared}
     taken = set(names.values())
     for root, ms in members.items():
         if root in declared:
             continue
         module = ms[0].key.rsplit(".", 1)[0] if "." in ms[0].key else ms[0].key
-        base = f"{module}:{kinds[root].value}"
+        nested = kinds[root] == GroupKind.HEADS == kinds.get(within.get(root, ""))
+        base = f"{module}:{'query_heads' if nested else kinds[root].value}"
         name, n = base, 2
         while name in taken:
             name, n = f"{base}#{n}", n + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping
 
 from cipm.errors import CipmError
@@ -37,9 +39,7 @@ def targets(
     names = {g.name for g in graph}
     kept: dict[str, int] = {}
     if ratio is not None:
-        for g in graph:
-            if g.kind in kinds and _unprunable(graph, g) is None:
-                kept[g.name] = max(1, round(g.size * (1.0 - ratio)))
+        kept = _by_ratio(graph, ratio, kinds)
     for name, k in sizes.items():
         if name not in names:
             raise CipmError(
@@ -59,6 +59,37 @@ def targets(
             )
         kept[name] = int(k)
     return {n: k for n, k in kept.items() if k < graph[n].size}
+
+
+def _by_ratio(graph: SymmetryGraph, ratio: float, kinds: tuple[GroupKind, ...]) -> dict[str, int]:
+    """Units each group of `kinds` keeps so that `ratio` of what a user counts goes. A group
+    nested in one of its own kind (grouped-query attention's query heads within their
+    key/value head) is counted with it: ``ratio=0.5`` keeps half the query heads, not half
+    of each level (a quarter). The levels' sizes are those whose product is nearest the
+    target (the larger on a tie), then with the fewest outer units: whole key/value heads
+    go, their query heads with them."""
+    prunable = [g for g in graph if g.kind in kinds and _unprunable(graph, g) is None]
+    names = {g.name for g in prunable}
+    inner = {g.within: g for g in prunable if g.within in names and graph[g.within].kind == g.kind}
+    nested = {g.name for g in inner.values()}
+    kept: dict[str, int] = {}
+    for g in prunable:
+        if g.name in nested:
+            continue  # sized with the group it lies within
+        chain = [g]
+        while chain[-1].name in inner:
+            chain.append(inner[chain[-1].name])
+        sizes = [c.size for c in chain]
+        target = math.prod(sizes) * (1.0 - ratio)
+        if len(chain) == 1:
+            kept[g.name] = max(1, round(target))
+            continue
+        best = min(
+            itertools.product(*(range(1, n + 1) for n in sizes)),
+            key=lambda ks: (abs(math.prod(ks) - target), -math.prod(ks), ks),
+        )
+        kept.update((c.name, k) for c, k in zip(chain, best, strict=True))
+    return kept
 
 
 def kinds_of(kinds: tuple[GroupKind | str, ...]) -> tuple[GroupKind, ...]:
