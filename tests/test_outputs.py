@@ -311,3 +311,16 @@ def test_export_of_the_archive_prune_writes(
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     expected = torch.export.load(str(small)).module()(x)
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_hugging_face_config_without_model_type_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 32}')
+    torch.save(torch.zeros(1, 4, dtype=torch.long), tmp_path / "ids.pt")
+    assert main(["inspect", str(folder), "--input", str(tmp_path / "ids.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cipm: error: cannot load the Hugging Face model in") and "model_type" in err
+    assert err.count("\n") == 1
