@@ -14,8 +14,8 @@ import torch
 import torch.utils._pytree as pytree
 
 from cipm.cli import meta
-from cipm.cli.sources import batches, check_output, example_input, formats, load_model, load_tensors
-from cipm.discovery.program import save_program
+from cipm.cli.saving import check_output, pickles, save_result
+from cipm.cli.sources import batches, example_input, formats, load_model, load_tensors
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
 from cipm.examples import catalog
@@ -24,7 +24,7 @@ from cipm.exporting.check import outputs
 from cipm.exporting.exporter import choose
 from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.hooks.manager import list_plugins
-from cipm.io import save_model, write_text_atomic
+from cipm.io import write_text_atomic
 from cipm.ordering.canonical import canonical_permutation
 from cipm.pruning.problem import PruneConfig
 from cipm.pruning.result import PruneReport
@@ -218,7 +218,7 @@ def _modify(args: argparse.Namespace) -> int:
         folder_ok=not args.output.suffix,
         inputs=(args.model, args.input, getattr(args, "data", None)),
     )
-    if _pickles(args.output) and not args.unsafe_pickle:
+    if pickles(args.output) and not args.unsafe_pickle:
         raise CipmError(
             f"-o {args.output} would be a pickled whole model, which cipm reads back only with "
             f"--unsafe-pickle: write {args.output.with_suffix('.pt2')} (a torch.export archive), "
@@ -239,7 +239,7 @@ def _modify(args: argparse.Namespace) -> int:
             raise CipmError(f"--method {name} needs --data (calibration inputs)")
         raw = load_tensors(args.data, "data") if args.data else None
     model, example = _source(args)
-    if args.output.suffix != ".pt2" and not _pickles(args.output):
+    if args.output.suffix != ".pt2" and not pickles(args.output):
         choose(model, args.output, None, exporters())  # a format for it, before the work
     if raw is not None:
         fixed = Path(args.model).suffix == ".pt2"  # a traced program: its shapes are fixed
@@ -265,39 +265,11 @@ def _modify(args: argparse.Namespace) -> int:
         for kept in pruned.report.kept_whole:
             where = kept.module or "the model"
             print(f"kept whole: {kept.group} ({where} fails at its new size: {kept.reason})")
-    _save(result, example, args.output, policy)
+    save_result(result, example, args.output, policy)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, result))
     print(f"{args.command}: {len(graph)} groups; {before:,} -> {after:,} parameters")
     print(f"wrote {args.output}")
     return 0
-
-
-def _save(
-    model: torch.nn.Module, example: Any, path: Path, policy: Permutation | PruneReport | None
-) -> None:
-    """A .pt2 path gets a torch.export archive; a path an exporter writes (.onnx,
-    .safetensors, a folder for a Hugging Face model) that format, with the policy; any
-    other a pickled whole model."""
-    if path.suffix == ".pt2":
-        save_program(model, example, path)
-        return
-    if not _pickles(path):
-        export(model, path, example, policy=policy)
-        return
-    try:
-        save_model(model, path)
-    except (RuntimeError, TypeError, AttributeError) as e:  # pickle refusing an object
-        raise CipmError(
-            f"the result cannot be pickled ({e}); write it as a torch.export archive: "
-            f"-o {path.with_suffix('.pt2')}"
-        ) from None
-
-
-def _pickles(path: Path) -> bool:
-    """Whether `_save` writes `path` as a pickled whole model: a file name no format claims."""
-    suffix = path.suffix.lower()
-    claimed = {".pt2", *(s for e in exporters().values() for s in e.suffixes)}
-    return bool(suffix) and suffix not in claimed
 
 
 def _leading(example: Any) -> int:

@@ -12,11 +12,8 @@ loaded by unpickling it, which runs whatever code the file holds: that needs
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,8 @@ import torch
 from cipm.errors import CipmError
 from cipm.examples import catalog
 from cipm.exporting.sources import model_sources, source_for
-from cipm.io import check_parent, check_replaceable
 
-__all__ = ["batches", "check_output", "example_input", "formats", "load_model", "load_tensors"]
+__all__ = ["batches", "example_input", "formats", "load_model", "load_tensors"]
 
 OWN_FORMATS = (
     "safetensors or state-dict weights with --factory MODULE:CALLABLE, a torch.export "
@@ -124,32 +120,6 @@ def batches(data: Any, batch: int, whole: bool = False) -> list[Any]:
     if isinstance(data, list | tuple) and data:
         return list(data)
     raise CipmError("--data must hold a tensor of samples or a non-empty list of batches")
-
-
-def check_output(path: Path, folder_ok: bool = False, inputs: Iterable[Any] = ()) -> None:
-    """Fail now, before any work, if the result could not be written to `path` (a folder
-    only if `folder_ok`, and only one that cipm may replace), or would overwrite one of the
-    `inputs` (paths the command reads; other values are ignored)."""
-    if path.is_dir() and not folder_ok:
-        raise CipmError(f"-o {path} is a directory; give a file name")
-    target = path.resolve()
-    for given in inputs:
-        if isinstance(given, str | os.PathLike) and Path(given).exists():
-            source = Path(given).resolve()
-            if source == target or target in source.parents:
-                raise CipmError(
-                    f"-o {path} would overwrite {given}, which this command reads: give "
-                    "another output path"
-                )
-    if path.is_dir():
-        check_replaceable(path)
-    check_parent(path)
-    try:
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".cipm-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CipmError(f"cannot write -o {path}: {e.strerror or e}") from None
 
 
 def _from_weights(path: Path, factory: str) -> torch.nn.Module:

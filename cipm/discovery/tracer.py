@@ -2,10 +2,8 @@
 
 The pass is a loop over the exported graph's nodes, as torch.fx passes are: placeholders get
 fresh atoms (parameters and buffers free, user inputs fixed), each call runs its op's rule,
-outputs are fixed. A non-persistent buffer (LLaMA's rotary ``inv_freq``) is fixed too: no
-checkpoint stores it, the model recomputes it unpermuted when loaded, so a group that moved
-it would make every saved copy compute something else. The solved atoms become a
-`SymmetryGraph` in `cipm.discovery.build`.
+outputs are fixed, as is a non-persistent buffer (LLaMA's rotary ``inv_freq``), which no
+checkpoint stores. The solved atoms become a `SymmetryGraph` in `cipm.discovery.build`.
 """
 
 from __future__ import annotations
