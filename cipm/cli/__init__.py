@@ -14,14 +14,20 @@ import torch
 import torch.utils._pytree as pytree
 
 from cipm.cli import meta
-from cipm.cli.saving import check_output, pickles, save_result
+from cipm.cli.saving import (
+    Request,
+    check_output,
+    check_pickle,
+    format_for,
+    kinds_that_fit,
+    save_result,
+)
 from cipm.cli.sources import batches, example_input, formats, load_model, load_tensors
 from cipm.discovery.tracer import trace
 from cipm.errors import CipmError, CipmWarning
 from cipm.examples import catalog
 from cipm.exporting import export, exporters
 from cipm.exporting.check import outputs
-from cipm.exporting.exporter import choose
 from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.hooks.manager import list_plugins
 from cipm.io import write_text_atomic
@@ -116,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     prune_cmd.add_argument(
         "--batch", type=int, help="batch size for a tensor --data (default 64; for a .pt2 "
         "archive, whose shapes are fixed, the --input batch size)"
+    )  # fmt: skip
+    prune_cmd.add_argument(
+        "--kinds", help="group kinds --ratio prunes, comma-separated: hidden, channels, heads, "
+        "residual (default the first three, those the output format can describe)"
     )  # fmt: skip
     prune_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
     export_cmd = sub.add_parser(
@@ -218,12 +228,7 @@ def _modify(args: argparse.Namespace) -> int:
         folder_ok=not args.output.suffix,
         inputs=(args.model, args.input, getattr(args, "data", None)),
     )
-    if pickles(args.output) and not args.unsafe_pickle:
-        raise CipmError(
-            f"-o {args.output} would be a pickled whole model, which cipm reads back only with "
-            f"--unsafe-pickle: write {args.output.with_suffix('.pt2')} (a torch.export archive), "
-            ".safetensors, .onnx or a folder (a Hugging Face model), or pass --unsafe-pickle"
-        )
+    check_pickle(args.output, args.unsafe_pickle)
     sizes: dict[str, int] = {}
     data: list[Any] | None = None
     raw: Any = None  # --data as loaded, batched once the model's shapes are known
@@ -239,13 +244,15 @@ def _modify(args: argparse.Namespace) -> int:
             raise CipmError(f"--method {name} needs --data (calibration inputs)")
         raw = load_tensors(args.data, "data") if args.data else None
     model, example = _source(args)
-    if args.output.suffix != ".pt2" and not pickles(args.output):
-        choose(model, args.output, None, exporters())  # a format for it, before the work
+    format_for(model, args.output)  # a format for it, before the work
     if raw is not None:
         fixed = Path(args.model).suffix == ".pt2"  # a traced program: its shapes are fixed
         size = args.batch if args.batch is not None else (_leading(example) if fixed else 64)
         data = batches(raw, size, whole=fixed and args.batch is None)
     graph = trace(model, example)
+    if args.command == "prune":
+        request = Request(args.ratio, sizes, tuple(args.kinds.split(",")) if args.kinds else None)
+        kinds = kinds_that_fit(model, graph, args.output, request)
     policy: Permutation | PruneReport
     if args.command == "canonicalize":
         policy = canonical_permutation(model, graph)
@@ -259,7 +266,7 @@ def _modify(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", CipmWarning)  # groups kept whole: said below
             pruned = prune(
                 model, stats, ratio=args.ratio, sizes=sizes, method=name, data=data,
-                config=PruneConfig(example_inputs=example, progress=show),
+                config=PruneConfig(kinds=kinds, example_inputs=example, progress=show),
             )  # fmt: skip
         result, policy = pruned.model, pruned.report
         for kept in pruned.report.kept_whole:

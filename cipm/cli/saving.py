@@ -3,9 +3,11 @@ saved in the format its name asks for (atomically, as every writer of cipm's doe
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,33 @@ import torch
 from cipm.discovery.program import save_program
 from cipm.errors import CipmError
 from cipm.exporting import export, exporters
-from cipm.graph.symmetry import Permutation
+from cipm.exporting.exporter import choose
+from cipm.exporting.formats import Exporter
+from cipm.graph.symmetry import Permutation, SymmetryGraph
 from cipm.io import check_parent, check_replaceable, save_model
 from cipm.pruning.result import PruneReport
+from cipm.pruning.shapes import sized_copy
+from cipm.pruning.targets import PRUNABLE, kinds_of, targets
 
-__all__ = ["check_output", "pickles", "save_result"]
+__all__ = [
+    "Request",
+    "check_output",
+    "check_pickle",
+    "format_for",
+    "kinds_that_fit",
+    "pickles",
+    "save_result",
+]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What `cipm prune` was asked to prune: a ratio of the `kinds` (None: the defaults),
+    and units to keep per named group."""
+
+    ratio: float | None
+    sizes: Mapping[str, int]
+    kinds: tuple[str, ...] | None
 
 
 def check_output(path: Path, folder_ok: bool = False, inputs: Iterable[Any] = ()) -> None:
@@ -45,6 +69,58 @@ def check_output(path: Path, folder_ok: bool = False, inputs: Iterable[Any] = ()
         os.unlink(probe)
     except OSError as e:
         raise CipmError(f"cannot write -o {path}: {e.strerror or e}") from None
+
+
+def check_pickle(path: Path, unsafe_pickle: bool) -> None:
+    """Writing a pickled whole model takes the opt-in that reading one back does."""
+    if pickles(path) and not unsafe_pickle:
+        raise CipmError(
+            f"-o {path} would be a pickled whole model, which cipm reads back only with "
+            f"--unsafe-pickle: write {path.with_suffix('.pt2')} (a torch.export archive), "
+            ".safetensors, .onnx or a folder (a Hugging Face model), or pass --unsafe-pickle"
+        )
+
+
+def format_for(model: torch.nn.Module, path: Path) -> Exporter | None:
+    """The exporter that will write `model` to `path` (None: a .pt2 archive or a pickle);
+    a CipmError now, before the work, if there is none."""
+    if path.suffix == ".pt2" or pickles(path):
+        return None
+    return choose(model, path, None, exporters())[1]
+
+
+def kinds_that_fit(
+    model: torch.nn.Module, graph: SymmetryGraph, path: Path, request: Request
+) -> tuple[str, ...]:
+    """The group kinds to prune, checked before the work against what the format `path`
+    asks for can hold: a copy pruned to the requested sizes on the meta device is asked to
+    the format's `Exporter.fits`. The kinds asked for (`request.kinds`) must fit; without
+    them, the default kinds that do are chosen (what is left out is said), so a Hugging Face
+    folder gets a model its config can describe.
+
+    Raises:
+        CipmError: the kinds asked for, or every choice of the default ones, do not fit.
+    """
+    wanted = request.kinds or tuple(k.value for k in PRUNABLE if graph.by_kind(k))
+    exporter = format_for(model, path)
+    fits = None if exporter is None else exporter.fits
+    if fits is None:
+        return wanted
+
+    def why(kinds: tuple[str, ...]) -> str | None:
+        sizes = targets(graph, request.ratio, request.sizes, kinds_of(kinds))
+        return fits(sized_copy(model, graph, sizes))
+
+    first = why(wanted)
+    if first is None:
+        return wanted
+    if not request.kinds:
+        for n in range(len(wanted) - 1, 0, -1):
+            for kinds in itertools.combinations(wanted, n):
+                if why(kinds) is None:
+                    print(f"pruning {', '.join(kinds)} only (--kinds to choose): {first}")
+                    return kinds
+    raise CipmError(f"-o {path}: {first}")
 
 
 def save_result(

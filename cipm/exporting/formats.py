@@ -47,6 +47,9 @@ class Exporter:
         read_policy: ``read_policy(path)`` returns the policy JSON stored in a file of this
             format, or None if it holds none (None: the format stores no policy).
         description: one line for `cipm.exporters()` listings and the CLI.
+        fits: ``fits(model)`` says why the format could not hold `model` as it is, or None
+            if it can; cheap, and it reads shapes only, so the command line asks it of a copy
+            sized on the meta device before long work (None: every model it accepts fits).
     """
 
     write: Callable[[ExportJob, Path], None]
@@ -55,6 +58,7 @@ class Exporter:
     accepts: Callable[[torch.nn.Module], bool] = _any_model
     read_policy: Callable[[Path], str | None] | None = None
     description: str = ""
+    fits: Callable[[torch.nn.Module], str | None] | None = None
 
 
 @dataclass(frozen=True)
