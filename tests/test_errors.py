@@ -12,40 +12,42 @@ import cipm
 from cipm.examples import catalog
 
 
-class PixelShuffleNet(nn.Module):
+class ChannelShuffleNet(nn.Module):
+    """A conv, channel_shuffle (an op with no rule), a conv."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.head = nn.Conv2d(2, 4, 1)
+        self.head = nn.Conv2d(8, 4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.pixel_shuffle(self.conv(x), 2))
+        return self.head(F.channel_shuffle(self.conv(x), 2))
 
 
 def test_unknown_op_names_op_module_and_line() -> None:
-    model = PixelShuffleNet().eval()
+    model = ChannelShuffleNet().eval()
     before = snapshot(model)
     with pytest.raises(cipm.UnsupportedOpError) as info:
         cipm.trace(model, torch.randn(1, 3, 4, 4))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     err = info.value
-    assert err.op == "aten.pixel_shuffle.default"
-    assert "test_errors.py" in err.source and "pixel_shuffle" in err.source
+    assert err.op == "aten.channel_shuffle.default"
+    assert "test_errors.py" in err.source and "channel_shuffle" in err.source
     assert "unknown='freeze'" in str(err)
 
 
 def test_unknown_freeze_fixes_what_the_op_touches_and_stays_exact() -> None:
-    model = PixelShuffleNet().eval().double()
+    model = ChannelShuffleNet().eval().double()
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     graph = cipm.trace(model, x, unknown="freeze")
-    assert len(graph) == 0  # conv's channels feed pixel_shuffle, head's feed the output
+    assert len(graph) == 0  # conv's channels feed channel_shuffle, head's feed the output
     mlp_like = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 4)).double()
 
     class Mixed(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.mlp = mlp_like
-            self.shuffle = PixelShuffleNet().double()
+            self.shuffle = ChannelShuffleNet().double()
 
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self.mlp(a), self.shuffle(b)

@@ -88,16 +88,9 @@ def trace(
     program = program_of(model, example_inputs)
     state = _propagate(program, rules, views, unknown, outputs)
     _tie_shared(state, model)
+    solved = (state.solver, state.params, state.activations, state.outputs, state.consumed)
     graph = admitted(
-        lambda declared: build_graph(
-            type(model).__name__,
-            state.solver,
-            state.params,
-            state.activations,
-            state.outputs,
-            state.consumed,
-            declared,
-        ),
+        lambda declared: build_graph(type(model).__name__, *solved, declared),
         declarations(model, blocked),
         state.solver,
         state.params,
@@ -230,7 +223,10 @@ def _output(state: _State, node: torch.fx.Node, program: ExportedProgram) -> Non
 def _call(state: _State, node: torch.fx.Node, site: bool = True) -> None:
     if node.target is operator.getitem:
         source, index = node.args
-        state.values[node] = state.values.get(source, [None] * (index + 1))[index]  # type: ignore
+        value = state.values.get(source, [None] * (index + 1))[index]  # type: ignore
+        state.values[node] = value
+        if site and isinstance(value, tuple) and node.users:  # one output of a tuple result
+            state.activations.append((node, [value]))
         return
     subgraph = _subgraph(state, node)
     if subgraph is not None:

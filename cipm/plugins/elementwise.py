@@ -1,4 +1,5 @@
-"""Rules for elementwise ops: unary maps, broadcasting arithmetic, activations, constants.
+"""Rules for elementwise ops: unary maps, broadcasting arithmetic, activations (with per-channel
+slopes: prelu; gated: glu), constants.
 
 An elementwise op is equivariant under any permutation of any axis, so its output axes are its
 inputs' (broadcast-matched). Adding two activations of the same shape is how residual streams
@@ -8,6 +9,8 @@ are tied together: the rule tags those axes 'sum'.
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import torch
 
 from cipm.plugin import OpCall, OpRole, Rule, broadcast, hookimpl, same_as_input
 
@@ -55,6 +58,31 @@ def native_dropout(call: OpCall) -> None:
     call.set_output(x.axes, 1)
 
 
+def prelu(call: OpCall) -> None:
+    """prelu(x, weight[C] or [1]): one slope per channel (dim 1; none below two dims), or one
+    slope for every unit."""
+    x, w = call.tensor(0), call.tensor(1)
+    if w.ndim == 1 and w.shape[0] > 1 and x.ndim >= 2 and x.shape[1] == w.shape[0]:
+        call.unify(w.axes[0], x.axes[1])
+    elif w.shape != (1,) and w.ndim > 0:
+        call.fix(*w.axes)  # a slope layout this rule does not know: nothing claimed
+        call.fix(*x.axes)
+    call.set_output(x.axes)
+
+
+def glu(call: OpCall) -> None:
+    """glu(x, dim) = a * sigmoid(b), a | b the halves of `dim`: output unit c gates input
+    unit c with unit c + n/2, so the halves are one axis (a sum of two equal segments)."""
+    x = call.tensor(0)
+    d = x.dim(call.value("dim", -1))
+    half = x.shape[d] // 2
+    a, b = call.split(x.axes[d], "sum", [half, half])
+    call.unify(a, b)
+    axes = list(x.axes)
+    axes[d] = a
+    call.set_output(axes)
+
+
 def position_dependent(call: OpCall) -> None:
     """Outputs stay unset, so they are fixed."""
 
@@ -74,6 +102,9 @@ def cipm_rules() -> Mapping[str, Rule]:
     )
     rules.update({f"aten.{op}": position_dependent for op in POSITION_DEPENDENT})
     rules["aten.native_dropout"] = native_dropout
+    rules["aten.glu"] = glu
+    rules["aten.prelu"] = prelu
+    rules["aten._prelu_kernel"] = ternary  # slopes already shaped to broadcast
     return rules
 
 
@@ -84,3 +115,10 @@ VIEWS = "contiguous clone alias detach to _to_copy type_as".split()
 @hookimpl
 def cipm_op_roles() -> Mapping[str, OpRole]:
     return {f"aten.{op}": "view" for op in VIEWS}
+
+
+@hookimpl
+def cipm_resized(module: torch.nn.Module) -> None:
+    """nn.PReLU's slope count, read back from its resized weight."""
+    if isinstance(module, torch.nn.PReLU):
+        module.num_parameters = int(module.weight.shape[0])

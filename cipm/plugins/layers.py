@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from cipm.plugin import OpCall, OpRole, Rule, TensorRef, broadcast, broadcast_axes, hookimpl
 
@@ -136,6 +138,17 @@ def batch_norm(call: OpCall) -> None:
             )
 
 
+def weight_norm(call: OpCall) -> None:
+    """_weight_norm(v, g, dim) = v * g / ||v||, the norm over every dim but `dim` (over all of
+    them when g is a scalar): g broadcasts against v, and the norm is invariant to permuting
+    the dims it sums over, so v's axes pass through. _weight_norm_interface also returns the
+    norms, shaped as g."""
+    v, g = call.tensor(0), call.tensor(1)
+    broadcast(call, [v, g])
+    if len(call.output_shapes) > 1 and call.output_shapes[1] == g.shape:
+        call.set_output(g.axes, 1)
+
+
 def layer_norm(call: OpCall) -> None:
     """layer_norm / rms_norm: equivariant over the normalized (trailing) dims."""
     x = call.tensor(0)
@@ -174,59 +187,26 @@ def embedding(call: OpCall) -> None:
     call.set_output([*idx.axes, w.axes[1]])
 
 
-def pool(call: OpCall) -> None:
-    """Pooling over spatial dims: batch and channel axes pass through, spatial ones are fixed."""
-    x = call.tensor(0)
-    spatial_in = len(call.value("kernel_size", call.value("output_size", ())) or ()) or 2
-    keep = x.ndim - spatial_in
-    call.fix(*x.axes[keep:])
-    for i, shape in enumerate(call.output_shapes):
-        if shape is not None:
-            spatial = [call.new(n) for n in shape[keep:]]
-            call.fix(*spatial)
-            call.set_output([*x.axes[:keep], *spatial], i)
-
-
-POOLS = """
-max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool2d_with_indices
-max_pool3d_with_indices adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
-_adaptive_avg_pool2d adaptive_max_pool1d adaptive_max_pool2d lp_pool2d
-""".split()
-
-
 @hookimpl
 def cipm_rules() -> Mapping[str, Rule]:
-    rules: dict[str, Rule] = {f"aten.{op}": pool for op in POOLS}
-    rules.update(
-        {
-            "aten.linear": linear,
-            "aten.mm": matmul,
-            "aten.bmm": matmul,
-            "aten.matmul": matmul,
-            "aten.addmm": addmm,
-            "aten.baddbmm": addmm,
-            "aten.einsum": einsum,
-            "aten._grouped_mm": grouped_mm,
-            "aten.conv1d": convolution,
-            "aten.conv2d": convolution,
-            "aten.conv3d": convolution,
-            "aten.conv_transpose1d": convolution,
-            "aten.conv_transpose2d": convolution,
-            "aten.convolution": convolution,
-            "aten._convolution": convolution,
-            "aten.batch_norm": batch_norm,
-            "aten._native_batch_norm_legit_no_training": batch_norm,
-            "aten._native_batch_norm_legit": batch_norm,
-            "aten.native_batch_norm": batch_norm,
-            "aten.layer_norm": layer_norm,
-            "aten.native_layer_norm": layer_norm,
-            "aten.rms_norm": layer_norm,
-            "aten._fused_rms_norm": layer_norm,
-            "aten.group_norm": group_norm,
-            "aten.native_group_norm": group_norm,
-            "aten.embedding": embedding,
-        }
-    )
+    rules: dict[str, Rule] = {
+        "aten.linear": linear,
+        "aten.einsum": einsum,
+        "aten._grouped_mm": grouped_mm,
+        "aten.embedding": embedding,
+    }
+    for rule, ops in (
+        (matmul, "mm bmm matmul mv dot vdot"),
+        (addmm, "addmm baddbmm"),
+        (convolution, "conv1d conv2d conv3d conv_transpose1d conv_transpose2d convolution"),
+        (convolution, "_convolution"),
+        (batch_norm, "batch_norm native_batch_norm _native_batch_norm_legit instance_norm"),
+        (batch_norm, "_native_batch_norm_legit_no_training"),
+        (layer_norm, "layer_norm native_layer_norm rms_norm _fused_rms_norm"),
+        (group_norm, "group_norm native_group_norm"),
+        (weight_norm, "_weight_norm _weight_norm_interface"),
+    ):
+        rules.update({f"aten.{op}": rule for op in ops.split()})
     return rules
 
 
@@ -234,13 +214,17 @@ def cipm_rules() -> Mapping[str, Rule]:
 AFFINE = """
 linear addmm conv1d conv2d conv3d conv_transpose1d conv_transpose2d convolution _convolution
 batch_norm native_batch_norm _native_batch_norm_legit _native_batch_norm_legit_no_training
-layer_norm native_layer_norm group_norm native_group_norm
+layer_norm native_layer_norm group_norm native_group_norm instance_norm
 """.split()
 
 
 @hookimpl
 def cipm_op_roles() -> Mapping[str, OpRole]:
-    return {f"aten.{op}": "affine" for op in AFFINE}
+    roles: dict[str, OpRole] = {f"aten.{op}": "affine" for op in AFFINE}
+    # weight normalization re-scales a weight (v, its first argument): a layer reading the
+    # result reads v's units, so v's input axis consumes them as the layer's weight would
+    roles["aten._weight_norm"] = "view"
+    return roles
 
 
 @hookimpl
@@ -270,7 +254,9 @@ def cipm_reset_running_stats(module: torch.nn.Module) -> Callable[[], None] | No
 
 @hookimpl
 def cipm_resized(module: torch.nn.Module) -> None:
-    """Size attributes of torch's layers, read back from their resized tensors."""
+    """Size attributes of torch's layers, read back from their resized tensors (a weight
+    computed from others, as weight and spectral norms do, computed again first)."""
+    _recompute_hooked_weights(module)
     if isinstance(module, nn.Linear):
         module.out_features, module.in_features = module.weight.shape
     elif isinstance(module, nn.modules.conv._ConvNd):
@@ -296,3 +282,16 @@ def _first(module: nn.Module, *names: str) -> int:
         if isinstance(t, torch.Tensor):
             return int(t.shape[0])
     return int(getattr(module, "num_features", 0))
+
+
+def _recompute_hooked_weights(module: nn.Module) -> None:
+    """The weights the old weight and spectral norms keep as plain attributes, computed by a
+    forward pre-hook from the (resized) parameters: computed again, so sizes read from them
+    are the new ones (spectral norm without a power iteration, as in eval mode)."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm):
+            setattr(module, hook.name, hook.compute_weight(module))
+        elif isinstance(hook, SpectralNorm):
+            with torch.no_grad():
+                weight = hook.compute_weight(module, do_power_iteration=False)
+            setattr(module, hook.name, weight)
