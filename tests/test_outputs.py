@@ -322,5 +322,6 @@ def test_a_hugging_face_config_without_model_type_is_one_line(
     torch.save(torch.zeros(1, 4, dtype=torch.long), tmp_path / "ids.pt")
     assert main(["inspect", str(folder), "--input", str(tmp_path / "ids.pt")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cipm: error: cannot load the Hugging Face model in") and "model_type" in err
+    assert err.startswith("cipm: error: cannot load the Hugging Face model in")
+    assert "model_type" in err
     assert err.count("\n") == 1
