@@ -75,6 +75,21 @@ def _worker(rank: int, folder: str) -> None:
         except cipm.CipmError as e:
             Path(folder, f"mismatch{rank}").write_text(str(e))
         torch.save(results, Path(folder, f"rank{rank}.pt"))
+        # the same architecture with other weights on each rank: refused on every rank
+        mlp, graph = catalog.build("mlp", seed=rank)[0].double(), traced("mlp")
+        config = cipm.CollectConfig(progress=False)
+        try:
+            cipm.collect(mlp, graph, data("mlp")[rank::WORLD], config=config).all_reduce(group)
+        except cipm.CipmError as e:
+            Path(folder, f"weights{rank}").write_text(str(e))
+        # the last: rank 1's shard is empty, its collect fails and it leaves; rank 0, in the
+        # all-reduce, is told so (gloo's "Connection closed" was all it got)
+        mlp = catalog.build("mlp")[0].double()
+        shard = data("mlp")[rank::WORLD] if rank == 0 else []
+        try:
+            cipm.collect(mlp, graph, shard, config=config).all_reduce(group)
+        except cipm.CipmError as e:
+            Path(folder, f"empty{rank}").write_text(str(e))
     finally:
         dist.destroy_process_group()
 
@@ -149,6 +164,22 @@ def test_mismatched_ranks_are_an_error(ranks: tuple[Path, list[dict[str, torch.T
     for rank in range(WORLD):
         message = Path(folder, f"mismatch{rank}").read_text()
         assert "every rank must collect with the same model" in message
+
+
+def test_ranks_with_other_weights_are_an_error(
+    ranks: tuple[Path, list[dict[str, torch.Tensor]]],
+) -> None:
+    folder, _ = ranks
+    for rank in range(WORLD):
+        assert "models have other weights" in Path(folder, f"weights{rank}").read_text()
+
+
+def test_an_empty_shard_is_an_error_on_every_rank(
+    ranks: tuple[Path, list[dict[str, torch.Tensor]]],
+) -> None:
+    folder, _ = ranks
+    assert "no batches" in Path(folder, "empty1").read_text()
+    assert "another rank stopped before it" in Path(folder, "empty0").read_text()
 
 
 def test_without_a_process_group_initialized() -> None:

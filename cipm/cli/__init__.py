@@ -191,10 +191,13 @@ def _inspect(args: argparse.Namespace) -> int:
     if not args.no_check and x is not None:
         model, x = model.double(), pytree.tree_map(_float64, x)
         permuted = permute(model, graph.random_permutation(seed=0))
-        pairs = zip(outputs(model, x), outputs(permuted, x), strict=True)
-        err = max(
-            (float((a - b).abs().max()) for a, b in pairs if a.is_floating_point()), default=0
-        )
+        try:
+            pairs = list(zip(outputs(model, x), outputs(permuted, x), strict=True))
+        except Exception as e:  # traced, yet it does not run on --input in float64
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CipmError(f"the float64 check cannot run the model on --input: {why}") from e
+        floating = [(a, b) for a, b in pairs if a.is_floating_point() and a.numel()]
+        err = max((float((a - b).abs().max()) for a, b in floating), default=0.0)
         moved = sum(g.size for g in graph)
         print(
             f"random permutation of all {len(graph)} groups ({moved} units): "

@@ -12,6 +12,7 @@ loaded by unpickling it, which runs whatever code the file holds: that needs
 from __future__ import annotations
 
 import importlib
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -99,6 +100,8 @@ def example_input(spec: str) -> Any:
         ) from None
     if any(n < 1 for n in shape):
         raise CipmError(f"--input dims must be whole numbers >= 1, got {spec!r}")
+    if math.prod(shape) > 2**31:
+        raise CipmError(f"--input {spec} has more elements than an example needs (at most 2^31)")
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 

@@ -62,18 +62,24 @@ class Policy:
     sizes: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("permutation", "pruned"):
+        if not isinstance(self.kind, str) or self.kind not in ("permutation", "pruned"):
             raise CipmError(f"a policy's kind is 'permutation' or 'pruned', not {self.kind!r}")
+        for what in ("version", "model"):
+            if not isinstance(getattr(self, what), str):
+                raise CipmError(f"a policy's {what} must be a string, got {getattr(self, what)!r}")
         groups = {str(k): _whole_numbers(v, k) for k, v in _mapping(self.groups, "groups").items()}
         sizes = {str(k): _size(v, k) for k, v in _mapping(self.sizes, "sizes").items()}
         for name, idx in groups.items():
+            if not idx:  # a group of no units: neither a permutation nor a pruning keeps none
+                raise CipmError(f"policy group '{name}' holds no units")
             n = sizes.get(name, len(idx) if self.kind == "permutation" else None)
             if self.kind == "permutation" and sorted(idx) != list(range(len(idx))):
                 raise CipmError(f"policy group '{name}' is not a permutation of 0..{len(idx) - 1}")
-            if self.kind == "pruned" and (list(idx) != sorted(set(idx)) or not idx):
+            if self.kind == "pruned" and list(idx) != sorted(set(idx)):
                 raise CipmError(f"kept units of group '{name}' must be increasing and distinct")
-            if n is not None and (len(idx) > n or ((idx and max(idx) >= n) or min(idx) < 0)):
-                raise CipmError(f"policy group '{name}' has units outside 0..{n - 1}")
+            if min(idx) < 0 or (n is not None and (len(idx) > n or max(idx) >= n)):
+                where = f"0..{n - 1}" if n is not None else "0 and up"
+                raise CipmError(f"policy group '{name}' has units outside {where}")
         if self.kind == "permutation":
             sizes = {name: len(idx) for name, idx in groups.items()}
         object.__setattr__(self, "groups", MappingProxyType(groups))
@@ -95,8 +101,13 @@ class Policy:
             order = source.to_dict()
             return cls("permutation", order, __version__, model or source.graph.model)
         if isinstance(source, PruneReport):
-            before = {g: n for g, (n, _) in source.sizes.items()}
-            return cls("pruned", dict(source.kept), __version__, model, before)
+            try:
+                before = {g: n for g, (n, _) in _mapping(source.sizes, "sizes").items()}
+            except (TypeError, ValueError):  # a report not made by prune: (before, after) pairs
+                raise CipmError(
+                    f"a PruneReport's sizes map groups to (before, after), got {source.sizes!r}"
+                ) from None
+            return cls("pruned", _mapping(source.kept, "kept units"), __version__, model, before)
         if isinstance(source, Mapping):
             groups: dict[str, Sequence[int]] = {}
             sizes: dict[str, int] = {}
@@ -165,13 +176,16 @@ class Policy:
         source = f" in {where}" if where else ""
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError, RecursionError) as e:  # nested past reason
+        except (ValueError, TypeError, RecursionError) as e:  # not UTF-8, nested past reason
             raise CipmError(f"the cipm policy{source} is not JSON ({e})") from None
         if not isinstance(data, dict) or "cipm_policy" not in data:
             raise CipmError(f"the metadata{source} is not a cipm policy")
-        if data["cipm_policy"] != FORMAT_VERSION:
+        form = data["cipm_policy"]
+        if not isinstance(form, int) or isinstance(form, bool):
+            raise CipmError(f"the cipm policy{source} has no format number: got {form!r}")
+        if form != FORMAT_VERSION:
             raise CipmError(
-                f"the cipm policy{source} has format {data['cipm_policy']!r}; this cipm reads "
+                f"the cipm policy{source} has format {form!r}; this cipm reads "
                 f"format {FORMAT_VERSION} (upgrade cipm)"
             )
         try:
@@ -204,7 +218,12 @@ def _whole_numbers(value: Any, group: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+_MAX_SIZE = 2**31  # units in one group: far past any model, and `removed` lists them
+
+
 def _size(value: Any, group: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CipmError(f"the size of group '{group}' must be a whole number >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_SIZE:
+        raise CipmError(
+            f"the size of group '{group}' must be a whole number in 1..{_MAX_SIZE}, got {value!r}"
+        )
     return value

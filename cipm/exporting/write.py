@@ -68,10 +68,13 @@ def export(
     """
     if not isinstance(model, torch.nn.Module):
         raise CipmError(f"export needs a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(path, str | os.PathLike):
-        raise CipmError(f"export needs a path, got {type(path).__name__}")
-    target = Path(path)
-    name, exporter = choose(model, target, format, exporters())
+    target = _path(path, "export")
+    if format is not None and not isinstance(format, str):
+        raise CipmError(f"format= takes a format name (cipm.exporters()), got {format!r}")
+    try:
+        name, exporter = choose(model, target, format, exporters())
+    except OSError as e:  # the path cannot even be looked at (a name too long, a loop)
+        raise CipmError(f"cannot write {target}: {e.strerror or e}") from None
     if isinstance(policy, Permutation):  # it knows its model: the model must fit it
         fitted_tensors(model, policy.graph, "the exported model")
     stored = None if policy is None else Policy.of(policy, type(model).__name__)
@@ -98,16 +101,19 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
         CipmError: the file does not exist, no installed format reads it, or it holds no
             cipm policy.
     """
-    target = Path(path)
-    if not target.exists():
-        raise CipmError(f"{target} does not exist")
+    target = _path(path, "read_policy")
+    try:
+        if not target.exists():
+            raise CipmError(f"{target} does not exist")
+        folder = target.is_dir()
+    except OSError as e:  # a name too long, a loop of links, no permission
+        raise CipmError(f"cannot read {target}: {e.strerror or e}") from None
     table = exporters()
-    suffix = "" if target.is_dir() else target.suffix.lower()
+    suffix = "" if folder else target.suffix.lower()
     readers = [
         (name, e.read_policy)
         for name, e in table.items()
-        if e.read_policy is not None
-        and (suffix in e.suffixes if suffix else e.folder and target.is_dir())
+        if e.read_policy is not None and (suffix in e.suffixes if suffix else e.folder and folder)
     ]
     if not readers:
         known = sorted({s for e in table.values() if e.read_policy for s in e.suffixes})
@@ -122,3 +128,16 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
         if text is not None:
             return Policy.from_json(text, str(target))
     raise CipmError(f"{target} holds no cipm policy (it was exported without policy=)")
+
+
+def _path(path: Any, what: str) -> Path:
+    """`path` as a Path, once it is one a file can have."""
+    if not isinstance(path, str | os.PathLike):
+        raise CipmError(f"{what} needs a path, got {type(path).__name__}")
+    try:
+        target = Path(path)
+    except TypeError:  # a PathLike whose __fspath__ gives bytes
+        raise CipmError(f"{what} needs a path of text, got {path!r}") from None
+    if "\0" in str(target):
+        raise CipmError(f"{what}: a path cannot hold a NUL character, got {str(target)!r}")
+    return target

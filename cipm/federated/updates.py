@@ -73,6 +73,13 @@ def split_update(
     Raises:
         CipmError: statistics that are incomplete or not of `graph`'s groups.
     """
+    if not isinstance(arrays, Mapping):
+        raise CipmError(f"a client's update is a mapping of names to tensors, got {arrays!r:.80}")
+    if not isinstance(graph, SymmetryGraph):
+        raise CipmError(f"split_update needs the SymmetryGraph, got {type(graph).__name__}")
+    odd = [k for k in arrays if not isinstance(k, str)]
+    if odd:
+        raise CipmError(f"a client's update names its tensors with strings, got keys {odd[:5]!r}")
     state = {k: v for k, v in arrays.items() if not k.startswith(STATISTICS_PREFIX)}
     fields: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in arrays.items():
@@ -94,13 +101,22 @@ def _checked_moments(group: str, f: Mapping[str, torch.Tensor], n: int) -> Cross
     missing = [name for name in _FIELDS if name not in f]
     if missing:
         raise CipmError(f"client statistics of group '{group}' lack {missing}")
-    raw = torch.as_tensor(f["count"])
-    if raw.numel() != 1 or raw.is_floating_point() or int(raw) < 1:
+    extra = sorted(set(f) - set(_FIELDS))
+    if extra:
+        raise CipmError(f"client statistics of group '{group}' have unknown fields {extra}")
+    raw = _dense(f["count"], group, "count")
+    if (
+        raw.numel() != 1
+        or raw.is_floating_point()
+        or raw.is_complex()
+        or raw.dtype == torch.bool
+        or int(raw) < 1
+    ):
         raise CipmError(
             f"client statistics of group '{group}': the count must be one whole number >= 1, "
             f"got {raw.tolist()}"
         )
-    t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in f.items() if k != "count"}
+    t = {k: _dense(v, group, k).to(torch.float64) for k, v in f.items() if k != "count"}
     for name, value in t.items():
         shape = (n,) if name.startswith("mean") else (n, n)
         if tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
@@ -113,6 +129,29 @@ def _checked_moments(group: str, f: Mapping[str, torch.Tensor], n: int) -> Cross
     a = Moments(count, t["mean_a"], t["comoment_a"])
     b = Moments(count, t["mean_b"], t["comoment_b"])
     return CrossMoments(a, b, t["cross"])
+
+
+def _dense(value: Any, group: str, field: str) -> torch.Tensor:
+    """A field of a client's statistics as a real, dense CPU tensor."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        t = None
+    if (
+        t is None
+        or t.layout != torch.strided
+        or t.device.type == "meta"
+        or t.is_complex()
+        or not (t.is_floating_point() or t.dtype in _WHOLE)
+    ):
+        raise CipmError(
+            f"client statistics of group '{group}': '{field}' must be a tensor of real "
+            f"numbers, got {value!r:.80}"
+        )
+    return t.cpu()
+
+
+_WHOLE = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def aggregate_updates(
@@ -138,8 +177,13 @@ def aggregate_updates(
         CipmError: no updates, states that do not fit the template, or statistics missing
             from some updates but not others.
     """
+    if isinstance(updates, ClientUpdate) or not isinstance(updates, Sequence):
+        raise CipmError(f"updates must be a list of ClientUpdate, got {type(updates).__name__}")
     if not updates:
         raise CipmError("aggregate_updates needs at least one client update")
+    for i, u in enumerate(updates):
+        if not isinstance(u, ClientUpdate):
+            raise CipmError(f"updates[{i}] is a {type(u).__name__}, not a ClientUpdate")
     with_stats = [u.statistics is not None for u in updates]
     if any(with_stats) and not all(with_stats):
         raise CipmError(
@@ -163,10 +207,16 @@ def aggregate_updates(
 def _loaded(
     template: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str
 ) -> torch.nn.Module:
+    if not isinstance(state, Mapping):
+        raise CipmError(f"{what} must be a mapping of names to tensors, got {type(state).__name__}")
+    try:
+        tensors = {k: torch.as_tensor(v) for k, v in state.items()}
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise CipmError(f"{what} holds a value that is not a tensor: {e}") from None
     model = copy.deepcopy(template)
-    tensors = {k: torch.as_tensor(v) for k, v in state.items()}
     try:
         model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CipmError(f"{what} does not fit {type(template).__name__}: {e}") from None
+    except (RuntimeError, TypeError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise CipmError(f"{what} does not fit {type(template).__name__}: {detail}") from None
     return model.eval()

@@ -19,7 +19,7 @@ import torch
 from cipm.errors import CipmError
 from cipm.statistics.moments import CrossMoments, Moments
 
-__all__ = ["all_reduce_cross", "all_reduce_moments"]
+__all__ = ["all_reduce_cross", "all_reduce_moments", "check_same_model"]
 
 
 def all_reduce_moments(moments: Sequence[Moments], group: Any) -> list[Moments]:
@@ -77,6 +77,25 @@ def all_reduce_cross(cross: Sequence[CrossMoments], group: Any) -> list[CrossMom
     return out
 
 
+def check_same_model(fingerprint: torch.Tensor, group: Any) -> None:
+    """Raise a CipmError on every rank unless all ranks pass the same `fingerprint` (of
+    their model's weights, to rounding): statistics of different models must not be summed.
+    """
+    dist = _dist()
+    device = _device(dist, group)
+    mine = fingerprint.to(torch.float64).reshape(-1)
+    _check_same_layout(dist, group, device, [len(mine)])
+    both = _reduce(dist, group, device, torch.cat([mine, -mine]), op="MAX")
+    high, low = both[: len(mine)], -both[len(mine) :]
+    scale = max(float(mine.abs().max()) if len(mine) else 0.0, 1.0)
+    if len(mine) and float((high - low).max()) > 1e-9 * scale:
+        raise CipmError(
+            f"rank {dist.get_rank()}: the ranks' models have other weights (the same "
+            "architecture, other values): statistics of different models cannot be summed; "
+            "load the same weights on every rank before collect"
+        )
+
+
 def _moved(
     comoment: torch.Tensor, a: Moments, b: Moments, mean_a: torch.Tensor, mean_b: torch.Tensor
 ) -> torch.Tensor:
@@ -98,9 +117,21 @@ def _split_sums(flat: torch.Tensor, sizes: list[int]) -> tuple[list[int], list[t
     return counts, means
 
 
-def _reduce(dist: Any, group: Any, device: torch.device, flat: torch.Tensor) -> torch.Tensor:
+def _reduce(
+    dist: Any, group: Any, device: torch.device, flat: torch.Tensor, op: str = "SUM"
+) -> torch.Tensor:
+    """`flat` all-reduced across the ranks; a rank that never comes (its collect failed:
+    an empty shard, bad data) or leaves is a CipmError here, not a backend traceback."""
     buffer = flat.to(device=device, dtype=torch.float64).contiguous()
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    try:
+        dist.all_reduce(buffer, op=getattr(dist.ReduceOp, op), group=group)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CipmError(
+            f"rank {dist.get_rank()}: the all-reduce of statistics failed ({first}): another "
+            "rank stopped before it (every rank must reach all_reduce; a rank whose collect "
+            "failed, on an empty shard or bad data, says why in its own error)"
+        ) from e
     return buffer.cpu()
 
 
@@ -108,9 +139,7 @@ def _check_same_layout(dist: Any, group: Any, device: torch.device, sizes: list[
     """Every rank must reduce buffers of the same layout; a mismatch would otherwise
     hang or mix unrelated numbers. One small all-reduce of (len, sum, -len, -sum) with MAX."""
     mine = torch.tensor([len(sizes), sum(sizes)], dtype=torch.float64)
-    both = torch.cat([mine, -mine]).to(device)
-    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
-    both = both.cpu()
+    both = _reduce(dist, group, device, torch.cat([mine, -mine]), op="MAX")
     if not (torch.equal(both[:2], mine) and torch.equal(-both[2:], mine)):
         raise CipmError(
             f"rank {dist.get_rank()} holds statistics of {len(sizes)} variable sets "

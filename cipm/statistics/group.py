@@ -12,12 +12,19 @@ import torch
 from cipm.errors import CipmError
 from cipm.graph.parts import PermGroup, Site
 from cipm.graph.symmetry import SymmetryGraph
-from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments
+from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments, check_same_model
 from cipm.statistics.moments import CrossMoments, Moments
 from cipm.tensors.features import UnitFeatures, unit_features
 from cipm.tensors.fitted import fitted_tensors
 
-__all__ = ["CrossStatistics", "GroupStatistics", "Statistics"]
+__all__ = ["CrossStatistics", "GroupStatistics", "Statistics", "UnknownGroupError"]
+
+
+class UnknownGroupError(CipmError, KeyError):
+    """Statistics were asked for a group they do not hold (a KeyError too, as a mapping's)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -54,17 +61,30 @@ class _ByGroup(Mapping[str, Any]):
     """Read-only mapping from group name to per-group values, with merge by group."""
 
     def __init__(self, graph: SymmetryGraph, groups: Mapping[str, object]) -> None:
+        if not isinstance(graph, SymmetryGraph):
+            raise CipmError(f"statistics need the SymmetryGraph, got {type(graph).__name__}")
+        if not isinstance(groups, Mapping):
+            raise CipmError(f"statistics map group names to values, got {type(groups).__name__}")
         missing = [g.name for g in graph if g.name not in groups]
         if missing:
             raise CipmError(f"statistics are missing groups {missing}")
+        names = {g.name for g in graph}
+        extra = [name for name in groups if not isinstance(name, str) or name not in names]
+        if extra:
+            raise CipmError(f"statistics of groups the graph of {graph.model} lacks: {extra}")
+        for g in graph:
+            self._check(g, groups[g.name])
         self.graph = graph
         self._groups = MappingProxyType(dict(groups))
+
+    def _check(self, group: PermGroup, value: object) -> None:
+        """Raise a CipmError unless `value` holds statistics of `group`'s units."""
 
     def __getitem__(self, name: str) -> Any:
         try:
             return self._groups[name]
-        except KeyError:
-            raise KeyError(f"no group '{name}'; groups are {list(self._groups)}") from None
+        except (KeyError, TypeError):  # TypeError: an unhashable name
+            raise UnknownGroupError(f"no group {name!r}; groups are {list(self._groups)}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._groups)
@@ -73,6 +93,11 @@ class _ByGroup(Mapping[str, Any]):
         return len(self._groups)
 
     def _same_graph(self, other: _ByGroup) -> None:
+        if type(other) is not type(self):
+            raise CipmError(
+                f"cannot merge {type(self).__name__} with a {type(other).__name__}: merge "
+                "statistics of the same kind"
+            )
         if other.graph != self.graph:
             raise CipmError(
                 "cannot merge statistics of different symmetry graphs "
@@ -85,6 +110,14 @@ class Statistics(_ByGroup):
 
     def __getitem__(self, name: str) -> GroupStatistics:
         return super().__getitem__(name)
+
+    def _check(self, group: PermGroup, value: object) -> None:
+        if not isinstance(value, GroupStatistics):
+            raise CipmError(
+                f"statistics of group '{group.name}' must be GroupStatistics, got "
+                f"{type(value).__name__}"
+            )
+        _check_moments(group, value.moments)
 
     def merge(self, other: Statistics) -> Statistics:
         """Statistics of the union of both shards' samples (exact and associative)."""
@@ -108,10 +141,17 @@ class Statistics(_ByGroup):
                 for all ranks).
 
         Raises:
-            CipmError: torch.distributed is not initialized, or the ranks' statistics are
-                of other groups or sizes.
+            CipmError: torch.distributed is not initialized, the ranks' statistics are of
+                other groups or sizes or of models with other weights, or a rank never
+                reaches the all-reduce (its own collect failed).
         """
         names = list(self)
+        check_same_model(
+            torch.cat(
+                [torch.cat([s.features.in_norm, s.features.out_norm]) for s in self.values()]
+            ),
+            group,
+        )
         reduced = all_reduce_moments([self[n].moments for n in names], group)
         return Statistics(
             self.graph,
@@ -154,6 +194,17 @@ class CrossStatistics(_ByGroup):
     def __getitem__(self, name: str) -> CrossMoments:
         return super().__getitem__(name)
 
+    def _check(self, group: PermGroup, value: object) -> None:
+        if not isinstance(value, CrossMoments):
+            raise CipmError(
+                f"cross statistics of group '{group.name}' must be CrossMoments, got "
+                f"{type(value).__name__}"
+            )
+        _check_moments(group, value.a)
+        _check_moments(group, value.b)
+        if not bool(torch.isfinite(value.cross).all()):
+            raise CipmError(f"cross statistics of group '{group.name}' hold NaN or Inf")
+
     def cov(self, name: str) -> torch.Tensor:
         """Cross-covariance (n, n): rows are A's units, columns B's."""
         return self[name].cov
@@ -173,3 +224,14 @@ class CrossStatistics(_ByGroup):
 
     def __repr__(self) -> str:
         return f"CrossStatistics({self.graph.model}: {len(self)} groups)"
+
+
+def _check_moments(group: PermGroup, m: Moments) -> None:
+    """Moments of `group`'s units: `group.size` variables, finite."""
+    if not isinstance(m, Moments) or len(m.mean) != group.size:
+        size = len(m.mean) if isinstance(m, Moments) else type(m).__name__
+        raise CipmError(
+            f"statistics of group '{group.name}' must be of its {group.size} units, got {size}"
+        )
+    if not (bool(torch.isfinite(m.mean).all()) and bool(torch.isfinite(m.comoment).all())):
+        raise CipmError(f"statistics of group '{group.name}' hold NaN or Inf")

@@ -15,7 +15,9 @@ are never stored.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -32,6 +34,20 @@ class Moments:
     mean: torch.Tensor
     comoment: torch.Tensor
 
+    def __post_init__(self) -> None:
+        count = self.count
+        if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1:
+            raise CipmError(f"moments need a whole count >= 1 (the samples seen), got {count!r}")
+        object.__setattr__(self, "count", int(count))
+        _check_tensor(self.mean, "mean")
+        _check_tensor(self.comoment, "co-moment")
+        n = len(self.mean) if self.mean.dim() == 1 else -1
+        if n < 0 or tuple(self.comoment.shape) != (n, n):
+            raise CipmError(
+                "moments of n variables need a mean of shape (n,) and a co-moment of (n, n), "
+                f"got {tuple(self.mean.shape)} and {tuple(self.comoment.shape)}"
+            )
+
     @classmethod
     def of(cls, x: torch.Tensor) -> Moments:
         """Moments of the rows of a (samples, n) matrix, or of a (pre, n, post) block whose
@@ -41,6 +57,7 @@ class Moments:
         return acc.moments()
 
     def merge(self, other: Moments) -> Moments:
+        _check_same_kind(self, other)
         _check_sizes(self.mean.shape, other.mean.shape)
         n = self.count + other.count
         delta = other.mean - self.mean
@@ -71,6 +88,24 @@ class CrossMoments:
     b: Moments
     cross: torch.Tensor  # sum over samples of (a - mean_a)(b - mean_b)^T, shape (n_a, n_b)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.a, Moments) or not isinstance(self.b, Moments):
+            raise CipmError(
+                f"cross moments are of two Moments, got {type(self.a).__name__} and "
+                f"{type(self.b).__name__}"
+            )
+        if self.a.count != self.b.count:
+            raise CipmError(
+                f"cross moments are of the same samples: counts {self.a.count} and {self.b.count}"
+            )
+        _check_tensor(self.cross, "cross co-moment")
+        shape = (len(self.a.mean), len(self.b.mean))
+        if tuple(self.cross.shape) != shape:
+            raise CipmError(
+                f"the cross co-moment of {shape[0]} and {shape[1]} variables must be of shape "
+                f"{shape}, got {tuple(self.cross.shape)}"
+            )
+
     @classmethod
     def of(cls, xa: torch.Tensor, xb: torch.Tensor) -> CrossMoments:
         """Cross moments of sample-aligned (samples, n) matrices or (pre, n, post) blocks."""
@@ -85,6 +120,7 @@ class CrossMoments:
         return acc.moments()
 
     def merge(self, other: CrossMoments) -> CrossMoments:
+        _check_same_kind(self, other)
         _check_sizes(self.cross.shape, other.cross.shape)
         n = self.a.count + other.a.count
         da = other.a.mean - self.a.mean
@@ -108,6 +144,25 @@ def _normalize(cov: torch.Tensor, std_a: torch.Tensor, std_b: torch.Tensor) -> t
     scale = torch.outer(std_a, std_b)
     tiny = torch.finfo(torch.float64).eps * max(float(scale.max()), 1.0)
     return torch.where(scale > tiny, cov / scale.clamp_min(tiny), torch.zeros_like(cov))
+
+
+def _check_tensor(value: Any, what: str) -> None:
+    """A moment is a dense tensor of real floats that holds values (not on the meta device)."""
+    if (
+        not isinstance(value, torch.Tensor)
+        or not value.is_floating_point()
+        or value.layout != torch.strided
+        or value.device.type == "meta"
+    ):
+        raise CipmError(f"the {what} of moments must be a dense float tensor, got {value!r:.80}")
+
+
+def _check_same_kind(mine: Any, other: Any) -> None:
+    if type(other) is not type(mine):
+        raise CipmError(
+            f"cannot merge {type(mine).__name__} with a {type(other).__name__}: merge statistics "
+            "of the same kind"
+        )
 
 
 def _check_sizes(a: torch.Size, b: torch.Size) -> None:
