@@ -29,6 +29,7 @@ from cipm.errors import (
     PluginError,
     RuleError,
     TraceError,
+    UnknownGroupError,
     UnsupportedOpError,
 )
 from cipm.exporting import export, exporters, read_policy
@@ -105,6 +106,7 @@ __all__ = [
     "SymmetryGraph",
     "TensorAxis",
     "TraceError",
+    "UnknownGroupError",
     "UnsupportedOpError",
     "align",
     "align_many",

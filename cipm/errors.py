@@ -10,6 +10,7 @@ __all__ = [
     "ResizeError",
     "RuleError",
     "TraceError",
+    "UnknownGroupError",
     "UnsupportedOpError",
 ]
 
@@ -20,6 +21,14 @@ class CipmError(Exception):
 
 class CipmWarning(UserWarning):
     """Something cipm did differently from what was asked, and why."""
+
+
+class UnknownGroupError(CipmError, KeyError):
+    """A group name that a graph, permutation or statistics do not hold (a KeyError too, as
+    a mapping's, so ``in`` and ``.get`` work as usual)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class TraceError(CipmError):

@@ -325,3 +325,17 @@ def test_a_hugging_face_config_without_model_type_is_one_line(
     assert err.startswith("cipm: error: cannot load the Hugging Face model in")
     assert "model_type" in err
     assert err.count("\n") == 1
+
+
+def test_an_unknown_group_name_is_a_cipm_error_and_a_key_error() -> None:
+    """Graph, permutation and statistics lookups by an unknown name raise one error that is
+    both a CipmError (the guide's promise) and a KeyError (a mapping's, so `in` and `.get`
+    work), naming the group."""
+    model, x = catalog.build("mlp")
+    graph = cipm.trace(model, x)
+    stats = cipm.collect(model, graph, [x], config=cipm.CollectConfig(progress=False))
+    for table in (graph, graph.random_permutation(seed=0), stats):
+        with pytest.raises(cipm.UnknownGroupError, match="no group 'nope'") as info:
+            table["nope"]
+        assert isinstance(info.value, cipm.CipmError) and isinstance(info.value, KeyError)
+    assert stats.get("nope") is None and "nope" not in stats

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from cipm.errors import CipmError, PermutationError
+from cipm.errors import CipmError, PermutationError, UnknownGroupError
 from cipm.graph.layout import Layout, Leaf, groups_in, index_map, leaves, placements, relabel
 from cipm.graph.parts import GroupKind, OutputAxis, PermGroup, TensorAxis
 from cipm.graph.serialize import graph_fields, graph_to_dict
@@ -66,7 +66,8 @@ class SymmetryGraph:
         try:
             return self._by_name[name]
         except KeyError:
-            raise KeyError(f"no group '{name}'; groups are {list(self._by_name)}") from None
+            known = list(self._by_name)
+            raise UnknownGroupError(f"no group {name!r}; groups are {known}") from None
 
     def __iter__(self) -> Iterator[PermGroup]:
         return iter(self.groups)
@@ -253,7 +254,7 @@ class Permutation(Mapping[str, torch.Tensor]):
         try:
             return self._indices[group].clone()
         except KeyError:
-            raise KeyError(f"no group '{group}' in this permutation") from None
+            raise UnknownGroupError(f"no group {group!r} in this permutation") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._indices)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cipm.errors import CipmError
+from cipm.errors import CipmError, UnknownGroupError
 from cipm.graph.parts import PermGroup, Site
 from cipm.graph.symmetry import SymmetryGraph
 from cipm.statistics.distributed import all_reduce_cross, all_reduce_moments, check_same_model
@@ -17,14 +17,7 @@ from cipm.statistics.moments import CrossMoments, Moments
 from cipm.tensors.features import UnitFeatures, unit_features
 from cipm.tensors.fitted import fitted_tensors
 
-__all__ = ["CrossStatistics", "GroupStatistics", "Statistics", "UnknownGroupError"]
-
-
-class UnknownGroupError(CipmError, KeyError):
-    """Statistics were asked for a group they do not hold (a KeyError too, as a mapping's)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+__all__ = ["CrossStatistics", "GroupStatistics", "Statistics"]
 
 
 @dataclass(frozen=True)
