@@ -339,3 +339,14 @@ def test_an_unknown_group_name_is_a_cipm_error_and_a_key_error() -> None:
             table["nope"]
         assert isinstance(info.value, cipm.CipmError) and isinstance(info.value, KeyError)
     assert stats.get("nope") is None and "nope" not in stats
+
+
+def test_a_format_is_not_written_under_another_formats_name(tmp_path: Path) -> None:
+    """`export(model, "x.onnx", format="safetensors")` wrote safetensors that read_policy
+    then took for ONNX and refused."""
+    model, x = catalog.build("mlp")
+    with pytest.raises(cipm.CipmError, match=r"x.onnx is named as a 'onnx' file"):
+        cipm.export(model, tmp_path / "x.onnx", x, format="safetensors")
+    assert not (tmp_path / "x.onnx").exists()
+    written = cipm.export(model, tmp_path / "weights", format="safetensors")  # no suffix: fine
+    assert written.is_file()

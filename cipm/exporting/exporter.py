@@ -44,6 +44,13 @@ def choose(
                 f"format '{format}' cannot hold a {type(model).__name__}: "
                 f"{table[format].description or 'see cipm.exporters()'}"
             )
+        suffix = path.suffix.lower()
+        other = [n for n, e in table.items() if suffix in e.suffixes and n != format]
+        if other and suffix not in table[format].suffixes:  # read back as the wrong format
+            raise CipmError(
+                f"{path} is named as a '{other[0]}' file, but format '{format}' would be written "
+                f"into it: give a name ending in {list(table[format].suffixes) or 'no suffix'}"
+            )
         return format, table[format]
     suffix = "" if path.is_dir() else path.suffix.lower()
     if suffix:
