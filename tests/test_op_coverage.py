@@ -593,3 +593,19 @@ def test_weight_norm_direction_consumes_the_units_its_layer_reads() -> None:
     _, _, graph = traced("weight_norm")
     consumed = {(m.key, m.dim) for m in graph["a:channels"].members if m.consumes}
     assert consumed == {(f"b.{PARAM_V}", 1)}
+
+
+def test_attention_that_lost_units_within_its_heads_is_refused_by_its_resizer() -> None:
+    """MViT's first block has one head of 96 channels; halving them used to divide by zero
+    (48 // 96 heads) in the attention resizer, a raw error that stopped `prune` instead of
+    keeping that group whole. A width that is no whole number of heads is a CipmError."""
+    from cipm.plugins.attention import cipm_resized
+
+    class FusedOneHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(8, 12)  # q | k | v of 4 units each: half of one 8-unit head
+            self.head_dim, self.num_heads = 8, 1
+
+    with pytest.raises(cipm.CipmError, match="not a whole number of heads of 8"):
+        cipm_resized(FusedOneHead())

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from cipm import CipmError
 from cipm.plugin import OpCall, Rule, TensorRef, broadcast_axes, hookimpl
 
 
@@ -73,8 +74,15 @@ def cipm_resized(module: torch.nn.Module) -> None:
     if size is None or (query or fused) is None:
         return
     head_size = getattr(module, size)
+    projection = fused if fused is not None else query
+    assert projection is not None
+    width = projection.out_features // (3 if fused is not None else 1)
+    if width % head_size or width < head_size:  # units within a head went: not whole heads
+        raise CipmError(
+            f"{type(module).__name__} keeps {width} query units, not a whole number of heads "
+            f"of {head_size}: prune its heads, not the units within them"
+        )
     if fused is not None:  # q | k | v of equal widths, heads x head size each
-        width = fused.out_features // 3
         table = getattr(module, "relative_position_bias_table", None)  # a column per head
         heads = table.shape[-1] if isinstance(table, torch.Tensor) else width // head_size
         if count is not None:
