@@ -21,12 +21,11 @@ that is read, ties every layer's and direction's units into one group (a smaller
 still exact). Which is which is read from the exported graph (the state's producer, the
 result's readers); where it cannot be read the rule ties.
 
-The tracer makes groups of units that some activation shows: the units of every layer but
-the last (and an LSTM's cell units under a projection) never leave the fused op, and the op's
-results are read through ``getitem`` nodes, which are no activation sites, so today only the
-last layer's units are groups, and only where an op (a mean over time, a slice, a
-nonlinearity) reads the output before its consumer. The rule states the rest; it becomes
-groups once the core admits such units (tests/test_recurrent.py, the xfails).
+The tracer makes groups of units that some activation shows (the op's results, read through
+``getitem`` nodes, are such sites): the units of every layer but the last (and an LSTM's cell
+units under a projection) never leave the fused op, so today only the last layer's units are
+groups. The rule states the rest; it becomes groups once the core admits such units
+(tests/test_recurrent.py, the xfails).
 
 Pruning leaves fewer rows and columns; `cipm_resized` reads ``hidden_size``, ``proj_size``
 and ``input_size`` back from the weights and refreshes the module's flat weight list, so the
