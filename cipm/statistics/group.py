@@ -66,12 +66,21 @@ class _ByGroup(Mapping[str, Any]):
         if extra:
             raise CipmError(f"statistics of groups the graph of {graph.model} lacks: {extra}")
         for g in graph:
-            self._check(g, groups[g.name])
+            value = groups[g.name]
+            if not isinstance(value, self._value):
+                raise CipmError(
+                    f"{type(self).__name__} of group '{g.name}' must be "
+                    f"{self._value.__name__}, got {type(value).__name__}"
+                )
+            self._check(g, value)
         self.graph = graph
         self._groups = MappingProxyType(dict(groups))
 
-    def _check(self, group: PermGroup, value: object) -> None:
-        """Raise a CipmError unless `value` holds statistics of `group`'s units."""
+    _value: type = object  # what every group's value is
+
+    def _check(self, group: PermGroup, value: Any) -> None:
+        """Raise a CipmError unless `value` (a `_value`) holds statistics of `group`'s
+        units."""
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -104,12 +113,9 @@ class Statistics(_ByGroup):
     def __getitem__(self, name: str) -> GroupStatistics:
         return super().__getitem__(name)
 
-    def _check(self, group: PermGroup, value: object) -> None:
-        if not isinstance(value, GroupStatistics):
-            raise CipmError(
-                f"statistics of group '{group.name}' must be GroupStatistics, got "
-                f"{type(value).__name__}"
-            )
+    _value = GroupStatistics
+
+    def _check(self, group: PermGroup, value: GroupStatistics) -> None:
         _check_moments(group, value.moments)
 
     def merge(self, other: Statistics) -> Statistics:
@@ -187,12 +193,9 @@ class CrossStatistics(_ByGroup):
     def __getitem__(self, name: str) -> CrossMoments:
         return super().__getitem__(name)
 
-    def _check(self, group: PermGroup, value: object) -> None:
-        if not isinstance(value, CrossMoments):
-            raise CipmError(
-                f"cross statistics of group '{group.name}' must be CrossMoments, got "
-                f"{type(value).__name__}"
-            )
+    _value = CrossMoments
+
+    def _check(self, group: PermGroup, value: CrossMoments) -> None:
         _check_moments(group, value.a)
         _check_moments(group, value.b)
         if not bool(torch.isfinite(value.cross).all()):
